@@ -1,0 +1,35 @@
+"""FaRS: Fast Randomized Smoothing on provably Lipschitz backbones.
+
+Public API: the certify methods :class:`FaRSMonteCarlo` and :class:`FaRSClosedForm`, the shared
+:class:`Certificate` record, the SLL layers and backbone builder, and the Lipschitz audit.
+"""
+
+from .audit import LipschitzAudit, audit_lipschitz
+from .backbone import BackboneConfig, SLLBackbone, build_backbone
+from .certificate import ABSTAIN, Certificate, Certifier
+from .closed_form import FaRSClosedForm, linear_head_radius
+from .monte_carlo import FaRSMonteCarlo
+from .sll import LipschitzAvgPool2d, NormalizedLinear, PadChannels, SLLConv2d, SLLDense, SpectralLinear
+from .smoothing import MonteCarloCertifier, max_certifiable_radius
+
+__all__ = [
+    "ABSTAIN",
+    "Certificate",
+    "Certifier",
+    "FaRSClosedForm",
+    "FaRSMonteCarlo",
+    "MonteCarloCertifier",
+    "linear_head_radius",
+    "max_certifiable_radius",
+    "BackboneConfig",
+    "SLLBackbone",
+    "build_backbone",
+    "SLLDense",
+    "SLLConv2d",
+    "PadChannels",
+    "LipschitzAvgPool2d",
+    "SpectralLinear",
+    "NormalizedLinear",
+    "LipschitzAudit",
+    "audit_lipschitz",
+]

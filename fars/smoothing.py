@@ -1,0 +1,211 @@
+"""Monte Carlo statistics of randomized smoothing, written once for every sampled method.
+
+Cohen et al. (2019), CERTIFY: with g(x) = argmax_c P[f(x + eps) = c], eps ~ N(0, sigma^2 I),
+
+1. draw ``n0`` noisy samples and take the most frequent class cA (selection);
+2. draw ``n`` *fresh* samples and count nA, the samples classified cA (estimation);
+3. pA_lower = one-sided (1 - alpha) Clopper-Pearson lower bound on P[f(x + eps) = cA];
+4. abstain if pA_lower < 1/2, else g is constant on the l2 ball of radius sigma * Phi^-1(pA_lower).
+
+Guarantee: with probability >= 1 - alpha over the estimation samples, a non-abstaining answer is
+g's prediction and the radius is certified for g. Cohen RS samples in input space; FaRS samples in
+the embedding space of an L-Lipschitz backbone and divides the radius by L (FaRS, Proposition 1).
+Subclasses of :class:`MonteCarloCertifier` only say *where* the noise goes (:meth:`_encode`) and
+*what* classifies a noisy point (:meth:`_classify`).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+import torch
+from scipy.stats import binomtest, norm
+from statsmodels.stats.proportion import proportion_confint
+
+from .certificate import (
+    ABSTAIN,
+    LOW_PRECISION,
+    Certificate,
+    call_model,
+    check_alpha,
+    check_count,
+    check_indices,
+    check_inputs,
+    check_positive,
+    timed,
+)
+from .noise import NoiseSource, Stage, check_seed
+
+
+def lower_confidence_bound(successes: np.ndarray, trials: int, alpha: float) -> np.ndarray:
+    """One-sided (1 - alpha) Clopper-Pearson lower bound on a binomial proportion (vectorised)."""
+    successes = np.asarray(successes)
+    low, _ = proportion_confint(successes, trials, alpha=2 * alpha, method="beta")
+    return np.where(successes > 0, np.nan_to_num(low, nan=0.0), 0.0)
+
+
+def radius_from_counts(n_a: np.ndarray, n: int, sigma: float, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """(certified mask, radius in noise units x sigma) from the estimation counts of the selected class.
+
+    The mask is False where the Clopper-Pearson lower bound is below 1/2 (abstain); radius is 0 there.
+    """
+    p_lower = lower_confidence_bound(n_a, n, alpha)
+    certified = p_lower >= 0.5
+    radius = np.where(certified, sigma * norm.ppf(np.clip(p_lower, 0.5, 1.0)), 0.0)
+    return certified, radius
+
+
+def max_certifiable_radius(n: int, sigma: float, alpha: float) -> float:
+    """The largest radius CERTIFY can return with n samples: sigma * Phi^-1(alpha^(1/n))."""
+    return float(sigma * norm.ppf(alpha ** (1.0 / n)))
+
+
+def binomial_abstain(n_a: np.ndarray, n_b: np.ndarray, alpha: float) -> np.ndarray:
+    """PREDICT's test: True where a two-sided binomial test of n_a of n_a + n_b at p = 1/2 has p > alpha."""
+    return np.array([binomtest(int(a), int(a + b), 0.5).pvalue > alpha for a, b in zip(n_a, n_b)], dtype=bool)
+
+
+@contextmanager
+def evaluating(*modules: torch.nn.Module) -> Iterator[None]:
+    """Put modules in eval mode for the block (no dropout, frozen batch-norm) and restore them after."""
+    modes = [m.training for m in modules]
+    try:
+        for m in modules:
+            m.eval()
+        yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
+
+
+class MonteCarloCertifier:
+    """CERTIFY and PREDICT of a smoothed classifier, shared by Cohen RS and FaRS Monte Carlo.
+
+    Args:
+        sigma: noise standard deviation in the space where noise is added (> 0).
+        n0: selection samples per input (>= 1).
+        n: estimation samples per input (>= 1).
+        alpha: failure probability of the certificate, in (0, 1).
+        batch_size: noisy points per forward pass (examples share a batch when n is small).
+        seed: global seed; with an example's index it decides all of that example's noise.
+        lipschitz: Lipschitz constant L of whatever maps inputs to the noisy space; radii are divided by it.
+    """
+
+    name = "monte-carlo"
+
+    def __init__(self, sigma: float, n0: int, n: int, alpha: float, batch_size: int, seed: int,
+                 lipschitz: float = 1.0) -> None:
+        self.sigma = check_positive("sigma", sigma)
+        self.n0 = check_count("n0", n0)
+        self.n = check_count("n", n)
+        self.alpha = check_alpha(alpha)
+        self.batch_size = check_count("batch_size", batch_size)
+        self.seed = check_seed(seed)
+        self.lipschitz = check_positive("lipschitz", lipschitz)
+
+    # --- what subclasses define ----------------------------------------------------------------
+    def _modules(self) -> tuple[torch.nn.Module, ...]:
+        raise NotImplementedError
+
+    def _device(self) -> torch.device:
+        raise NotImplementedError
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The points around which noise is drawn, [B, ...] (the inputs, or their embeddings)."""
+        raise NotImplementedError
+
+    def _classify(self, points: torch.Tensor) -> torch.Tensor:
+        """Scores [m, K] of the base classifier at m noisy points."""
+        raise NotImplementedError
+
+    def _noise_shape(self, centers: torch.Tensor) -> tuple[int, ...]:
+        """Shape of one sample's standard normal noise (by default, that of a center)."""
+        return tuple(centers.shape[1:])
+
+    def _perturb(self, centers: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Noisy points from centers and standard normal noise: centers + sigma * noise."""
+        return torch.add(centers, noise, alpha=self.sigma)
+
+    # --- the shared statistics -----------------------------------------------------------------
+    def sample_counts(self, centers: torch.Tensor, indices: torch.Tensor, num: int, stage: Stage) -> torch.Tensor:
+        """Class counts int64 [B, K] of the base classifier over ``num`` noisy samples per center."""
+        rows_total = centers.shape[0]
+        if centers.dtype in LOW_PRECISION:
+            raise TypeError(f"the noisy space is {centers.dtype}: Monte Carlo certification runs in float32 or "
+                            "float64 (low-precision sampling can break the guarantee, Voracek & Hein 2023)")
+        source = NoiseSource(self.seed, stage, indices, num, self._noise_shape(centers),
+                             centers.device, centers.dtype)
+        counts: torch.Tensor | None = None
+        for rows, noise in source.batches(self.batch_size):
+            points = self._perturb(centers.index_select(0, rows), noise)
+            scores = self._classify(points)
+            if counts is None:
+                counts = torch.zeros(rows_total, scores.shape[1], dtype=torch.int64, device=centers.device)
+            classes = counts.shape[1]
+            hits = rows * classes + scores.argmax(dim=1)
+            counts.view(-1).index_add_(0, hits, torch.ones_like(hits))
+        assert counts is not None
+        return counts
+
+    def _prepare(self, x: torch.Tensor, indices: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        x = check_inputs(x, self._device())
+        return x, check_indices(indices, x.shape[0])
+
+    def certify(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> Certificate:
+        """CERTIFY each input of the batch ``x`` ([B, ...], pixels in [0, 1]).
+
+        ``indices`` (int [B], default ``arange(B)``) are the examples' dataset indices: with ``seed``
+        they decide each example's noise, so results do not depend on batching.
+        """
+        x, indices = self._prepare(x, indices)
+        device = x.device
+        with timed(device) as elapsed, torch.inference_mode(), evaluating(*self._modules()):
+            centers = self._encode(x)
+            selection = self.sample_counts(centers, indices, self.n0, Stage.SELECTION)
+            top = selection.argmax(dim=1)
+            estimation = self.sample_counts(centers, indices, self.n, Stage.ESTIMATION)
+            n_a = estimation.gather(1, top[:, None])[:, 0]
+            n_a, top = n_a.cpu().numpy(), top.cpu()
+        certified, radius = radius_from_counts(n_a, self.n, self.sigma, self.alpha)
+        prediction = torch.where(torch.from_numpy(certified), top, torch.full_like(top, ABSTAIN))
+        radius_t = torch.from_numpy(radius / self.lipschitz).to(torch.float64)
+        return Certificate(prediction, radius_t, samples=self.n0 + self.n, seconds=elapsed[0])
+
+    def predict(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> Certificate:
+        """PREDICT (Cohen et al.): the smoothed class, or abstain when a binomial test of the top two
+        counts over ``n`` samples cannot tell them apart at level ``alpha``.
+
+        Returns a :class:`Certificate` whose radius is 0 everywhere (a prediction, not a certificate).
+        With probability >= 1 - alpha, a non-abstaining answer equals the smoothed classifier's class.
+        """
+        x, indices = self._prepare(x, indices)
+        with timed(x.device) as elapsed, torch.inference_mode(), evaluating(*self._modules()):
+            counts = self.sample_counts(self._encode(x), indices, self.n, Stage.PREDICTION)
+            if counts.shape[1] < 2:
+                raise ValueError("the classifier returns a single score per input; PREDICT needs >= 2 classes")
+            top2 = counts.topk(2, dim=1)
+            values, classes = top2.values.cpu().numpy(), top2.indices[:, 0].cpu()
+        abstain = torch.from_numpy(binomial_abstain(values[:, 0], values[:, 1], self.alpha))
+        prediction = torch.where(abstain, torch.full_like(classes, ABSTAIN), classes)
+        return Certificate(prediction, torch.zeros(len(prediction), dtype=torch.float64),
+                           samples=self.n, seconds=elapsed[0])
+
+
+def validate_classifier(model: torch.nn.Module, what: str) -> torch.nn.Module:
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"{what} must be a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+__all__ = [
+    "MonteCarloCertifier",
+    "lower_confidence_bound",
+    "radius_from_counts",
+    "max_certifiable_radius",
+    "binomial_abstain",
+    "evaluating",
+    "validate_classifier",
+    "call_model",
+]

@@ -1,0 +1,370 @@
+"""FaRS closed form and the Lipschitz-margin certificate on linear classifiers, where the exact
+certified radius is known: the l2 distance from z to the nearest point where another class ties or wins.
+
+Everything here runs in float64 so that "exact" can be checked to ~1e-9.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from baselines import LipschitzMargin
+from fars import ABSTAIN, FaRSClosedForm, linear_head_radius
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Tiny models: intra-op threads only add OpenMP wake-up latency (on the shared 2-core CI machine a
+    4x4 conv pair took ~8 ms with 2 threads against ~0.01 ms with 1). Restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+DTYPE = torch.float64
+
+
+def make_head(d: int, k: int, seed: int) -> nn.Linear:
+    torch.manual_seed(seed)
+    head = nn.Linear(d, k, dtype=DTYPE)
+    with torch.no_grad():
+        head.weight.normal_()
+        head.bias.normal_()
+    return head
+
+
+def scores(head: nn.Linear, z: torch.Tensor) -> torch.Tensor:
+    s = z.to(DTYPE) @ head.weight.detach().T
+    return s if head.bias is None else s + head.bias.detach()
+
+
+def brute_force_radius(head: nn.Linear, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Independent loop-based reference: min over rivals of (s_c - s_j) / ||w_c - w_j||."""
+    w = head.weight.detach()
+    s = scores(head, z)
+    preds, radii = [], []
+    for row in s:
+        c = int(row.argmax())
+        best = math.inf
+        for j in range(len(row)):
+            if j == c:
+                continue
+            gap = float(torch.linalg.vector_norm(w[c] - w[j]))
+            best = min(best, float(row[c] - row[j]) / gap)
+        preds.append(c)
+        radii.append(best)
+    return torch.tensor(preds), torch.tensor(radii, dtype=DTYPE)
+
+
+def worst_rival(head: nn.Linear, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Index j* of the rival whose boundary is nearest, per row."""
+    w = head.weight.detach()
+    s = scores(head, z)
+    margin = s.gather(1, c[:, None]) - s
+    gaps = torch.linalg.vector_norm(w[c][:, None, :] - w[None, :, :], dim=2)
+    dist = margin / gaps.clamp_min(1e-300)
+    dist.scatter_(1, c[:, None], math.inf)
+    return dist.argmin(dim=1)
+
+
+def pgd_on_sphere(head: nn.Linear, z: torch.Tensor, c: torch.Tensor, radius: torch.Tensor,
+                  steps: int = 40, seed: int = 0) -> torch.Tensor:
+    """Max over found deltas with ||delta|| = radius of max_{j != c} (s_j - s_c)(z + delta) (per row).
+
+    Projected gradient ascent on the sphere, one run per rival j (from a random start), on the gap
+    s_j - s_c; a soft maximum over rivals would get stuck at the local maximum of the wrong rival.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    # Certificates are produced under torch.inference_mode(); clone to use them with autograd.
+    z, c, radius = z.clone(), c.clone(), radius.clone()
+    w = head.weight.detach()
+    b = 0.0 if head.bias is None else head.bias.detach()
+    best = torch.full((z.shape[0],), -math.inf, dtype=DTYPE)
+    r = radius[:, None]
+    for j in range(w.shape[0]):
+        rows = c != j
+
+        def gap(delta: torch.Tensor) -> torch.Tensor:
+            s = (z + delta) @ w.T + b
+            return s[:, j] - s.gather(1, c[:, None])[:, 0]
+
+        delta = torch.randn(z.shape, generator=gen, dtype=DTYPE)
+        delta = delta / delta.norm(dim=1, keepdim=True) * r
+        for _ in range(steps):
+            delta.requires_grad_(True)
+            g = gap(delta)
+            best = torch.where(rows, torch.maximum(best, g.detach()), best)
+            (grad,) = torch.autograd.grad(g.sum(), delta)
+            with torch.no_grad():
+                delta = delta + 0.5 * r * grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-300)
+                delta = delta / delta.norm(dim=1, keepdim=True) * r
+        with torch.no_grad():
+            best = torch.where(rows, torch.maximum(best, gap(delta)), best)
+    return best
+
+
+@pytest.fixture(params=[0, 1, 2])
+def setup(request):
+    d, k, batch = 6, 5, 64
+    head = make_head(d, k, seed=request.param)
+    torch.manual_seed(100 + request.param)
+    z = torch.randn(batch, d, dtype=DTYPE) * 2
+    return head, z
+
+
+def test_radius_matches_independent_formula(setup):
+    head, z = setup
+    cert = FaRSClosedForm(nn.Identity(), head).certify(z)
+    ref_pred, ref_rad = brute_force_radius(head, z)
+    assert cert.prediction.dtype == torch.int64 and cert.radius.dtype == torch.float64
+    assert cert.samples == 0 and cert.seconds >= 0
+    assert torch.equal(cert.prediction, ref_pred)
+    torch.testing.assert_close(cert.radius, ref_rad, rtol=1e-12, atol=1e-12)
+    assert bool((cert.radius > 0).all())
+
+
+def test_step_just_beyond_radius_along_worst_direction_flips(setup):
+    """(a) r is not an under-estimate: moving r (1 + 1e-6) + 1e-12 toward the nearest rival's boundary
+    makes that rival tie or win."""
+    head, z = setup
+    cert = FaRSClosedForm(nn.Identity(), head).certify(z)
+    c, r = cert.prediction, cert.radius
+    j = worst_rival(head, z, c)
+    w = head.weight.detach()
+    u = w[j] - w[c]
+    u = u / u.norm(dim=1, keepdim=True)
+    z_adv = z + (r * (1 + 1e-6) + 1e-12)[:, None] * u
+    s = scores(head, z_adv)
+    s_j, s_c = s.gather(1, j[:, None])[:, 0], s.gather(1, c[:, None])[:, 0]
+    assert bool((s_j >= s_c).all())
+    assert bool(((s.argmax(dim=1) != c) | (s_j == s_c)).all())
+    # The model itself (an nn.Module on the identity backbone) changes its decision too.
+    assert bool((head(z_adv).argmax(dim=1) != c).all())
+    # ... while at 0.999 r along the same direction it has not.
+    s_in = scores(head, z + (0.999 * r)[:, None] * u)
+    assert bool((s_in.argmax(dim=1) == c).all())
+
+
+def test_no_flip_inside_radius_random_directions(setup):
+    """(b) Hundreds of random directions at 0.999 r: the argmax never changes."""
+    head, z = setup
+    cert = FaRSClosedForm(nn.Identity(), head).certify(z)
+    c, r = cert.prediction, cert.radius
+    gen = torch.Generator().manual_seed(7)
+    dirs = 400
+    u = torch.randn(z.shape[0], dirs, z.shape[1], generator=gen, dtype=DTYPE)
+    u = u / u.norm(dim=2, keepdim=True)
+    pts = z[:, None, :] + 0.999 * r[:, None, None] * u
+    s = scores(head, pts.reshape(-1, z.shape[1])).reshape(z.shape[0], dirs, -1)
+    assert bool((s.argmax(dim=2) == c[:, None]).all())
+
+
+def test_no_flip_inside_radius_adversarial_directions(setup):
+    """(b) Toward each rival's boundary, and PGD on the sphere of radius 0.999 r: never flips."""
+    head, z = setup
+    cert = FaRSClosedForm(nn.Identity(), head).certify(z)
+    c, r = cert.prediction, cert.radius
+    w = head.weight.detach()
+    k = w.shape[0]
+    for j in range(k):
+        rows = c != j
+        u = w[j] - w[c[rows]]
+        u = u / u.norm(dim=1, keepdim=True)
+        s = scores(head, z[rows] + (0.999 * r[rows])[:, None] * u)
+        assert bool((s.argmax(dim=1) == c[rows]).all()), f"flip toward class {j}"
+    best_gap = pgd_on_sphere(head, z, c, 0.999 * r)
+    assert bool((best_gap < 0).all()), f"PGD found a rival that ties or wins: {best_gap.max()}"
+    # PGD is not toothless: at 1.001 r it finds the flip for every row.
+    gap_out = pgd_on_sphere(head, z, c, 1.001 * r)
+    assert bool((gap_out > 0).all())
+
+
+def test_lipschitz_divides_radius(setup):
+    """(c) lipschitz = 2 halves every radius, same predictions."""
+    head, z = setup
+    one = FaRSClosedForm(nn.Identity(), head).certify(z)
+    two = FaRSClosedForm(nn.Identity(), head, lipschitz=2).certify(z)
+    assert torch.equal(one.prediction, two.prediction)
+    torch.testing.assert_close(two.radius, one.radius / 2, rtol=1e-15, atol=0)
+
+
+def test_ties_abstain_with_zero_radius():
+    """(d) A tie for the top score abstains with radius 0; a tie below the top does not matter."""
+    head = nn.Linear(2, 3, dtype=DTYPE)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]], dtype=DTYPE))
+        head.bias.zero_()
+    z = torch.tensor([[1.0, 1.0],     # s = (1, 1, -2): top tie -> abstain
+                      [0.0, 0.0],     # s = (0, 0, 0): three-way tie -> abstain
+                      [2.0, 1.0],     # s = (2, 1, -3): class 0
+                      [-1.0, -1.0]],  # s = (-1, -1, 2): class 2, tie between 0 and 1 below the top
+                     dtype=DTYPE)
+    cert = FaRSClosedForm(nn.Identity(), head).certify(z)
+    assert cert.prediction.tolist() == [ABSTAIN, ABSTAIN, 0, 2]
+    assert cert.radius[0] == 0 and cert.radius[1] == 0
+    assert cert.radius[2] == pytest.approx(1 / math.sqrt(2))              # (2 - 1) / ||(1, -1)||
+    assert cert.radius[3] == pytest.approx(3 / math.sqrt(5))              # (2 - (-1)) / ||(-2, -1)||
+    # Same through LipschitzMargin on the same linear map (its margin is also 0 at a tie).
+    lm = LipschitzMargin(head, lipschitz=float(torch.linalg.matrix_norm(head.weight.detach(), ord=2)))
+    cm = lm.certify(z)
+    assert cm.prediction[:2].tolist() == [ABSTAIN, ABSTAIN]
+    assert cm.radius[:2].tolist() == [0.0, 0.0]
+
+
+def test_identical_rows():
+    """(e) Two identical rows: with a smaller bias the copy can never win (infinite distance to it),
+    the radius stays finite from the other classes and is still exact."""
+    torch.manual_seed(3)
+    d, k = 4, 4
+    head = make_head(d, k, seed=3)
+    with torch.no_grad():
+        head.weight[0] = head.weight[1]
+        head.bias[0] = head.bias[1] - 0.5
+    z = torch.randn(300, d, dtype=DTYPE) * 3
+    cert = FaRSClosedForm(nn.Identity(), head).certify(z)
+    assert bool((cert.prediction != 0).all())
+    assert bool((cert.prediction != ABSTAIN).all())
+    assert bool(torch.isfinite(cert.radius).all()) and bool((cert.radius > 0).all())
+    assert bool((cert.prediction == 1).any()), "class 1 should win somewhere for this test to bite"
+    # Exactness where class 1 wins: equals the min over the classes 2, 3 (class 0 is at infinite distance).
+    w, s = head.weight.detach(), scores(head, z)
+    won = cert.prediction == 1
+    expected = torch.stack([(s[won, 1] - s[won, j]) / (w[1] - w[j]).norm() for j in (2, 3)]).min(dim=0).values
+    torch.testing.assert_close(cert.radius[won], expected, rtol=1e-12, atol=1e-12)
+    # And soundness: random directions at 0.999 r never flip.
+    gen = torch.Generator().manual_seed(0)
+    u = torch.randn(z.shape[0], 200, d, generator=gen, dtype=DTYPE)
+    u = u / u.norm(dim=2, keepdim=True)
+    pts = z[:, None] + 0.999 * cert.radius[:, None, None] * u
+    assert bool((scores(head, pts.reshape(-1, d)).argmax(1).reshape(z.shape[0], -1) == cert.prediction[:, None]).all())
+
+
+def test_identical_rows_and_biases_tie_when_on_top():
+    head = make_head(3, 3, seed=5)
+    with torch.no_grad():
+        head.weight[2] = head.weight[0]
+        head.bias[2] = head.bias[0]
+    torch.manual_seed(5)
+    z = torch.randn(200, 3, dtype=DTYPE) * 3
+    cert = FaRSClosedForm(nn.Identity(), head).certify(z)
+    s = scores(head, z)
+    zero_on_top = s.argmax(dim=1) == 0
+    assert bool(zero_on_top.any()) and bool((~zero_on_top).any())
+    assert bool((cert.prediction[zero_on_top] == ABSTAIN).all())
+    assert bool((cert.radius[zero_on_top] == 0).all())
+    assert bool((cert.prediction[~zero_on_top] == 1).all())
+    assert bool(torch.isfinite(cert.radius).all())
+
+
+def test_non_linear_head_is_rejected():
+    """(f)"""
+    with pytest.raises(TypeError, match="nn.Linear"):
+        FaRSClosedForm(nn.Identity(), nn.Sequential(nn.Linear(3, 2)))
+    with pytest.raises(TypeError, match="nn.Linear"):
+        FaRSClosedForm(nn.Identity(), nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)))
+
+
+def test_closed_form_through_a_backbone_scaled_by_lipschitz():
+    """A backbone z = 3 x (3-Lipschitz): the pixel-space radius is r_z / 3, and is exact."""
+    head = make_head(5, 4, seed=11)
+    backbone = nn.Linear(5, 5, bias=False, dtype=DTYPE)
+    with torch.no_grad():
+        backbone.weight.copy_(3 * torch.eye(5, dtype=DTYPE))
+    torch.manual_seed(11)
+    x = torch.randn(40, 5, dtype=DTYPE)
+    cert = FaRSClosedForm(backbone, head, lipschitz=3.0).certify(x)
+    _, rz = brute_force_radius(head, 3 * x)
+    torch.testing.assert_close(cert.radius, rz / 3, rtol=1e-12, atol=1e-12)
+
+
+def test_linear_head_radius_float32_inputs_computed_in_float64():
+    head = make_head(4, 3, seed=9)
+    torch.manual_seed(9)
+    z = torch.randn(20, 4)
+    pred, rad = linear_head_radius(z, head.weight.float(), head.bias.float())
+    assert rad.dtype == torch.float64
+    ref_pred, ref_rad = brute_force_radius(head, z.double())
+    assert torch.equal(pred, ref_pred)
+    torch.testing.assert_close(rad, ref_rad, rtol=1e-6, atol=1e-6)
+
+
+# --- LipschitzMargin ----------------------------------------------------------------------------
+
+def linear_with_spectral_norm(d: int, k: int, lipschitz: float, seed: int) -> nn.Linear:
+    gen = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(k, k, generator=gen, dtype=DTYPE))
+    v, _ = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=DTYPE))
+    m = min(d, k)
+    sv = torch.rand(m, generator=gen, dtype=DTYPE) * lipschitz
+    sv[0] = lipschitz
+    a = u[:, :m] @ torch.diag(sv) @ v[:, :m].T
+    layer = nn.Linear(d, k, dtype=DTYPE)
+    with torch.no_grad():
+        layer.weight.copy_(a)
+        layer.bias.copy_(torch.randn(k, generator=gen, dtype=DTYPE))
+    return layer
+
+
+@pytest.mark.parametrize("lipschitz", [0.5, 1.0, 3.0])
+def test_lipschitz_margin_formula_and_soundness(lipschitz):
+    model = linear_with_spectral_norm(6, 4, lipschitz, seed=int(lipschitz * 10))
+    assert float(torch.linalg.matrix_norm(model.weight.detach(), ord=2)) == pytest.approx(lipschitz, rel=1e-12)
+    torch.manual_seed(1)
+    x = torch.randn(64, 6, dtype=DTYPE)
+    cert = LipschitzMargin(model, lipschitz=lipschitz).certify(x)
+    s = scores(model, x)
+    top2 = s.topk(2, dim=1)
+    assert torch.equal(cert.prediction, top2.indices[:, 0])
+    torch.testing.assert_close(cert.radius, (top2.values[:, 0] - top2.values[:, 1]) / (math.sqrt(2) * lipschitz),
+                               rtol=1e-12, atol=1e-12)
+    assert cert.samples == 0
+    # Never larger than the exact distance (the closed form on the same linear map).
+    exact = FaRSClosedForm(nn.Identity(), model).certify(x)
+    assert bool((cert.radius <= exact.radius * (1 + 1e-12)).all())
+    # Attacks at 0.999 r: each rival's gradient direction (the worst case for a linear map), random, PGD.
+    c, r = cert.prediction, cert.radius
+    w = model.weight.detach()
+    for j in range(w.shape[0]):
+        rows = c != j
+        u = w[j] - w[c[rows]]
+        u = u / u.norm(dim=1, keepdim=True)
+        assert bool((scores(model, x[rows] + (0.999 * r[rows])[:, None] * u).argmax(1) == c[rows]).all())
+    gen = torch.Generator().manual_seed(2)
+    u = torch.randn(x.shape[0], 300, 6, generator=gen, dtype=DTYPE)
+    u = u / u.norm(dim=2, keepdim=True)
+    pts = (x[:, None] + 0.999 * r[:, None, None] * u).reshape(-1, 6)
+    assert bool((scores(model, pts).argmax(1).reshape(x.shape[0], -1) == c[:, None]).all())
+    assert bool((pgd_on_sphere(model, x, c, 0.999 * r) < 0).all())
+
+
+def test_lipschitz_margin_is_tight_for_scaled_identity():
+    """For s = L x (rows L e_i, ||e_c - e_j|| L = sqrt(2) L) the margin bound is the exact distance:
+    a step of r (1 + 1e-6) along e_j - e_c flips the prediction."""
+    lipschitz, d = 2.5, 5
+    model = nn.Linear(d, d, bias=False, dtype=DTYPE)
+    with torch.no_grad():
+        model.weight.copy_(lipschitz * torch.eye(d, dtype=DTYPE))
+    torch.manual_seed(4)
+    x = torch.randn(50, d, dtype=DTYPE)
+    cert = LipschitzMargin(model, lipschitz=lipschitz).certify(x)
+    exact = FaRSClosedForm(nn.Identity(), model).certify(x)
+    torch.testing.assert_close(cert.radius, exact.radius, rtol=1e-12, atol=1e-12)
+    c = cert.prediction
+    j = x.topk(2, dim=1).indices[:, 1]
+    u = (torch.nn.functional.one_hot(j, d) - torch.nn.functional.one_hot(c, d)).to(DTYPE) / math.sqrt(2)
+    s = scores(model, x + (cert.radius * (1 + 1e-6) + 1e-12)[:, None] * u)
+    assert bool((s.gather(1, j[:, None]) >= s.gather(1, c[:, None])).all())
+
+
+def test_lipschitz_margin_halves_with_double_constant():
+    model = linear_with_spectral_norm(4, 3, 1.0, seed=0)
+    x = torch.randn(10, 4, dtype=DTYPE)
+    a = LipschitzMargin(model, lipschitz=1.0).certify(x)
+    b = LipschitzMargin(model, lipschitz=2.0).certify(x)
+    assert torch.equal(a.prediction, b.prediction)
+    torch.testing.assert_close(b.radius, a.radius / 2, rtol=1e-15, atol=0)

@@ -1,0 +1,266 @@
+"""Bad inputs fail early with an error that names the offending parameter."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from baselines import CohenRS, LipschitzMargin
+from fars import Certificate, FaRSClosedForm, FaRSMonteCarlo
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Tiny models: intra-op threads only add OpenMP wake-up latency (on the shared 2-core CI machine a
+    4x4 conv pair took ~8 ms with 2 threads against ~0.01 ms with 1). Restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+D, K = 4, 3
+
+
+def linear() -> nn.Linear:
+    torch.manual_seed(0)
+    return nn.Linear(D, K)
+
+
+def mc_factories():
+    """Constructors of the two Monte Carlo methods taking the shared keyword arguments."""
+    return {
+        "cohen": lambda **kw: CohenRS(linear(), **{"sigma": 0.5, "n0": 5, "n": 20, **kw}),
+        "fars-mc": lambda **kw: FaRSMonteCarlo(nn.Identity(), linear(), **{"sigma": 0.5, "n0": 5, "n": 20, **kw}),
+    }
+
+
+def all_certifiers():
+    return {
+        "cohen": CohenRS(linear(), sigma=0.5, n0=5, n=20),
+        "fars-mc": FaRSMonteCarlo(nn.Identity(), linear(), sigma=0.5, n0=5, n=20),
+        "fars-closed": FaRSClosedForm(nn.Identity(), linear()),
+        "lipschitz-margin": LipschitzMargin(linear()),
+    }
+
+
+MC = sorted(mc_factories())
+ALL = sorted(all_certifiers())
+
+
+# --- constructor arguments -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", MC)
+@pytest.mark.parametrize("sigma", [0.0, -0.25, math.nan, math.inf, -math.inf])
+def test_bad_sigma(kind, sigma):
+    with pytest.raises(ValueError, match="sigma"):
+        mc_factories()[kind](sigma=sigma)
+
+
+@pytest.mark.parametrize("kind", MC)
+@pytest.mark.parametrize("sigma", ["0.5", None, True, torch.tensor(0.5)])
+def test_sigma_of_the_wrong_type(kind, sigma):
+    with pytest.raises(TypeError, match="sigma"):
+        mc_factories()[kind](sigma=sigma)
+
+
+@pytest.mark.parametrize("kind", MC)
+@pytest.mark.parametrize("name", ["n0", "n", "batch_size"])
+@pytest.mark.parametrize("value", [0, -1])
+def test_counts_below_one(kind, name, value):
+    with pytest.raises(ValueError, match=rf"^{name} must be >= 1"):
+        mc_factories()[kind](**{name: value})
+
+
+@pytest.mark.parametrize("kind", MC)
+@pytest.mark.parametrize("name", ["n0", "n", "batch_size"])
+@pytest.mark.parametrize("value", [100.0, 1.5, "100", True])
+def test_non_integer_counts(kind, name, value):
+    with pytest.raises(TypeError, match=rf"^{name} must be an integer"):
+        mc_factories()[kind](**{name: value})
+
+
+@pytest.mark.parametrize("kind", MC)
+@pytest.mark.parametrize("alpha", [0, 0.0, 1, 1.0, 1.5, -0.01, math.nan])
+def test_bad_alpha(kind, alpha):
+    with pytest.raises(ValueError, match="alpha"):
+        mc_factories()[kind](alpha=alpha)
+
+
+@pytest.mark.parametrize("kind", MC)
+def test_alpha_of_the_wrong_type(kind):
+    with pytest.raises(TypeError, match="alpha"):
+        mc_factories()[kind](alpha="0.001")
+
+
+@pytest.mark.parametrize("lipschitz", [0, 0.0, -1.0, math.nan, math.inf])
+@pytest.mark.parametrize("make", [
+    lambda L: FaRSMonteCarlo(nn.Identity(), linear(), sigma=0.5, lipschitz=L),
+    lambda L: FaRSClosedForm(nn.Identity(), linear(), lipschitz=L),
+    lambda L: LipschitzMargin(linear(), lipschitz=L),
+], ids=["fars-mc", "fars-closed", "lipschitz-margin"])
+def test_bad_lipschitz(make, lipschitz):
+    with pytest.raises(ValueError, match="lipschitz"):
+        make(lipschitz)
+
+
+@pytest.mark.parametrize("kind", MC)
+@pytest.mark.parametrize("seed", [-1, -100])
+def test_negative_seed(kind, seed):
+    with pytest.raises(ValueError, match="seed"):
+        mc_factories()[kind](seed=seed)
+
+
+@pytest.mark.parametrize("kind", MC)
+@pytest.mark.parametrize("seed", [1.5, "0", None, False])
+def test_non_integer_seed(kind, seed):
+    with pytest.raises(TypeError, match="seed"):
+        mc_factories()[kind](seed=seed)
+
+
+@pytest.mark.parametrize("head", [nn.Sequential(nn.Linear(D, K)), nn.Identity(), nn.Conv1d(1, 1, 1)])
+def test_closed_form_needs_a_linear_head(head):
+    with pytest.raises(TypeError, match="nn.Linear"):
+        FaRSClosedForm(nn.Identity(), head)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: CohenRS(lambda x: x, sigma=0.5), "model"),
+    (lambda: FaRSMonteCarlo("backbone", linear(), sigma=0.5), "backbone"),
+    (lambda: FaRSMonteCarlo(nn.Identity(), torch.zeros(3), sigma=0.5), "head"),
+    (lambda: FaRSClosedForm(None, linear()), "backbone"),
+    (lambda: LipschitzMargin(np.eye(3)), "model"),
+])
+def test_models_must_be_modules(make, match):
+    with pytest.raises(TypeError, match=match):
+        make()
+
+
+def test_bad_sampler():
+    with pytest.raises(ValueError, match="sampler"):
+        FaRSMonteCarlo(nn.Identity(), linear(), sigma=0.5, sampler="fastest")
+
+
+# --- certify inputs ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ALL)
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_inputs(kind, bad):
+    x = torch.rand(3, D)
+    x[1, 2] = bad
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        all_certifiers()[kind].certify(x)
+
+
+@pytest.mark.parametrize("kind", ALL)
+def test_one_dimensional_input(kind):
+    with pytest.raises(ValueError, match="rank"):
+        all_certifiers()[kind].certify(torch.rand(D))
+
+
+@pytest.mark.parametrize("kind", ALL)
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool])
+def test_integer_inputs(kind, dtype):
+    with pytest.raises(TypeError, match="floating-point"):
+        all_certifiers()[kind].certify(torch.ones(2, D, dtype=dtype))
+
+
+@pytest.mark.parametrize("kind", ALL)
+def test_non_tensor_inputs(kind):
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        all_certifiers()[kind].certify(np.zeros((2, D), dtype=np.float32))
+
+
+@pytest.mark.parametrize("kind", ALL)
+def test_empty_batch(kind):
+    with pytest.raises(ValueError, match="empty"):
+        all_certifiers()[kind].certify(torch.zeros(0, D))
+
+
+@pytest.mark.parametrize("kind", ALL)
+@pytest.mark.parametrize("count", [2, 4])
+def test_indices_of_the_wrong_length(kind, count):
+    with pytest.raises(ValueError, match="indices"):
+        all_certifiers()[kind].certify(torch.rand(3, D), indices=torch.arange(count))
+
+
+@pytest.mark.parametrize("kind", ALL)
+def test_negative_indices(kind):
+    with pytest.raises(ValueError, match="indices"):
+        all_certifiers()[kind].certify(torch.rand(3, D), indices=torch.tensor([0, -1, 2]))
+
+
+@pytest.mark.parametrize("kind", ALL)
+@pytest.mark.parametrize("indices", [torch.tensor([0.0, 1.0, 2.0]), torch.tensor([True, False, True]),
+                                     torch.arange(3)[None]])
+def test_indices_of_the_wrong_type(kind, indices):
+    with pytest.raises(TypeError, match="indices"):
+        all_certifiers()[kind].certify(torch.rand(3, D), indices=indices)
+
+
+@pytest.mark.parametrize("kind", MC)
+def test_predict_validates_too(kind):
+    c = mc_factories()[kind]()
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        c.predict(torch.full((2, D), math.nan))
+    with pytest.raises(ValueError, match="indices"):
+        c.predict(torch.rand(2, D), indices=torch.arange(3))
+
+
+def test_valid_indices_are_accepted_in_other_forms():
+    c = all_certifiers()["cohen"]
+    x = torch.rand(3, D)
+    a = c.certify(x, indices=torch.tensor([4, 5, 6]))
+    b = c.certify(x, indices=[4, 5, 6])
+    c2 = c.certify(x, indices=np.array([4, 5, 6]))
+    assert torch.equal(a.radius, b.radius) and torch.equal(a.radius, c2.radius)
+
+
+# --- model outputs -------------------------------------------------------------------------------------
+
+class Flat(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sum(dim=1)          # [B], not [B, K]
+
+
+class OneScore(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sum(dim=1, keepdim=True)
+
+
+def test_model_must_return_a_batch_of_scores():
+    with pytest.raises(ValueError, match=r"shape \[B, K\]"):
+        CohenRS(Flat(), sigma=0.5, n0=2, n=4).certify(torch.rand(2, D))
+    with pytest.raises(ValueError, match=r"shape \[B, K\]"):
+        FaRSMonteCarlo(nn.Identity(), Flat(), sigma=0.5, n0=2, n=4).certify(torch.rand(2, D))
+    with pytest.raises(ValueError, match=r"shape \[B, K\]"):
+        LipschitzMargin(Flat()).certify(torch.rand(2, D))
+
+
+def test_single_score_models():
+    with pytest.raises(ValueError, match="2 classes"):
+        LipschitzMargin(OneScore()).certify(torch.rand(2, D))
+    with pytest.raises(ValueError, match="2 classes"):
+        CohenRS(OneScore(), sigma=0.5, n0=2, n=4).predict(torch.rand(2, D))
+
+
+def test_closed_form_embedding_width_mismatch():
+    with pytest.raises(ValueError, match="embeddings"):
+        FaRSClosedForm(nn.Identity(), nn.Linear(D + 1, K)).certify(torch.rand(2, D))
+    with pytest.raises(ValueError, match="embeddings"):
+        FaRSClosedForm(nn.Identity(), nn.Linear(D, K)).certify(torch.rand(2, 1, D))
+
+
+def test_certificate_shapes_are_checked():
+    with pytest.raises(ValueError, match="shape"):
+        Certificate(torch.zeros(3, dtype=torch.int64), torch.zeros(2, dtype=torch.float64), 0, 0.0)
+    with pytest.raises(ValueError, match="shape"):
+        Certificate(torch.zeros(2, 1, dtype=torch.int64), torch.zeros(2, 1, dtype=torch.float64), 0, 0.0)
+    cert = Certificate(torch.tensor([0, -1, 2]), torch.tensor([0.5, 0.0, 0.1], dtype=torch.float64), 0, 0.0)
+    assert len(cert) == 3
+    assert cert.certified_at(torch.tensor([0, 1, 2]), 0.1).tolist() == [True, False, True]
+    assert cert.certified_at(torch.tensor([0, -1, 2]), 0.2).tolist() == [True, False, False]
