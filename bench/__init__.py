@@ -1,0 +1,1 @@
+"""Training, model and dataset tooling of the FaRS benchmark harness."""
