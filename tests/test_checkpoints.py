@@ -1,0 +1,102 @@
+"""Checkpoints: round trip, and every kind of mismatch is refused with a clear message."""
+
+import json
+
+import pytest
+import torch
+
+from bench import checkpoints as ckpt
+from bench.models import CNNConfig, HeadConfig, SmallCNN, build_head
+from fars import BackboneConfig, SLLBackbone
+
+TINY = BackboneConfig(image_size=8, conv_width=4, conv_inner=4, conv_depth=1, stages=1, dense_depth=1,
+                      dense_inner=8, embedding_dim=6)
+
+
+def save_backbone(tmp_path, audited=0.5, declared=1.0, name="sll-backbone"):
+    torch.manual_seed(0)
+    backbone = SLLBackbone(TINY)
+    meta = ckpt.save_checkpoint(backbone, tmp_path / name, {
+        "kind": "backbone", "architecture": TINY.to_dict(),
+        "lipschitz": {"declared": declared, "audited_lower_bound": audited}})
+    return backbone, meta
+
+
+def save_head(tmp_path, backbone_meta, kind="ce", embedding_dim=6):
+    config = HeadConfig(kind, embedding_dim, 10)
+    head = build_head(config)
+    ckpt.save_checkpoint(head, tmp_path / f"head-{kind}", {
+        "kind": "head", "architecture": config.to_dict(), "backbone_sha256": backbone_meta["state_sha256"]})
+    return head
+
+
+def test_round_trip_restores_weights_and_sidecar(tmp_path):
+    backbone, meta = save_backbone(tmp_path)
+    loaded, sidecar = ckpt.load_backbone(tmp_path / "sll-backbone")
+    x = torch.rand(3, 1, 8, 8)
+    assert torch.equal(loaded(x), backbone.eval()(x))
+    assert sidecar["state_sha256"] == ckpt.sha256_file(tmp_path / "sll-backbone.pt")
+    assert {"versions", "git_commit", "created"} <= set(sidecar)
+    head = save_head(tmp_path, meta)
+    loaded_head, _ = ckpt.load_head(tmp_path / "head-ce", meta)
+    z = torch.rand(2, 6)
+    assert torch.equal(loaded_head(z), head(z))
+
+
+def test_architecture_mismatch_is_refused(tmp_path):
+    save_backbone(tmp_path)
+    meta_path = tmp_path / "sll-backbone.json"
+    meta = json.loads(meta_path.read_text())
+    meta["architecture"]["dense_inner"] = 9
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ckpt.CheckpointError, match="shape mismatch"):
+        ckpt.load_backbone(tmp_path / "sll-backbone")
+
+
+def test_swapped_weights_file_is_refused(tmp_path):
+    save_backbone(tmp_path, name="a")
+    torch.manual_seed(1)
+    other = SLLBackbone(TINY)
+    torch.save(other.state_dict(), tmp_path / "a.pt")
+    with pytest.raises(ckpt.CheckpointError, match="does not match its sidecar"):
+        ckpt.load_backbone(tmp_path / "a")
+
+
+def test_missing_keys_are_refused_never_loaded_loosely(tmp_path):
+    _, meta = save_backbone(tmp_path)
+    config = HeadConfig("mlp", 6, 10)
+    ckpt.save_checkpoint(torch.nn.Linear(6, 10), tmp_path / "head-mlp", {
+        "kind": "head", "architecture": config.to_dict(), "backbone_sha256": meta["state_sha256"]})
+    with pytest.raises(ckpt.CheckpointError, match="missing keys"):
+        ckpt.load_head(tmp_path / "head-mlp", meta)
+
+
+def test_head_of_another_backbone_is_refused(tmp_path):
+    _, meta = save_backbone(tmp_path)
+    save_head(tmp_path, {**meta, "state_sha256": "0" * 64})
+    with pytest.raises(ckpt.CheckpointError, match="trained on backbone"):
+        ckpt.load_head(tmp_path / "head-ce", meta)
+
+
+def test_backbone_failing_its_audit_is_refused(tmp_path):
+    save_backbone(tmp_path, audited=1.01, declared=1.0)
+    with pytest.raises(ckpt.CheckpointError, match="exceeds the declared constant"):
+        ckpt.load_backbone(tmp_path / "sll-backbone")
+
+
+def test_declared_constant_below_proof_is_refused(tmp_path):
+    save_backbone(tmp_path, audited=0.3, declared=0.5)
+    with pytest.raises(ckpt.CheckpointError, match="below the architecture's proven bound"):
+        ckpt.load_backbone(tmp_path / "sll-backbone")
+
+
+def test_wrong_kind_and_missing_files(tmp_path):
+    model = SmallCNN(CNNConfig())
+    ckpt.save_checkpoint(model, tmp_path / "cnn", {"kind": "cnn", "architecture": CNNConfig().to_dict()})
+    with pytest.raises(ckpt.CheckpointError, match="expected 'backbone'"):
+        ckpt.load_backbone(tmp_path / "cnn")
+    loaded, _ = ckpt.load_cnn(tmp_path / "cnn")
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(loaded(x), model.eval()(x))
+    with pytest.raises(ckpt.CheckpointError, match="does not exist"):
+        ckpt.load_cnn(tmp_path / "nothing")
