@@ -1,0 +1,134 @@
+"""End to end: `python -m bench.run` on a tiny configuration, resume after an interruption, bad flags."""
+
+
+import pandas as pd
+import pytest
+import torch
+
+from bench import checkpoints as ckpt
+from bench import run as bench_run
+from bench.models import CNNConfig, HeadConfig, SmallCNN, build_head
+from fars import BackboneConfig, SLLBackbone, audit_lipschitz
+
+TINY = BackboneConfig(image_size=28, conv_width=2, conv_inner=2, conv_depth=1, stages=2, dense_depth=1,
+                      dense_inner=8, embedding_dim=8)
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo(tmp_path_factory):
+    """Random tiny models saved as real checkpoints (the pipeline does not care how well they classify)."""
+    out = tmp_path_factory.mktemp("zoo")
+    torch.manual_seed(0)
+    backbone = SLLBackbone(TINY)
+    audit = audit_lipschitz(backbone, torch.rand(4, 1, 28, 28), power_iterations=10, pair_steps=10)
+    meta = ckpt.save_checkpoint(backbone, out / "sll-backbone", {
+        "kind": "backbone", "architecture": TINY.to_dict(), "lipschitz": ckpt.audit_record(audit, 1.0)})
+    for kind in ("ce", "mlp"):
+        config = HeadConfig(kind, 8, 10, hidden=8)
+        ckpt.save_checkpoint(build_head(config), out / f"head-{kind}", {
+            "kind": "head", "architecture": config.to_dict(), "backbone_sha256": meta["state_sha256"]})
+    config = CNNConfig(width=2, hidden=8)
+    ckpt.save_checkpoint(SmallCNN(config), out / "cnn-noise0.25", {
+        "kind": "cnn", "architecture": config.to_dict(), "noise_sigma": 0.25})
+    return out
+
+
+def args(zoo, out, *extra):
+    return ["--models", str(zoo), "--out", str(out), "--num-images", "3", "--n", "20", "--n0", "5",
+            "--sigma", "0.25", "--batch-size", "16", "--no-progress", *extra]
+
+
+def test_tiny_run_writes_tsv_summary_and_plots(tiny_zoo, tmp_path):
+    out = bench_run.main(args(tiny_zoo, tmp_path / "run"))
+    rows = pd.read_csv(out / "certify.tsv", sep="\t")
+    assert list(rows.columns) == list(bench_run.COLUMNS)
+    keys = set(zip(rows.method, rows.model))
+    assert keys == {("cohen", "sll+ce"), ("cohen", "cnn-noise0.25"), ("fars-mc", "sll+ce"), ("fars-mc", "sll+mlp"),
+                    ("fars-closed", "sll+ce"), ("lipschitz-margin", "sll+ce")}
+    assert len(rows) == 6 * 3
+    assert set(rows.samples[rows.method.isin(["cohen", "fars-mc"])]) == {25}
+    assert set(rows.samples[rows.method.isin(["fars-closed", "lipschitz-margin"])]) == {0}
+    assert (rows.seconds > 0).all()
+    assert ((rows.predict == -1) <= (rows.radius == 0)).all()
+    assert (rows.correct == (rows.predict == rows.label)).all()
+    for name in ("summary.csv", "summary.md", "manifest.json", "certified_accuracy.png", "speedup.png"):
+        assert (out / name).is_file(), name
+    manifest = (out / "manifest.json").read_text()
+    assert '"git_commit"' in manifest and '"device_name"' in manifest and '"finished"' in manifest
+
+
+def test_interrupted_run_resumes_without_redoing_rows(tiny_zoo, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    calls = {"n": 0}
+    original = bench_run.format_row
+
+    def crash_after_four(*a, **k):
+        calls["n"] += 1
+        if calls["n"] > 4:
+            raise KeyboardInterrupt
+        return original(*a, **k)
+
+    monkeypatch.setattr(bench_run, "format_row", crash_after_four)
+    with pytest.raises(KeyboardInterrupt):
+        bench_run.main(args(tiny_zoo, out, "--methods", "cohen", "fars-closed"))
+    partial = pd.read_csv(out / "certify.tsv", sep="\t")
+    assert len(partial) == 4
+    with open(out / "certify.tsv", "a") as handle:  # a row cut in half by a crash is dropped on resume
+        handle.write("7\t3\t3\t0.1")
+    monkeypatch.setattr(bench_run, "format_row", original)
+    certified = []
+    real_certify_all = bench_run.certify_all
+
+    def counting(*a, **k):
+        certified.append(real_certify_all(*a, **k))
+        return certified[-1]
+
+    monkeypatch.setattr(bench_run, "certify_all", counting)
+    bench_run.main(args(tiny_zoo, out, "--methods", "cohen", "fars-closed"))
+    rows = pd.read_csv(out / "certify.tsv", sep="\t")
+    assert certified == [3 * 3 - 4]  # cohen sll+ce, cohen cnn, fars-closed: 9 rows, 4 were kept
+    assert len(rows) == 9 and not rows.duplicated(["method", "model", "sigma", "idx"]).any()
+    fresh = bench_run.main(args(tiny_zoo, tmp_path / "fresh", "--methods", "cohen", "fars-closed"))
+    again = pd.read_csv(fresh / "certify.tsv", sep="\t")
+    key = ["method", "model", "idx"]
+    merged = rows.sort_values(key).reset_index(drop=True)
+    again = again.sort_values(key).reset_index(drop=True)
+    assert (merged.predict == again.predict).all() and (merged.radius == again.radius).all()
+
+
+def test_changed_configuration_is_not_mixed_into_old_results(tiny_zoo, tmp_path):
+    out = tmp_path / "run"
+    bench_run.main(args(tiny_zoo, out, "--methods", "fars-closed"))
+    with pytest.raises(SystemExit, match="different configuration"):
+        bench_run.main(args(tiny_zoo, out, "--methods", "fars-closed", "--seed", "3"))
+    bench_run.main(args(tiny_zoo, out, "--methods", "fars-closed", "--seed", "3", "--overwrite"))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--n", "0"], "--n must be >= 1"),
+    (["--n", "10", "--n0", "20"], "must not exceed"),
+    (["--alpha", "1.5"], "alpha"),
+    (["--sigma", "-0.1"], "sigma"),
+    (["--num-images", "0"], "num-images"),
+    (["--methods", "nope"], "invalid choice"),
+    (["--dataset", "cifar10"], "--models is required"),
+])
+def test_bad_flags_are_rejected_with_a_clear_message(flags, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        bench_run.parse_args(flags)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_help_explains_every_knob(capsys):
+    with pytest.raises(SystemExit):
+        bench_run.parse_args(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--dataset", "--methods", "--sigma", "--n", "--n0", "--alpha", "--num-images", "--skip",
+                 "--batch-size", "--device", "--seed", "--out", "--preset"):
+        assert flag in text
+
+
+def test_mismatched_checkpoint_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="cannot load the models"):
+        bench_run.main(["--models", str(tmp_path), "--out", str(tmp_path / "o"), "--no-progress"])
