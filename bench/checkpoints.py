@@ -64,10 +64,11 @@ def package_versions() -> dict[str, str]:
 
 
 def paths(stem: str | Path) -> tuple[Path, Path]:
+    """(``STEM.pt``, ``STEM.json``); names may contain dots (``cnn-noise0.25``), so suffixes are appended."""
     stem = Path(stem)
     if stem.suffix in (".pt", ".json"):
         stem = stem.with_suffix("")
-    return stem.with_suffix(".pt"), stem.with_suffix(".json")
+    return stem.with_name(stem.name + ".pt"), stem.with_name(stem.name + ".json")
 
 
 def save_checkpoint(model: nn.Module, stem: str | Path, sidecar: dict[str, Any]) -> dict[str, Any]:

@@ -40,12 +40,12 @@ class TrainConfig:
     seed: int = 0
     backbone_epochs: int = 12
     backbone_lr: float = 3e-3
-    head_epochs: int = 30
-    head_lr: float = 0.01
+    head_epochs: int = 60
+    head_lr: float = 0.2
     head_margin_epsilon: float = 0.1
     head_mlp_sigma: float = 0.25
     cnn_epochs: int = 8
-    cnn_lr: float = 0.01
+    cnn_lr: float = 0.05
     cnn_sigmas: tuple[float, ...] = DEFAULT_SIGMAS
     batch_size: int = 256
     train_limit: int | None = None
@@ -135,9 +135,12 @@ def embed(backbone: nn.Module, inputs: torch.Tensor, device: torch.device, batch
     return torch.cat([backbone(inputs[s:s + batch_size].to(device)).cpu() for s in range(0, len(inputs), batch_size)])
 
 
-def _training_record(cfg: TrainConfig, epochs: int, history: list[float], **extra: object) -> dict:
+def _training_record(cfg: TrainConfig, stage: str, epochs: int, history: list[float], **extra: object) -> dict:
+    """The sidecar's record of how a model was trained: the settings of its ``stage`` and the shared ones."""
+    shared = ("batch_size", "train_limit", "test_limit")
+    settings = {k: v for k, v in asdict(cfg).items() if k.startswith(stage + "_") or k in shared}
     return {"dataset": cfg.dataset, "seed": cfg.seed, "epochs": epochs, "loss_history": history,
-            "training": {k: v for k, v in asdict(cfg).items() if k != "backbone"} | extra}
+            "training": settings | extra}
 
 
 def train_backbone(cfg: TrainConfig, out: Path, device: torch.device, progress: bool = True) -> dict:
@@ -158,7 +161,8 @@ def train_backbone(cfg: TrainConfig, out: Path, device: torch.device, progress: 
         raise RuntimeError(f"the trained backbone fails its Lipschitz audit: {audit}")
     sidecar = ckpt.save_checkpoint(backbone.cpu(), out / "sll-backbone", {
         "kind": "backbone", "architecture": cfg.backbone.to_dict(),
-        **_training_record(cfg, cfg.backbone_epochs, history, loss="sll (offset 1.5*sqrt2, T 0.25)"),
+        **_training_record(cfg, "backbone", cfg.backbone_epochs, history, loss="sll (offset 1.5*sqrt2, T 0.25)",
+                          optimizer="adam betas (0.5, 0.9), one-cycle cosine"),
         "clean_accuracy": acc, "accuracy_note": "with the row-normalised training head",
         "lipschitz": ckpt.audit_record(audit, SLLBackbone.LIPSCHITZ),
     })
@@ -201,7 +205,8 @@ def train_heads(cfg: TrainConfig, out: Path, device: torch.device, kinds: tuple[
         sidecar = ckpt.save_checkpoint(head.cpu(), out / f"head-{kind}", {
             "kind": "head", "architecture": config.to_dict(), "backbone": bb_meta["name"],
             "backbone_sha256": bb_meta["state_sha256"],
-            **_training_record(cfg, cfg.head_epochs, history, head=kind), "clean_accuracy": acc,
+            **_training_record(cfg, "head", cfg.head_epochs, history, head=kind,
+                              optimizer="sgd momentum 0.9, one-cycle cosine"), "clean_accuracy": acc,
         })
         (out / f"head-{kind}.resume.pt").unlink(missing_ok=True)
         print(f"[head-{kind}] clean test accuracy {acc:.4f}", file=sys.stderr)
@@ -233,7 +238,8 @@ def train_cnns(cfg: TrainConfig, out: Path, device: torch.device, progress: bool
         clean = accuracy(model, x_test, y_test, device)
         sidecar = ckpt.save_checkpoint(model.cpu(), out / name, {
             "kind": "cnn", "architecture": config.to_dict(), "noise_sigma": sigma,
-            **_training_record(cfg, cfg.cnn_epochs, history, noise_sigma=sigma),
+            **_training_record(cfg, "cnn", cfg.cnn_epochs, history, noise_sigma=sigma,
+                              optimizer="sgd momentum 0.9 weight decay 1e-4, one-cycle cosine"),
             "clean_accuracy": clean, "noisy_accuracy": noisy,
         })
         (out / f"{name}.resume.pt").unlink(missing_ok=True)

@@ -100,3 +100,15 @@ def test_wrong_kind_and_missing_files(tmp_path):
     assert torch.equal(loaded(x), model.eval()(x))
     with pytest.raises(ckpt.CheckpointError, match="does not exist"):
         ckpt.load_cnn(tmp_path / "nothing")
+
+
+def test_names_with_dots_keep_their_own_files(tmp_path):
+    """cnn-noise0.12 and cnn-noise0.25 must not both land in cnn-noise0.pt."""
+    for sigma in (0.12, 0.25):
+        torch.manual_seed(int(sigma * 100))
+        ckpt.save_checkpoint(SmallCNN(CNNConfig(width=2, hidden=4)), tmp_path / f"cnn-noise{sigma:.2f}",
+                             {"kind": "cnn", "architecture": CNNConfig(width=2, hidden=4).to_dict(), "noise_sigma": sigma})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "cnn-noise0.12.json", "cnn-noise0.12.pt", "cnn-noise0.25.json", "cnn-noise0.25.pt"]
+    assert ckpt.load_cnn(tmp_path / "cnn-noise0.12")[1]["noise_sigma"] == 0.12
+    assert ckpt.load_cnn(tmp_path / "cnn-noise0.25.pt")[1]["noise_sigma"] == 0.25

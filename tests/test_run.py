@@ -132,3 +132,38 @@ def test_help_explains_every_knob(capsys):
 def test_mismatched_checkpoint_folder_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="cannot load the models"):
         bench_run.main(["--models", str(tmp_path), "--out", str(tmp_path / "o"), "--no-progress"])
+
+
+def test_scaling_table_times_each_method_and_n(tiny_zoo):
+    from bench.datasets import load_embedded
+    from bench.scaling import scaling_table
+    from bench.zoo import load_zoo
+
+    zoo = load_zoo(tiny_zoo)
+    images, _, indices = load_embedded(limit=2)
+    table = scaling_table(zoo, images, indices, (10, 40), sigma=0.25, n0=5, alpha=0.01, batch_size=16, seed=0,
+                          methods=("cohen", "fars-mc", "fars-closed"), progress=False)
+    assert list(zip(table.method, table.n)) == [("cohen", 10), ("fars-mc", 10), ("cohen", 40), ("fars-mc", 40),
+                                                ("fars-closed", 0)]
+    assert list(table.samples) == [15, 15, 45, 45, 0]
+    assert (table.seconds > 0).all() and (table.images == 2).all()
+    assert (table.seconds_p25 <= table.seconds).all() and (table.seconds <= table.seconds_p75).all()
+
+
+def test_every_cnn_sigma_gets_its_own_cohen_run(tmp_path):
+    from bench.models import CNNConfig, SmallCNN
+    from bench.zoo import MonteCarloSettings, build_runs, load_zoo
+
+    torch.manual_seed(0)
+    backbone = SLLBackbone(TINY)
+    meta = ckpt.save_checkpoint(backbone, tmp_path / "sll-backbone", {
+        "kind": "backbone", "architecture": TINY.to_dict(), "lipschitz": {"declared": 1.0, "audited_lower_bound": 0.5}})
+    for sigma in (0.12, 0.25, 0.5):
+        config = CNNConfig(width=2, hidden=4)
+        ckpt.save_checkpoint(SmallCNN(config), tmp_path / f"cnn-noise{sigma:.2f}",
+                             {"kind": "cnn", "architecture": config.to_dict(), "noise_sigma": sigma})
+    zoo = load_zoo(tmp_path)
+    assert sorted(zoo.cnns) == [0.12, 0.25, 0.5]
+    runs = build_runs(zoo, ("cohen",), (0.12, 0.25, 0.5), MonteCarloSettings(5, 10, 0.01, 8, 0))
+    assert [(r.model, r.sigma) for r in runs] == [("cnn-noise0.12", 0.12), ("cnn-noise0.25", 0.25),
+                                                   ("cnn-noise0.50", 0.5)]
