@@ -36,9 +36,11 @@ COLUMNS = ("idx", "label", "predict", "radius", "correct", "time", "method", "mo
 
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU-sized: the whole default run takes a few minutes on 2 cores.
-    "quick": dict(n0=100, n=1000, alpha=0.001, num_images=100, skip=10, sigma=[0.12, 0.25, 0.5]),
+    "quick": dict(n0=100, n=1000, alpha=0.001, num_images=100, skip=10, sigma=[0.12, 0.25, 0.5],
+                  scaling_ns=[100, 1_000, 10_000]),
     # Cohen et al.'s settings: n0 = 100, n = 100,000, alpha = 0.001, 500 images.
-    "paper": dict(n0=100, n=100_000, alpha=0.001, num_images=500, skip=2, sigma=[0.12, 0.25, 0.5]),
+    "paper": dict(n0=100, n=100_000, alpha=0.001, num_images=500, skip=2, sigma=[0.12, 0.25, 0.5],
+                  scaling_ns=[100, 1_000, 10_000, 100_000]),
 }
 
 
@@ -67,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--alpha", type=float, default=None, help="failure probability of each Monte Carlo certificate")
     parser.add_argument("--num-images", type=int, default=None, help="number of test images to certify")
     parser.add_argument("--skip", type=int, default=None, help="certify every SKIP-th image of the evaluation set")
+    parser.add_argument("--scaling-ns", type=int, nargs="*", default=None,
+                        help="after certifying, time cohen and fars-mc on sll+ce at these n (seconds per image "
+                             "versus n, with fars-closed as the floor) and write scaling.csv/png; none: skip")
+    parser.add_argument("--scaling-images", type=int, default=2, help="images timed per point of the scaling sweep")
     parser.add_argument("--batch-size", type=int, default=1000, help="noisy samples per forward pass")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ...")
     parser.add_argument("--seed", type=int, default=0, help="global seed; with an image's index it fixes that image's noise")
@@ -90,6 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         (all(s > 0 and math.isfinite(s) for s in args.sigma), "--sigma values must be > 0"),
         (args.num_images >= 1, "--num-images must be >= 1"), (args.skip >= 1, "--skip must be >= 1"),
         (args.batch_size >= 1, "--batch-size must be >= 1"), (args.seed >= 0, "--seed must be >= 0"),
+        (all(n >= 1 for n in args.scaling_ns), "--scaling-ns values must be >= 1"),
+        (args.scaling_images >= 1, "--scaling-images must be >= 1"),
     ]
     for ok, message in checks:
         if not ok:
@@ -225,7 +233,18 @@ def main(argv: list[str] | None = None) -> Path:
     written = certify_all(runs, images, labels, indices, tsv, progress=not args.no_progress)
     from .report import write_reports
 
-    reports = write_reports(tsv, out)
+    scaling = None
+    if args.scaling_ns and "ce" in zoo.heads:
+        from .scaling import scaling_table
+
+        scaling = scaling_table(zoo, images[:args.scaling_images], indices[:args.scaling_images],
+                                tuple(sorted(args.scaling_ns)), sigma=0.25, n0=args.n0, alpha=args.alpha,
+                                batch_size=args.batch_size, seed=args.seed, methods=("cohen", "fars-mc", "fars-closed"),
+                                progress=not args.no_progress)
+        scaling.to_csv(out / "scaling.csv", index=False)
+        manifest["scaling"] = {"ns": sorted(args.scaling_ns), "images": args.scaling_images, "sigma": 0.25,
+                               "model": "sll+ce"}
+    reports = write_reports(tsv, out, scaling=scaling)
     manifest["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     manifest["rows_written_by_last_invocation"] = written
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")

@@ -132,7 +132,7 @@ def build_runs(zoo: ModelZoo, methods: tuple[str, ...], sigmas: tuple[float, ...
         for kind in linear:
             head = zoo.heads[kind][0]
             with torch.no_grad():
-                spectral = float(torch.linalg.matrix_norm(head.weight.double(), ord=2))
+                spectral = float(torch.linalg.matrix_norm(head.weight.detach().double(), ord=2))
             # round the constant up so float round-off can never make it too small
             constant = math.nextafter(zoo.lipschitz * spectral, math.inf)
             runs.append(Run("lipschitz-margin", f"sll+{kind}", math.nan,

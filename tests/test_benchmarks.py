@@ -75,6 +75,6 @@ def test_fars_closed(benchmark, zoo, batch):
 
 def test_lipschitz_margin(benchmark, zoo, batch):
     head = zoo.heads["ce"][0]
-    constant = zoo.lipschitz * float(torch.linalg.matrix_norm(head.weight.double(), ord=2)) * (1 + 1e-12)
+    constant = zoo.lipschitz * float(torch.linalg.matrix_norm(head.weight.detach().double(), ord=2)) * (1 + 1e-12)
     run(benchmark, LipschitzMargin(torch.nn.Sequential(zoo.backbone, head), lipschitz=constant), batch, n=0,
         model="sll+ce")

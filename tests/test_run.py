@@ -35,7 +35,8 @@ def tiny_zoo(tmp_path_factory):
 
 def args(zoo, out, *extra):
     return ["--models", str(zoo), "--out", str(out), "--num-images", "3", "--n", "20", "--n0", "5",
-            "--sigma", "0.25", "--batch-size", "16", "--no-progress", *extra]
+            "--sigma", "0.25", "--batch-size", "16", "--scaling-ns", "10", "20", "--scaling-images", "1",
+            "--no-progress", *extra]
 
 
 def test_tiny_run_writes_tsv_summary_and_plots(tiny_zoo, tmp_path):
@@ -51,7 +52,8 @@ def test_tiny_run_writes_tsv_summary_and_plots(tiny_zoo, tmp_path):
     assert (rows.seconds > 0).all()
     assert ((rows.predict == -1) <= (rows.radius == 0)).all()
     assert (rows.correct == (rows.predict == rows.label)).all()
-    for name in ("summary.csv", "summary.md", "manifest.json", "certified_accuracy.png", "speedup.png"):
+    for name in ("summary.csv", "summary.md", "manifest.json", "certified_accuracy.png", "speedup.png",
+                 "scaling.csv", "scaling.png"):
         assert (out / name).is_file(), name
     manifest = (out / "manifest.json").read_text()
     assert '"git_commit"' in manifest and '"device_name"' in manifest and '"finished"' in manifest
@@ -110,6 +112,7 @@ def test_changed_configuration_is_not_mixed_into_old_results(tiny_zoo, tmp_path)
     (["--alpha", "1.5"], "alpha"),
     (["--sigma", "-0.1"], "sigma"),
     (["--num-images", "0"], "num-images"),
+    (["--scaling-ns", "0"], "scaling-ns"),
     (["--methods", "nope"], "invalid choice"),
     (["--dataset", "cifar10"], "--models is required"),
 ])
