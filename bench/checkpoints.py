@@ -9,7 +9,6 @@ a backbone whose audited Lipschitz lower bound exceeds its declared constant) ra
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import platform
 import subprocess
@@ -22,6 +21,7 @@ from torch import nn
 from fars import BackboneConfig, SLLBackbone
 from fars.audit import LipschitzAudit
 
+from .datasets import sha256_file
 from .models import CNNConfig, HeadConfig, SmallCNN, build_head
 
 FORMAT = 1
@@ -31,14 +31,6 @@ AUDIT_TOLERANCE = 1e-4
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used as asked (missing, corrupted, or mismatched)."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def git_commit() -> str:

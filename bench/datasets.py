@@ -502,7 +502,7 @@ def load_tensors(name: str, split: str, data_root: str | Path | None = None, lim
 # --------------------------------------------------------------------------------------------------- embedded subset
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -594,7 +594,7 @@ def build_embedded_subset(out_path: str | Path = EMBEDDED_PATH, source_dir: str 
     _write_npz_deterministic(out_path, arrays)
     record = {
         "file": out_path.name,
-        "sha256": _sha256_file(out_path),
+        "sha256": sha256_file(out_path),
         "size_bytes": out_path.stat().st_size,
         "content_sha256": _content_sha256(arrays),
         "count": int(len(indices)),
@@ -641,7 +641,7 @@ def _read_embedded(path: Path, verify: bool) -> tuple[torch.Tensor, torch.Tensor
             expected = json.loads(sidecar.read_text())["sha256"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise EmbeddedDataError(f"cannot read the SHA-256 of {path} from {sidecar} ({exc}); {rebuild}") from None
-        actual = _sha256_file(path)
+        actual = sha256_file(path)
         if actual != expected:
             raise EmbeddedDataError(f"embedded subset {path} is corrupted: its SHA-256 is {actual} but {sidecar.name} "
                                     f"records {expected}; {rebuild}")
