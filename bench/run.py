@@ -7,6 +7,10 @@ Outputs in ``--out`` (default ``results/<dataset>/<preset>/``):
   interrupted run loses nothing and re-running the same command resumes where it stopped;
 * ``manifest.json``: configuration, package versions, device, git commit, start and end times;
 * ``summary.csv``, ``summary.md``, ``certified_accuracy.csv`` and the plots (see :mod:`bench.report`).
+
+Several processes or GPUs: ``torchrun --nproc-per-node N -m bench.run ...`` shards the examples across
+the N ranks and merges their results into the same files, equal row for row to a one-process run
+(see :mod:`bench.distributed`).
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import itertools
 import math
 import os
 import platform
+import signal
 import sys
-from dataclasses import asdict
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoints as ckpt
+from . import distributed as dist_
 from .datasets import DATASETS, load_dataset, load_embedded
 from .models import HEAD_KINDS
 from .train import DEFAULT_DIR, resolve_device
@@ -49,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bench.run",
         description="Certify test images with Cohen RS, FaRS (Monte Carlo and closed form) and the Lipschitz "
                     "margin on the same images; time each method (device synchronised) and write per-example "
-                    "TSV, summary tables and plots. Re-running the same command resumes an interrupted run.",
+                    "TSV, summary tables and plots. Re-running the same command resumes an interrupted run. "
+                    "Launch with `torchrun --nproc-per-node N -m bench.run ...` to shard the images over N "
+                    "processes (one GPU each when there are several); the merged results equal a one-process run.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick",
                         help="quick: CPU-sized n and image count; paper: n0=100, n=100000, alpha=0.001, 500 images. "
@@ -64,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sigma", nargs="+", type=float, default=None,
                         help="noise levels of the Monte Carlo methods (input space for cohen, embedding space for "
                              "fars-mc); cohen on a CNN runs only at the sigma that CNN was trained with")
-    parser.add_argument("--n", type=int, default=None, help="Monte Carlo estimation samples per image")
+    parser.add_argument("--n", "--num-samples", dest="n", type=int, default=None,
+                        help="Monte Carlo estimation samples per image (under torchrun write --num-samples: "
+                             "torchrun reads --n as an abbreviation of its own flags)")
     parser.add_argument("--n0", type=int, default=None, help="Monte Carlo selection samples per image")
     parser.add_argument("--alpha", type=float, default=None, help="failure probability of each Monte Carlo certificate")
     parser.add_argument("--num-images", type=int, default=None, help="number of test images to certify")
@@ -79,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: results/<dataset>/<preset>)")
     parser.add_argument("--overwrite", action="store_true", help="discard earlier results in --out instead of resuming")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--dist-timeout-hours", type=float, default=48.0,
+                        help="under torchrun: how long a rank that finished its shard waits for the others")
     return parser
 
 
@@ -98,6 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         (args.batch_size >= 1, "--batch-size must be >= 1"), (args.seed >= 0, "--seed must be >= 0"),
         (all(n >= 1 for n in args.scaling_ns), "--scaling-ns values must be >= 1"),
         (args.scaling_images >= 1, "--scaling-images must be >= 1"),
+        (args.dist_timeout_hours > 0, "--dist-timeout-hours must be > 0"),
     ]
     for ok, message in checks:
         if not ok:
@@ -135,23 +150,38 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
-def read_done(tsv: Path) -> set[tuple[str, int]]:
-    """(run key, idx) of the complete rows already in ``tsv``; drops a partial last line left by a crash."""
+def row_key(line: str) -> tuple[str, int]:
+    """(run key, dataset index) of a data line of the results TSV."""
+    f = dict(zip(COLUMNS, line.split("\t")))
+    sigma = float(f["sigma"]) if f["sigma"] not in ("", "nan") else math.nan
+    return f"{f['method']}|{f['model']}|{'-' if math.isnan(sigma) else f'{sigma:g}'}", int(f["idx"])
+
+
+def read_lines(tsv: Path, repair: bool = False) -> list[str]:
+    """The complete data lines of a results TSV (none if it does not exist).
+
+    A partial last line (a crash in the middle of a write) is ignored; with ``repair`` it is also cut
+    from the file, which only the process that appends to ``tsv`` may do.
+    """
     if not tsv.is_file():
-        return set()
+        return []
     text = tsv.read_text()
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
-        tsv.write_text(text)
+        if repair:
+            tsv.write_text(text)
     lines = text.splitlines()
     if not lines or tuple(lines[0].split("\t")) != COLUMNS:
         raise SystemExit(f"{tsv} is not a results file of this harness (unexpected header); use --overwrite or --out")
-    done = set()
-    for line in lines[1:]:
-        f = dict(zip(COLUMNS, line.split("\t")))
-        sigma = float(f["sigma"]) if f["sigma"] not in ("", "nan") else math.nan
-        done.add((f"{f['method']}|{f['model']}|{'-' if math.isnan(sigma) else f'{sigma:g}'}", int(f["idx"])))
-    return done
+    return lines[1:]
+
+
+def read_done(tsv: Path, *more: Path) -> set[tuple[str, int]]:
+    """(run key, idx) of the complete rows in ``tsv`` and the files ``more`` (read only); repairs ``tsv``."""
+    lines = read_lines(tsv, repair=True)
+    for path in more:
+        lines += read_lines(path)
+    return {row_key(line) for line in lines}
 
 
 def format_row(run: Run, idx: int, label: int, prediction: int, radius: float, seconds: float, samples: int) -> str:
@@ -168,42 +198,146 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
+@dataclass
+class ShardTiming:
+    """What one process certified in one invocation and how long it took."""
+
+    rank: int
+    device: str
+    rows: int = 0
+    seconds: float = 0.0      # sum of the per-example certify times
+    wall: float = 0.0         # wall-clock time of the whole certification stage
+
+
 def certify_all(runs: list[Run], images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, tsv: Path,
-                progress: bool = True) -> int:
-    """Certify every image with every run, appending rows to ``tsv``; returns the number of new rows."""
-    done = read_done(tsv)
+                progress: bool = True, done: set[tuple[str, int]] | None = None,
+                context: dist_.Context = dist_.Context()) -> ShardTiming:
+    """Certify every (run, image) pair not in ``done`` (default: the rows already in ``tsv``), appending rows to ``tsv``.
+
+    In a multi-process run every rank passes the same ``done`` and takes its round-robin share of the
+    pending pairs; pairs are processed run by run, in image order, as a one-process run does.
+    """
+    if done is None:
+        done = read_done(tsv)
+    pending = [(r, i) for r, run in enumerate(runs) for i in range(len(images))
+               if (run.key, int(indices[i])) not in done]
+    mine = dist_.my_share(pending, context)
+    timing = ShardTiming(context.rank, str(images.device))
+    abort_after = _test_abort_after(context)
+    start = time.perf_counter()
+    tag = f"[rank {context.rank}/{context.world_size}] " if context.distributed else ""
     new_file = not tsv.is_file()
-    written = 0
+    tsv.parent.mkdir(parents=True, exist_ok=True)
     with open(tsv, "a", encoding="utf-8") as handle:
         if new_file:
             handle.write("\t".join(COLUMNS) + "\n")
-        for run in runs:
-            pending = [i for i in range(len(images)) if (run.key, int(indices[i])) not in done]
-            if not pending:
-                continue
+            handle.flush()
+        for r, group in itertools.groupby(mine, key=lambda item: item[0]):
+            run, positions = runs[r], [i for _, i in group]
             # warm-up call (not recorded): allocator, kernels and caches, so the first timed image is typical
             run.certifier.certify(images[:1], indices=indices[:1])
-            for i in tqdm(pending, desc=f"{run.method} {run.model}" + ("" if math.isnan(run.sigma) else f" σ={run.sigma:g}"),
-                          disable=not progress, file=sys.stderr, leave=True):
+            desc = tag + f"{run.method} {run.model}" + ("" if math.isnan(run.sigma) else f" σ={run.sigma:g}")
+            for i in tqdm(positions, desc=desc, disable=not progress or not context.is_main, file=sys.stderr, leave=True):
                 cert = run.certifier.certify(images[i:i + 1], indices=indices[i:i + 1])
                 handle.write(format_row(run, int(indices[i]), int(labels[i]), int(cert.prediction[0]),
                                         float(cert.radius[0]), cert.seconds, cert.samples))
                 handle.flush()
                 os.fsync(handle.fileno())
-                written += 1
-    return written
+                timing.rows += 1
+                timing.seconds += cert.seconds
+                if abort_after is not None and timing.rows >= abort_after:
+                    os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the resume tests
+    timing.wall = time.perf_counter() - start
+    return timing
+
+
+def _test_abort_after(context: dist_.Context) -> int | None:
+    """Fault injection for tests: ``BENCH_RUN_KILL_RANK=R:K`` kills rank R (SIGKILL) after K new rows."""
+    spec = os.environ.get("BENCH_RUN_KILL_RANK")
+    if not spec:
+        return None
+    rank, rows = (int(v) for v in spec.split(":"))
+    return rows if rank == context.rank else None
+
+
+def merge_results(out: Path, tsv: Path, runs: list[Run], indices: torch.Tensor) -> int:
+    """Merge ``tsv`` and every shard file into ``tsv`` in one-process order (atomic); removes the shards.
+
+    Returns the number of data rows of the merged file.
+    """
+    shards = dist_.shard_files(out)
+    order = {(run.key, int(idx)): r * len(indices) + p for r, run in enumerate(runs) for p, idx in enumerate(indices)}
+    header = "\t".join(COLUMNS)
+    lines = dist_.merge_rows(header, [read_lines(tsv)] + [read_lines(s) for s in shards], order, row_key)
+    tmp = tsv.with_name(tsv.name + ".merging")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write("\n".join([header, *lines]) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, tsv)
+    for shard in shards:
+        shard.unlink()
+    folder = out / dist_.SHARD_DIR
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+    return len(lines)
+
+
+def timing_summary(timings: list[ShardTiming]) -> dict[str, Any]:
+    """Wall time of the certification stage versus the per-example seconds it added up to."""
+    wall = max(t.wall for t in timings)
+    seconds = sum(t.seconds for t in timings)
+    return {
+        "processes": len(timings), "rows": sum(t.rows for t in timings), "wall_seconds": wall,
+        "per_example_seconds_sum": seconds,
+        # how much faster than certifying the same rows one after the other in one process, if each row
+        # took as long as it did here (ranks sharing a CPU slow each other down, so on CPUs compare with
+        # the wall time of a real one-process run, also in the manifest)
+        "speedup_vs_sequential": seconds / wall if wall > 0 else math.nan,
+        "ranks": [asdict(t) for t in timings],
+    }
+
+
+def timing_markdown(summary: dict[str, Any]) -> str:
+    lines = ["", "## Run timing (this invocation)", "",
+             f"- processes: {summary['processes']}; rows certified: {summary['rows']}",
+             f"- wall time of the certification stage: {summary['wall_seconds']:.2f} s",
+             f"- sum of per-example certify times: {summary['per_example_seconds_sum']:.2f} s "
+             f"(the `seconds` column; what one process would spend at these per-example speeds)"]
+    if summary["processes"] > 1:
+        lines += [f"- speedup of {summary['processes']} processes over certifying the same rows one after the other: "
+                  f"{summary['speedup_vs_sequential']:.2f}x (wall time includes loading, warm-up and waiting)"]
+        lines += ["", "| rank | device | rows | per-example seconds (sum) | wall seconds |", "|---:|---|---:|---:|---:|"]
+        lines += [f"| {t['rank']} | {t['device']} | {t['rows']} | {t['seconds']:.2f} | {t['wall']:.2f} |"
+                  for t in summary["ranks"]]
+        lines += ["", "Per-example seconds are measured under the load of all processes: on a shared CPU they "
+                      "grow with the number of processes, so compare the wall time with a one-process run's."]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
-    device = resolve_device(args.device)
+    context = dist_.context_from_env()
+    dist_.init(context, args.dist_timeout_hours)
+    try:
+        return _main(args, context)
+    finally:
+        dist_.shutdown(context)
+
+
+def _main(args: argparse.Namespace, context: dist_.Context) -> Path:
+    device = dist_.rank_device(resolve_device(args.device), context)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     tsv, manifest_path = out / "certify.tsv", out / "manifest.json"
     config = run_config(args)
     if args.overwrite:
-        tsv.unlink(missing_ok=True)
-    elif manifest_path.is_file() and tsv.is_file():
+        dist_.barrier(context)  # every rank has parsed its flags before rank 0 deletes anything
+        if context.is_main:
+            tsv.unlink(missing_ok=True)
+            for shard in dist_.shard_files(out):
+                shard.unlink()
+    elif manifest_path.is_file() and (tsv.is_file() or dist_.shard_files(out)):
         previous = json.loads(manifest_path.read_text()).get("config")
         if previous != config:
             changed = sorted(k for k in set(config) | set(previous or {}) if (previous or {}).get(k) != config.get(k))
@@ -222,15 +356,33 @@ def main(argv: list[str] | None = None) -> Path:
     manifest = {
         "config": config, "preset": args.preset, "monte_carlo": asdict(mc), "device": str(device),
         "device_name": device_name(device), "torch_threads": torch.get_num_threads(),
+        "processes": context.world_size,
         "versions": ckpt.package_versions(), "git_commit": ckpt.git_commit(), "models": zoo.describe(),
         "backbone_lipschitz": zoo.backbone_meta["lipschitz"], "runs": [r.key for r in runs],
         "images": len(images), "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    if manifest_path.is_file() and not args.overwrite:
-        manifest["first_started"] = json.loads(manifest_path.read_text()).get("first_started",
-                                                                           json.loads(manifest_path.read_text()).get("started"))
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    written = certify_all(runs, images, labels, indices, tsv, progress=not args.no_progress)
+    if context.is_main:
+        if manifest_path.is_file() and not args.overwrite:
+            previous = json.loads(manifest_path.read_text())
+            manifest["first_started"] = previous.get("first_started", previous.get("started"))
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+    # Every rank must see the same finished rows before any rank appends: repair, barrier, read, barrier.
+    target = dist_.shard_path(out, context.rank) if context.distributed else tsv
+    dist_.barrier(context)
+    dist_.check_shared_folder(out, context)
+    read_lines(target, repair=True)
+    if context.is_main:
+        read_lines(tsv, repair=True)
+    dist_.barrier(context)
+    done = read_done(tsv, *[s for s in dist_.shard_files(out) if s != tsv])
+    dist_.barrier(context)
+    mine = certify_all(runs, images, labels, indices, target, progress=not args.no_progress, done=done, context=context)
+    timings = dist_.all_gather(context, mine)
+    if not context.is_main:
+        return out
+    total = merge_results(out, tsv, runs, indices)
+    timing = timing_summary(timings)
     from .report import write_reports
 
     scaling = None
@@ -245,11 +397,16 @@ def main(argv: list[str] | None = None) -> Path:
         manifest["scaling"] = {"ns": sorted(args.scaling_ns), "images": args.scaling_images, "sigma": 0.25,
                                "model": "sll+ce"}
     reports = write_reports(tsv, out, scaling=scaling)
-    manifest["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    manifest["rows_written_by_last_invocation"] = written
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    print(f"wrote {written} new rows to {tsv}; reports: {', '.join(p.name for p in reports.values())}", file=sys.stderr)
     summary = out / "summary.md"
+    if summary.is_file():
+        summary.write_text(summary.read_text().rstrip("\n") + "\n" + timing_markdown(timing))
+    manifest["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    manifest["rows_written_by_last_invocation"] = timing["rows"]
+    manifest["rows_total"] = total
+    manifest["timing"] = timing
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote {timing['rows']} new rows ({total} in all) to {tsv}; reports: "
+          f"{', '.join(p.name for p in reports.values())}", file=sys.stderr)
     if summary.is_file():
         print(summary.read_text())
     return out

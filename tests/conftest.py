@@ -3,6 +3,10 @@
 import pytest
 import torch
 
+from bench import checkpoints as ckpt
+from bench.models import CNNConfig, HeadConfig, SmallCNN, build_head
+from fars import BackboneConfig, SLLBackbone, audit_lipschitz
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
@@ -14,3 +18,26 @@ def pytest_configure(config):
     # One intra-op thread: on a 2-core machine shared with other work, OpenMP's spinning threads make
     # small ops 10-1000x slower; one thread keeps the suite fast and its timing stable.
     torch.set_num_threads(1)
+
+
+TINY = BackboneConfig(image_size=28, conv_width=2, conv_inner=2, conv_depth=1, stages=2, dense_depth=1,
+                      dense_inner=8, embedding_dim=8)
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(tmp_path_factory):
+    """Random tiny models saved as real checkpoints (the pipeline does not care how well they classify)."""
+    out = tmp_path_factory.mktemp("zoo")
+    torch.manual_seed(0)
+    backbone = SLLBackbone(TINY)
+    audit = audit_lipschitz(backbone, torch.rand(4, 1, 28, 28), power_iterations=10, pair_steps=10)
+    meta = ckpt.save_checkpoint(backbone, out / "sll-backbone", {
+        "kind": "backbone", "architecture": TINY.to_dict(), "lipschitz": ckpt.audit_record(audit, 1.0)})
+    for kind in ("ce", "mlp"):
+        config = HeadConfig(kind, 8, 10, hidden=8)
+        ckpt.save_checkpoint(build_head(config), out / f"head-{kind}", {
+            "kind": "head", "architecture": config.to_dict(), "backbone_sha256": meta["state_sha256"]})
+    config = CNNConfig(width=2, hidden=8)
+    ckpt.save_checkpoint(SmallCNN(config), out / "cnn-noise0.25", {
+        "kind": "cnn", "architecture": config.to_dict(), "noise_sigma": 0.25})
+    return out

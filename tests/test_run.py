@@ -7,31 +7,9 @@ import torch
 
 from bench import checkpoints as ckpt
 from bench import run as bench_run
-from bench.models import CNNConfig, HeadConfig, SmallCNN, build_head
-from fars import BackboneConfig, SLLBackbone, audit_lipschitz
+from fars import SLLBackbone
 
-TINY = BackboneConfig(image_size=28, conv_width=2, conv_inner=2, conv_depth=1, stages=2, dense_depth=1,
-                      dense_inner=8, embedding_dim=8)
-
-
-@pytest.fixture(scope="module")
-def tiny_zoo(tmp_path_factory):
-    """Random tiny models saved as real checkpoints (the pipeline does not care how well they classify)."""
-    out = tmp_path_factory.mktemp("zoo")
-    torch.manual_seed(0)
-    backbone = SLLBackbone(TINY)
-    audit = audit_lipschitz(backbone, torch.rand(4, 1, 28, 28), power_iterations=10, pair_steps=10)
-    meta = ckpt.save_checkpoint(backbone, out / "sll-backbone", {
-        "kind": "backbone", "architecture": TINY.to_dict(), "lipschitz": ckpt.audit_record(audit, 1.0)})
-    for kind in ("ce", "mlp"):
-        config = HeadConfig(kind, 8, 10, hidden=8)
-        ckpt.save_checkpoint(build_head(config), out / f"head-{kind}", {
-            "kind": "head", "architecture": config.to_dict(), "backbone_sha256": meta["state_sha256"]})
-    config = CNNConfig(width=2, hidden=8)
-    ckpt.save_checkpoint(SmallCNN(config), out / "cnn-noise0.25", {
-        "kind": "cnn", "architecture": config.to_dict(), "noise_sigma": 0.25})
-    return out
-
+from conftest import TINY
 
 def args(zoo, out, *extra):
     return ["--models", str(zoo), "--out", str(out), "--num-images", "3", "--n", "20", "--n0", "5",
@@ -88,7 +66,7 @@ def test_interrupted_run_resumes_without_redoing_rows(tiny_zoo, tmp_path, monkey
     monkeypatch.setattr(bench_run, "certify_all", counting)
     bench_run.main(args(tiny_zoo, out, "--methods", "cohen", "fars-closed"))
     rows = pd.read_csv(out / "certify.tsv", sep="\t")
-    assert certified == [3 * 3 - 4]  # cohen sll+ce, cohen cnn, fars-closed: 9 rows, 4 were kept
+    assert [c.rows for c in certified] == [3 * 3 - 4]  # cohen sll+ce, cohen cnn, fars-closed: 9 rows, 4 were kept
     assert len(rows) == 9 and not rows.duplicated(["method", "model", "sigma", "idx"]).any()
     fresh = bench_run.main(args(tiny_zoo, tmp_path / "fresh", "--methods", "cohen", "fars-closed"))
     again = pd.read_csv(fresh / "certify.tsv", sep="\t")
