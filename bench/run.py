@@ -85,7 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="after certifying, time cohen and fars-mc on sll+ce at these n (seconds per image "
                              "versus n, with fars-closed as the floor) and write scaling.csv/png; none: skip")
     parser.add_argument("--scaling-images", type=int, default=2, help="images timed per point of the scaling sweep")
-    parser.add_argument("--batch-size", type=int, default=1000, help="noisy samples per forward pass")
+    parser.add_argument("--batch-size", default="auto",
+                        help="noisy samples per forward pass: an integer for every Monte Carlo method, or 'auto': "
+                             "cohen at the throughput-best batch of a plain forward of its network on this device "
+                             "(searched), fars-mc at 10,000. Results do not depend on it (noise is per example)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ...")
     parser.add_argument("--seed", type=int, default=0, help="global seed; with an image's index it fixes that image's noise")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: results/<dataset>/<preset>)")
@@ -109,7 +112,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         (0 < args.alpha < 1, "--alpha must lie in (0, 1)"),
         (all(s > 0 and math.isfinite(s) for s in args.sigma), "--sigma values must be > 0"),
         (args.num_images >= 1, "--num-images must be >= 1"), (args.skip >= 1, "--skip must be >= 1"),
-        (args.batch_size >= 1, "--batch-size must be >= 1"), (args.seed >= 0, "--seed must be >= 0"),
+        (args.batch_size == "auto" or (args.batch_size.isdigit() and int(args.batch_size) >= 1),
+         "--batch-size must be 'auto' or an integer >= 1"), (args.seed >= 0, "--seed must be >= 0"),
         (all(n >= 1 for n in args.scaling_ns), "--scaling-ns values must be >= 1"),
         (args.scaling_images >= 1, "--scaling-images must be >= 1"),
         (args.dist_timeout_hours > 0, "--dist-timeout-hours must be > 0"),
@@ -315,6 +319,49 @@ def timing_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def full_fp32() -> dict[str, bool]:
+    """Certify in true fp32: no TF32 in CUDA matmuls and convolutions (PyTorch enables it for cuDNN convs).
+
+    Returns the settings, for the manifest. Lower precision stays an explicit opt-in (``CohenRS(precision=)``).
+    """
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return {"cuda_matmul_tf32": torch.backends.cuda.matmul.allow_tf32, "cudnn_tf32": torch.backends.cudnn.allow_tf32}
+
+
+def choose_batch_sizes(runs: list[Run], setting: str, image_shape: tuple[int, ...], device: torch.device,
+                       max_samples: int, progress: bool = True) -> dict[str, int]:
+    """Batch size of every Monte Carlo run (``setting``: an integer, or 'auto'); sets it on the certifier.
+
+    'auto': cohen at the throughput-best batch of a plain forward of its network (searched once per
+    network on this device), fars-mc at :data:`bench.scaling.FARS_BATCH_SIZE`. Certificates do not
+    depend on the batch size (an example's noise is fixed by the seed and its index).
+    """
+    from .scaling import FARS_BATCH_SIZE, best_batch_size
+
+    chosen: dict[str, int] = {}
+    searched: dict[int, int] = {}
+    for run in runs:
+        certifier = run.certifier
+        if not hasattr(certifier, "batch_size"):
+            continue
+        if setting != "auto":
+            size = int(setting)
+        elif run.method == "cohen":
+            model = certifier.model
+            if id(model) not in searched:
+                searched[id(model)], _ = best_batch_size(model, image_shape, device, max_samples=max_samples)
+                if progress:
+                    print(f"cohen batch size for {run.model}: {searched[id(model)]} (throughput-best plain forward)",
+                          file=sys.stderr)
+            size = searched[id(model)]
+        else:
+            size = FARS_BATCH_SIZE
+        certifier.batch_size = size
+        chosen[run.key] = size
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     context = dist_.context_from_env()
@@ -326,6 +373,10 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 def _main(args: argparse.Namespace, context: dist_.Context) -> Path:
+    from . import cost_model as cm
+
+    allocator_tuned = cm.tune_cpu_allocator()  # no effect on results; steadier CPU timings
+    precision = full_fp32()
     device = dist_.rank_device(resolve_device(args.device), context)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -349,14 +400,18 @@ def _main(args: argparse.Namespace, context: dist_.Context) -> Path:
         raise SystemExit(f"cannot load the models: {err}") from None
     images, labels, indices = load_images(args)
     images = images.to(device)
-    mc = MonteCarloSettings(n0=args.n0, n=args.n, alpha=args.alpha, batch_size=args.batch_size, seed=args.seed)
+    default_batch = 1000 if args.batch_size == "auto" else int(args.batch_size)
+    mc = MonteCarloSettings(n0=args.n0, n=args.n, alpha=args.alpha, batch_size=default_batch, seed=args.seed)
     runs = build_runs(zoo, tuple(args.methods), tuple(args.sigma), mc, tuple(args.heads))
     if not runs:
         raise SystemExit("no run matches the chosen --methods/--heads/--sigma and the available models")
+    batch_sizes = choose_batch_sizes(runs, args.batch_size, tuple(images.shape[1:]), device, args.n0 + args.n,
+                                     progress=not args.no_progress and context.is_main)
     manifest = {
         "config": config, "preset": args.preset, "monte_carlo": asdict(mc), "device": str(device),
         "device_name": device_name(device), "torch_threads": torch.get_num_threads(),
-        "processes": context.world_size,
+        "processes": context.world_size, "batch_sizes": batch_sizes, "precision": precision,
+        "cpu_allocator_tuned": allocator_tuned,
         "versions": ckpt.package_versions(), "git_commit": ckpt.git_commit(), "models": zoo.describe(),
         "backbone_lipschitz": zoo.backbone_meta["lipschitz"], "runs": [r.key for r in runs],
         "images": len(images), "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -387,15 +442,24 @@ def _main(args: argparse.Namespace, context: dist_.Context) -> Path:
 
     scaling = None
     if args.scaling_ns and "ce" in zoo.heads:
-        from .scaling import scaling_table
+        from .scaling import FARS_BATCH_SIZE, best_batch_size, scaling_table, write_cost_model
 
+        cohen_bs = fars_bs = default_batch
+        if args.batch_size == "auto":
+            network = torch.nn.Sequential(zoo.backbone, zoo.heads["ce"][0])
+            cohen_bs, _ = best_batch_size(network, tuple(images.shape[1:]), device,
+                                          max_samples=max(args.scaling_ns) + args.n0)
+            fars_bs = FARS_BATCH_SIZE
         scaling = scaling_table(zoo, images[:args.scaling_images], indices[:args.scaling_images],
                                 tuple(sorted(args.scaling_ns)), sigma=0.25, n0=args.n0, alpha=args.alpha,
-                                batch_size=args.batch_size, seed=args.seed, methods=("cohen", "fars-mc", "fars-closed"),
-                                progress=not args.no_progress)
+                                batch_size=default_batch, seed=args.seed, methods=("cohen", "fars-mc", "fars-closed"),
+                                progress=not args.no_progress, cohen_batch_size=cohen_bs, fars_batch_size=fars_bs)
         scaling.to_csv(out / "scaling.csv", index=False)
+        _, targets = write_cost_model(zoo, images[:args.scaling_images], scaling, out, batch_size=cohen_bs,
+                                      echo=False)
         manifest["scaling"] = {"ns": sorted(args.scaling_ns), "images": args.scaling_images, "sigma": 0.25,
-                               "model": "sll+ce"}
+                               "model": "sll+ce", "cohen_batch_size": cohen_bs, "fars_batch_size": fars_bs,
+                               "targets": {row["target"]: row["met"] for row in targets.to_dict("records")}}
     reports = write_reports(tsv, out, scaling=scaling)
     summary = out / "summary.md"
     if summary.is_file():

@@ -3,20 +3,34 @@
 Models: the shipped default checkpoints (SLL backbone + heads, Cohen's CNN). Timing is done by
 pytest-benchmark around ``certify``; ``certify`` synchronises CUDA before it returns. Under plain
 `pytest` each body runs once as a smoke test (see conftest.py).
+
+The sampler benchmarks (direct noise on the embedding versus logit-space noise ``W z + b + F u``) run
+both inside a full certify call and alone (``sample_counts`` on fixed centers); their ``extra_info``
+carries the cost model's counts (normals and noise flops per sample), and ``test_plain_forward`` times
+the reference of the Cohen target (a plain batched forward of the same network).
 """
 
 import pytest
 import torch
 
 from baselines import CohenRS, LipschitzMargin
+from bench import cost_model as cm
 from bench.datasets import load_embedded
 from bench.run import device_name
 from bench.train import DEFAULT_DIR
 from bench.zoo import load_zoo
 from fars import FaRSClosedForm, FaRSMonteCarlo
+from fars.certificate import synchronize
+from fars.noise import Stage
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SIGMA = 0.25
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _allocator():
+    """Time as bench.scaling does: freed CPU memory stays in the process (no page-fault churn)."""
+    cm.tune_cpu_allocator()
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +55,30 @@ def run(benchmark, certifier, batch, **info):
     assert ((cert.prediction == -1) <= (cert.radius == 0)).all()
 
 
+@pytest.mark.parametrize("batch_size", [256, 1000])
 @pytest.mark.parametrize("n", [1_000])
-def test_cohen_on_sll(benchmark, zoo, batch, n):
+def test_cohen_on_sll(benchmark, zoo, batch, n, batch_size):
     network = torch.nn.Sequential(zoo.backbone, zoo.heads["ce"][0])
-    run(benchmark, CohenRS(network, SIGMA, n0=100, n=n, batch_size=1000), batch, n=n, sigma=SIGMA, model="sll+ce")
+    run(benchmark, CohenRS(network, SIGMA, n0=100, n=n, batch_size=batch_size), batch, n=n, sigma=SIGMA,
+        model="sll+ce", batch_size=batch_size, samples_per_image=100 + n)
+
+
+@pytest.mark.parametrize("batch_size", [256, 1000])
+def test_plain_forward(benchmark, zoo, batch_size):
+    """The reference of the Cohen target: one plain batched forward of sll+ce (per sample: mean / batch_size)."""
+    network = torch.nn.Sequential(zoo.backbone, zoo.heads["ce"][0]).eval()
+    inputs = cm.plain_batch((1, 28, 28), batch_size, DEVICE)
+
+    def forward():
+        with torch.inference_mode():
+            out = network(inputs)
+        synchronize(DEVICE)
+        return out
+
+    forward()
+    benchmark.extra_info.update(device=device_name(DEVICE), batch_size=batch_size, model="sll+ce",
+                                method="plain-forward")
+    assert benchmark(forward).shape == (batch_size, 10)
 
 
 @pytest.mark.parametrize("n", [1_000])
@@ -53,13 +87,48 @@ def test_cohen_on_cnn(benchmark, zoo, batch, n):
     run(benchmark, CohenRS(cnn, SIGMA, n0=100, n=n, batch_size=1000), batch, n=n, sigma=SIGMA, model="cnn-noise0.25")
 
 
+def sampler_info(zoo, sampler: str, n: int) -> dict:
+    """The cost model's per-sample counts of a sampler on sll+ce (normals, noise and head flops)."""
+    costs = cm.network_costs(zoo.backbone, zoo.heads["ce"][0], (1, 28, 28), sampler=sampler)
+    phases = cm.method_phases("fars-mc", costs, n0=0, n=n, batch_size=10_000)
+    return {"normals_per_sample": phases["noise"].normals / n, "noise_flops_per_sample": phases["noise"].flops / n,
+            "head_flops_per_sample": costs.head.per_sample_flops if sampler == "direct" else 0,
+            "embedding_dim": costs.embedding_dim, "noise_dim": costs.noise_dim}
+
+
 @pytest.mark.parametrize("sampler", ["direct", "projected"])
 @pytest.mark.parametrize("n", [100_000])
 def test_fars_mc_samplers(benchmark, zoo, batch, sampler, n):
     head = zoo.heads["ce"][0]
     certifier = FaRSMonteCarlo(zoo.backbone, head, SIGMA, lipschitz=zoo.lipschitz, n=n, batch_size=10_000,
                                sampler=sampler)
-    run(benchmark, certifier, batch, n=n, sigma=SIGMA, sampler=sampler, model="sll+ce")
+    run(benchmark, certifier, batch, n=n, sigma=SIGMA, sampler=sampler, model="sll+ce", batch_size=10_000,
+        **sampler_info(zoo, sampler, n))
+
+
+@pytest.mark.parametrize("sampler", ["direct", "projected"])
+@pytest.mark.parametrize("n", [100_000])
+def test_sampler_alone(benchmark, zoo, batch, sampler, n):
+    """Noise, perturbation, head and votes only (the backbone ran once, outside the timing)."""
+    images, indices = batch
+    head = zoo.heads["ce"][0]
+    certifier = FaRSMonteCarlo(zoo.backbone, head, SIGMA, lipschitz=zoo.lipschitz, n=n, batch_size=10_000,
+                               sampler=sampler)
+    with torch.inference_mode():
+        centers = certifier._encode(images)
+
+    def sample():
+        with torch.inference_mode():
+            counts = certifier.sample_counts(centers, indices, n, Stage.ESTIMATION)
+        synchronize(DEVICE)
+        return counts
+
+    sample()
+    benchmark.extra_info.update(device=device_name(DEVICE), images=len(images), method="fars-mc-sampler", n=n,
+                                sigma=SIGMA, sampler=sampler, model="sll+ce", batch_size=10_000,
+                                **sampler_info(zoo, sampler, n))
+    counts = benchmark(sample)
+    assert (counts.sum(dim=1) == n).all()
 
 
 def test_fars_mc_mlp_head(benchmark, zoo, batch):

@@ -31,10 +31,11 @@ def test_tiny_run_writes_tsv_summary_and_plots(tiny_zoo, tmp_path):
     assert ((rows.predict == -1) <= (rows.radius == 0)).all()
     assert (rows.correct == (rows.predict == rows.label)).all()
     for name in ("summary.csv", "summary.md", "manifest.json", "certified_accuracy.png", "speedup.png",
-                 "scaling.csv", "scaling.png"):
+                 "scaling.csv", "scaling.png", "cost_model.csv", "cost_model.md", "cost_targets.csv"):
         assert (out / name).is_file(), name
     manifest = (out / "manifest.json").read_text()
     assert '"git_commit"' in manifest and '"device_name"' in manifest and '"finished"' in manifest
+    assert '"cudnn_tf32": false' in manifest and '"batch_sizes"' in manifest
 
 
 def test_interrupted_run_resumes_without_redoing_rows(tiny_zoo, tmp_path, monkeypatch):
