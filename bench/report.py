@@ -700,7 +700,10 @@ def plot_certified_accuracy(
     empirical:
         Optional empirical (attack) accuracy with columns ``model, radius,
         accuracy`` (fraction in [0, 1]; values > 1 are taken as percentages),
-        drawn as dark dashed lines with markers, one per model.
+        drawn as dark dashed lines with markers, one per model.  With a
+        boolean ``pgd`` column (``bench.attack``'s ``robustness.csv``) the rows
+        are an exact step function (drawn steps-post) and markers show only
+        the radii where the attack ran.
     paper_radii:
         Radii marked with light dotted vertical lines (pass ``()`` to omit).
     title:
@@ -779,13 +782,19 @@ def plot_certified_accuracy(
             emp["radius"] = pd.to_numeric(emp["radius"], errors="coerce")
             emp["accuracy"] = pd.to_numeric(emp["accuracy"], errors="coerce")
             scale = 1.0 if emp["accuracy"].max() > 1.0 else 100.0
+            # optional columns from bench.attack: ``pgd`` marks the radii where the attack ran (markers
+            # only there); with it the rows form an exact step function of the radius (steps-post).
+            stepped = "pgd" in emp.columns
             for i, (model, g) in enumerate(emp.groupby("model", sort=True)):
-                g = g.sort_values("radius")
+                g = g.sort_values("radius", kind="mergesort")
+                marks = g["pgd"].astype(str).str.lower().isin(("true", "1")).tolist() if stepped else None
                 ax.plot(
                     g["radius"],
                     g["accuracy"] * scale,
                     linestyle="--",
+                    drawstyle="steps-post" if stepped else "default",
                     marker=_MARKERS[i % len(_MARKERS)],
+                    markevery=marks,
                     markersize=4,
                     color="0.15" if i == 0 else _shade("#444444", i, max(2, emp["model"].nunique())),
                     linewidth=1.4,

@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="global seed; with an image's index it fixes that image's noise")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: results/<dataset>/<preset>)")
     parser.add_argument("--overwrite", action="store_true", help="discard earlier results in --out instead of resuming")
+    parser.add_argument("--no-attack", action="store_true",
+                        help="skip the attack stage (python -m bench.attack with its defaults: empirical robust "
+                             "accuracy, soundness audit of every certificate, paper-criterion audit, smoothed-classifier "
+                             "check, Lipschitz audit); run `python -m bench.attack --results OUT` for other settings")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--dist-timeout-hours", type=float, default=48.0,
                         help="under torchrun: how long a rank that finished its shard waits for the others")
@@ -464,6 +468,15 @@ def _main(args: argparse.Namespace, context: dist_.Context) -> Path:
     summary = out / "summary.md"
     if summary.is_file():
         summary.write_text(summary.read_text().rstrip("\n") + "\n" + timing_markdown(timing))
+    problems: list[str] = []
+    if not args.no_attack:
+        from .attack import RobustnessSettings, run_robustness, soundness_failures
+
+        settings = RobustnessSettings(seed=args.seed)
+        run_robustness(zoo, images, labels, indices, tsv, out, mc, settings, progress=not args.no_progress,
+                       verbose=False)
+        problems = soundness_failures(out)
+        manifest["attack"] = settings.describe()
     manifest["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     manifest["rows_written_by_last_invocation"] = timing["rows"]
     manifest["rows_total"] = total
@@ -473,6 +486,11 @@ def _main(args: argparse.Namespace, context: dist_.Context) -> Path:
           f"{', '.join(p.name for p in reports.values())}", file=sys.stderr)
     if summary.is_file():
         print(summary.read_text())
+    if problems:
+        banner = "!" * 100
+        print("\n".join([banner, "SOUNDNESS FAILURE: a certificate of a sound method was broken", *problems, banner]),
+              file=sys.stderr)
+        raise SystemExit(3)
     return out
 
 

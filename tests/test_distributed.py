@@ -23,7 +23,7 @@ def run_args(zoo, out):
     # --num-samples, not --n: torchrun would read --n as an abbreviation of its own flags
     return ["--models", str(zoo), "--out", str(out), "--num-images", "5", "--num-samples", "30", "--n0", "5",
             "--sigma", "0.25", "--batch-size", "16", "--methods", "cohen", "fars-mc", "fars-closed",
-            "--heads", "ce", "--scaling-ns", "--no-progress"]
+            "--heads", "ce", "--scaling-ns", "--no-progress", "--no-attack"]
 
 
 def torchrun(nproc, args, env_extra=None, timeout=240):

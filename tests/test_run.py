@@ -14,11 +14,12 @@ from conftest import TINY
 def args(zoo, out, *extra):
     return ["--models", str(zoo), "--out", str(out), "--num-images", "3", "--n", "20", "--n0", "5",
             "--sigma", "0.25", "--batch-size", "16", "--scaling-ns", "10", "20", "--scaling-images", "1",
-            "--no-progress", *extra]
+            "--no-progress", "--no-attack", *extra]
 
 
 def test_tiny_run_writes_tsv_summary_and_plots(tiny_zoo, tmp_path):
-    out = bench_run.main(args(tiny_zoo, tmp_path / "run"))
+    with_attack = [flag for flag in args(tiny_zoo, tmp_path / "run") if flag != "--no-attack"]
+    out = bench_run.main(with_attack)
     rows = pd.read_csv(out / "certify.tsv", sep="\t")
     assert list(rows.columns) == list(bench_run.COLUMNS)
     keys = set(zip(rows.method, rows.model))
@@ -31,11 +32,14 @@ def test_tiny_run_writes_tsv_summary_and_plots(tiny_zoo, tmp_path):
     assert ((rows.predict == -1) <= (rows.radius == 0)).all()
     assert (rows.correct == (rows.predict == rows.label)).all()
     for name in ("summary.csv", "summary.md", "manifest.json", "certified_accuracy.png", "speedup.png",
-                 "scaling.csv", "scaling.png", "cost_model.csv", "cost_model.md", "cost_targets.csv"):
+                 "scaling.csv", "scaling.png", "cost_model.csv", "cost_model.md", "cost_targets.csv",
+                 "robustness.csv", "soundness.csv", "paper_criterion.csv", "smoothed_attack.csv", "soundness.md"):
         assert (out / name).is_file(), name
     manifest = (out / "manifest.json").read_text()
     assert '"git_commit"' in manifest and '"device_name"' in manifest and '"finished"' in manifest
-    assert '"cudnn_tf32": false' in manifest and '"batch_sizes"' in manifest
+    assert '"cudnn_tf32": false' in manifest and '"batch_sizes"' in manifest and '"attack"' in manifest
+    summary = (out / "summary.md").read_text()
+    assert "Run timing" in summary and "Empirical robustness and soundness audit" in summary
 
 
 def test_interrupted_run_resumes_without_redoing_rows(tiny_zoo, tmp_path, monkeypatch):

@@ -1,0 +1,590 @@
+"""``python -m bench.attack``: empirical robustness (Table 2) and the soundness audits of a certification run.
+
+Reads ``RESULTS/certify.tsv`` and ``RESULTS/manifest.json`` (written by ``python -m bench.run``), attacks
+the same images with the same models, and writes next to them:
+
+* ``robustness.csv`` - empirical robust accuracy per model and l2 radius (``pgd`` True at the radii
+  where the full PGD ran; other rows come from the smallest adversarial points already found), and
+  ``robustness_examples.csv`` - per (model, example) the smallest adversarial distance found;
+* ``sanity.csv`` / ``sanity_violations.csv`` - certified vs empirical accuracy of every method on
+  every radius, and every certified example whose ball contains a known adversarial point;
+* ``soundness.csv`` / ``soundness_examples.csv`` - deterministic certificates attacked at 0.999 r;
+* ``paper_criterion.csv`` - the public FaRS code's criterion (``fars-paper-criterion``, audit only);
+* ``smoothed_attack.csv`` - Monte Carlo certificates: attack on the smoothed classifier, re-estimated;
+* ``lipschitz_audit.json`` - the backbone's Lipschitz audit; ``attack_settings.json``;
+* ``soundness.md`` (also inserted into ``summary.md``) and ``certified_accuracy.png`` redrawn with the
+  empirical curves (dashed).
+
+See :mod:`bench.pgd` for the attacks and :mod:`bench.soundness` for what each check guarantees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .pgd import PGDConfig, min_norm_attack, pgd_attack, rank_targets
+from .report import PAPER_RADII, plot_certified_accuracy, read_results
+from .soundness import (
+    AUDIT_FACTOR,
+    DETERMINISTIC_METHODS,
+    MONTE_CARLO_METHODS,
+    audit_certificates,
+    audit_paper_criterion,
+    lipschitz_audit,
+    sanity_check,
+    smoothed_attack_check,
+    soundness_markdown,
+    summarize_audit,
+    summarize_smoothed,
+    write_soundness_markdown,
+)
+from .zoo import ModelZoo, MonteCarloSettings, build_runs, load_zoo
+
+__all__ = [
+    "DEFAULT_RADII",
+    "RobustnessSettings",
+    "classifier",
+    "empirical_robustness",
+    "robustness_curve",
+    "run_robustness",
+    "update_summary",
+    "main",
+]
+
+#: Radii of Table 2 (the paper's), always attacked.
+TABLE_RADII: tuple[float, ...] = tuple(r for r in PAPER_RADII if r > 0)
+#: Radii where the full PGD runs by default (the paper's plus a grid for the curve).
+DEFAULT_RADII: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 1.5)
+SUMMARY_BEGIN = "<!-- bench.attack:begin -->"
+SUMMARY_END = "<!-- bench.attack:end -->"
+
+
+@dataclass(frozen=True)
+class RobustnessSettings:
+    """What :func:`run_robustness` runs (defaults sized for a CPU: a few minutes on the quick preset).
+
+    Attributes:
+        radii: radii where the full PGD runs (the paper radii 0.05/0.1/0.2/0.3 are always added).
+        pgd: the attack for empirical robust accuracy.
+        audit_targets: runner-up classes attacked per restart in the 0.999 r audit (None: all classes).
+        min_norm_steps: steps of the minimum-norm search run first on every example.
+        mc_sample: certified examples per Monte Carlo run attacked on the smoothed classifier.
+        smooth_samples / smooth_steps: noise draws per step and steps of that attack.
+        lipschitz_images: images of the fresh Lipschitz audit of the backbone.
+        factor: certificates are attacked at factor * radius.
+        seed: seed of the random starts and of the example sample.
+    """
+
+    radii: tuple[float, ...] = DEFAULT_RADII
+    pgd: PGDConfig = field(default_factory=lambda: PGDConfig(steps=20, restarts=2, targets=1))
+    audit_targets: int | None = 3
+    min_norm_steps: int = 60
+    mc_sample: int = 10
+    smooth_samples: int = 16
+    smooth_steps: int = 20
+    lipschitz_images: int = 16
+    factor: float = AUDIT_FACTOR
+    seed: int = 0
+
+    def attack_radii(self) -> tuple[float, ...]:
+        return tuple(sorted(set(float(r) for r in self.radii) | set(TABLE_RADII)))
+
+    def audit_config(self) -> PGDConfig:
+        return replace(self.pgd, targets=self.audit_targets)
+
+    def describe(self) -> dict[str, Any]:
+        audit = self.audit_config()
+        return {"attack": self.pgd.describe(), "audit": audit.describe(), "pgd": asdict(self.pgd),
+                "audit_targets": "all" if self.audit_targets is None else self.audit_targets,
+                "radii": list(self.attack_radii()), "min_norm_steps": self.min_norm_steps, "factor": self.factor,
+                "mc_sample": self.mc_sample, "smooth_samples": self.smooth_samples, "smooth_steps": self.smooth_steps,
+                "lipschitz_images": self.lipschitz_images, "seed": self.seed}
+
+
+# ------------------------------------------------------------------------------ models and attacks
+
+
+def classifier(zoo: ModelZoo, model: str) -> nn.Module:
+    """The deterministic classifier named ``model`` in ``certify.tsv``: ``sll+KIND`` is backbone + head,
+    ``cnn-noiseS`` the base CNN (Cohen's smoothed classifier is built on it, it is not the CNN itself)."""
+    if model.startswith("sll+"):
+        kind = model[4:]
+        if kind not in zoo.heads:
+            raise KeyError(f"no head {kind!r} in the model folder (needed for {model})")
+        return nn.Sequential(zoo.backbone, zoo.heads[kind][0]).eval()
+    if model.startswith("cnn-noise"):
+        sigma = float(model[len("cnn-noise"):])
+        match = [s for s in zoo.cnns if math.isclose(s, sigma, rel_tol=1e-6)]
+        if not match:
+            raise KeyError(f"no CNN trained at sigma {sigma:g} in the model folder (needed for {model})")
+        return zoo.cnns[match[0]][0].eval()
+    raise KeyError(f"unknown model name {model!r} (expected sll+KIND or cnn-noiseS)")
+
+
+def empirical_robustness(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor,
+                         radii: Sequence[float], config: PGDConfig = PGDConfig(), *, min_norm_steps: int = 100,
+                         chunk: int = 512, progress: bool = False, desc: str = "") -> pd.DataFrame:
+    """Attack every example of ``x`` and return, per example, the smallest adversarial distance found.
+
+    1. A minimum-norm search (:func:`bench.pgd.min_norm_attack`, untargeted and towards the closest
+       runner-up) against the clean prediction of every example (wrong ones included: the distances
+       also serve the certificate audit).
+    2. For each radius in ``radii`` (ascending), :func:`bench.pgd.pgd_attack` with ``config`` on every
+       correctly classified example not yet broken at that radius (an adversarial point within
+       eps stays one at any larger radius, so broken examples are not attacked again).
+
+    Columns: ``idx, label, prediction, correct, min_norm_distance, distance, broken_at``. The example is
+    empirically robust at r iff ``correct`` and ``distance > r`` (exact at the attacked radii, where
+    every surviving example was attacked; elsewhere it counts what the attacks above found).
+    """
+    with torch.no_grad():
+        prediction = torch.cat([model(x[s:s + chunk]) for s in range(0, x.shape[0], chunk)]).argmax(dim=1)
+    correct = prediction == labels.to(prediction.device)
+    parts = []
+    for s in range(0, x.shape[0], chunk):
+        parts.append(min_norm_attack(model, x[s:s + chunk], prediction[s:s + chunk], steps=min_norm_steps,
+                                     targets=1).distance)
+    min_norm = torch.cat(parts).cpu()
+    distance = min_norm.clone()
+    broken_at = torch.full_like(distance, math.inf)
+    targets = None
+    if config.targets != 0 and bool(correct.any()):
+        rows = correct.nonzero()[:, 0]
+        ranked = torch.cat([rank_targets(model, x[rows[s:s + chunk]], prediction[rows[s:s + chunk]], config.targets)
+                            for s in range(0, rows.numel(), chunk)])
+        targets = torch.zeros(x.shape[0], ranked.shape[1], dtype=torch.int64, device=x.device)
+        targets[rows] = ranked
+    bar = tqdm(sorted(radii), desc=desc, disable=not progress, file=sys.stderr, leave=False)
+    for eps in bar:
+        rows = (correct.cpu() & (distance > eps)).nonzero()[:, 0]
+        bar.set_postfix(eps=f"{eps:g}", attacked=int(rows.numel()))
+        for s in range(0, rows.numel(), chunk):
+            sub = rows[s:s + chunk].to(x.device)
+            result = pgd_attack(model, x[sub], prediction[sub], float(eps), config,
+                                targets=None if targets is None else targets[sub])
+            hit = result.success.cpu()
+            cpu_sub = sub.cpu()
+            distance[cpu_sub] = torch.minimum(distance[cpu_sub], result.distance.cpu())
+            broken_at[cpu_sub[hit]] = torch.minimum(broken_at[cpu_sub[hit]], torch.tensor(float(eps), dtype=torch.float64))
+    bar.close()
+    return pd.DataFrame({
+        "idx": torch.as_tensor(indices).cpu().numpy(), "label": labels.cpu().numpy(),
+        "prediction": prediction.cpu().numpy(), "correct": correct.cpu().numpy().astype(int),
+        "min_norm_distance": min_norm.numpy(), "distance": distance.numpy(), "broken_at": broken_at.numpy(),
+    })
+
+
+def robustness_curve(examples: pd.DataFrame, attacked: Sequence[float], upto: float | None = None,
+                     settings: str = "") -> pd.DataFrame:
+    """Empirical robust accuracy per model as an exact step function of the radius.
+
+    Rows at every radius in ``attacked`` (``pgd`` True: the full PGD ran there on every surviving
+    example) and at every smallest adversarial distance found up to ``upto`` (``pgd`` False: the
+    curve drops there). Accuracy at r = fraction of examples correct with distance > r; it is
+    constant between consecutive rows (draw it with steps-post). Columns ``model, radius, accuracy,
+    robust, examples, pgd, attack``.
+    """
+    attacked = sorted(set(float(r) for r in attacked) | {0.0})
+    top = max(attacked) if upto is None else max(upto, max(attacked))
+    rows = []
+    for model, g in examples.groupby("model", sort=True):
+        dist, ok = g["distance"].to_numpy(float), g["correct"].to_numpy() == 1
+        drops = sorted(set(float(d) for d in dist[ok & np.isfinite(dist)] if 0 < d <= top) - set(attacked))
+        points = [(r, True) for r in attacked] + [(d, False) for d in drops] + [(top, False)] * (top not in attacked)
+        for r, pgd in points:
+            robust = int((ok & (dist > r)).sum())
+            rows.append({"model": model, "radius": r, "accuracy": robust / len(g), "robust": robust,
+                         "examples": len(g), "pgd": pgd, "attack": settings if pgd else "adversarial points found at other radii"})
+    frame = pd.DataFrame(rows).sort_values(["model", "radius"], kind="mergesort")
+    return frame.drop_duplicates(["model", "radius"]).reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------ the whole audit
+
+
+def _select(images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, wanted: Sequence[int]
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    position = {int(i): p for p, i in enumerate(torch.as_tensor(indices).tolist())}
+    missing = [int(i) for i in wanted if int(i) not in position]
+    if missing:
+        raise ValueError(f"certify.tsv has examples {missing[:10]} that are not among the given images")
+    pick = torch.tensor([position[int(i)] for i in wanted], dtype=torch.int64)
+    return images[pick.to(images.device)], labels[pick].to(images.device), torch.as_tensor(indices)[pick]
+
+
+def _run_key(method: str, model: str, sigma: float) -> str:
+    return f"{method}|{model}|{'-' if (sigma is None or math.isnan(sigma)) else f'{sigma:g}'}"
+
+
+def run_robustness(zoo: ModelZoo, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor,
+                   certify_tsv: str | Path, out: str | Path, mc: MonteCarloSettings,
+                   settings: RobustnessSettings = RobustnessSettings(), progress: bool = True,
+                   verbose: bool = True) -> dict[str, Path]:
+    """Attack the certified examples of ``certify_tsv`` and write every robustness and soundness output to ``out``.
+
+    Args:
+        zoo: the models ``certify_tsv`` was computed with (same device as ``images``).
+        images, labels, indices: the evaluation images [N, C, H, W] in [0, 1], their labels and
+            dataset indices; every ``idx`` of ``certify_tsv`` must be among ``indices``.
+        certify_tsv: per-example certification results (``bench.run``'s format).
+        out: output folder (usually the folder of ``certify_tsv``).
+        mc: the Monte Carlo settings of the certification run (n0, n, alpha, batch size, seed): the
+            smoothed-classifier check re-estimates predictions with ``n`` fresh samples at level ``alpha``.
+        settings: attack sizes (see :class:`RobustnessSettings`).
+        progress: tqdm bars on stderr. verbose: print the tables and the verdict.
+
+    Returns the written paths by name (``robustness_csv``, ``sanity_csv``, ``soundness_csv``,
+    ``paper_criterion_csv``, ``smoothed_attack_csv``, ``lipschitz_audit_json``, ``soundness_md``,
+    ``certified_accuracy_png``, ...). Does not touch ``certify.tsv``. ``summary.md`` is updated by
+    :func:`update_summary` when it exists.
+    """
+    certify_tsv, out = Path(certify_tsv), Path(out)
+    if not certify_tsv.is_file():
+        raise FileNotFoundError(f"no certification results at {certify_tsv}; run `python -m bench.run` first")
+    out.mkdir(parents=True, exist_ok=True)
+    results = read_results(certify_tsv)
+    started = time.perf_counter()
+    radii = settings.attack_radii()
+    wanted = sorted(set(int(i) for i in results["idx"]))
+    x, y, idx = _select(images, labels, indices, wanted)
+    where = {int(i): p for p, i in enumerate(idx.tolist())}
+    models = sorted(results["model"].unique())
+    paths: dict[str, Path] = {}
+    log = (lambda *a: print(*a, file=sys.stderr)) if verbose else (lambda *a: None)
+
+    # 1. empirical robustness of every model (minimum-norm search + PGD at every radius)
+    frames = []
+    for model in tqdm(models, desc="attack models", disable=not progress, file=sys.stderr):
+        net = classifier(zoo, model)
+        frame = empirical_robustness(net, x, y, idx, radii, settings.pgd, min_norm_steps=settings.min_norm_steps,
+                                     progress=progress, desc=model)
+        frames.append(frame.assign(model=model))
+    examples = pd.concat(frames, ignore_index=True)
+    examples = examples[["model"] + [c for c in examples.columns if c != "model"]]
+    distance_of = {(r.model, int(r.idx)): float(r.distance) for r in examples.itertuples()}
+    finite = results["radius"].to_numpy(float)
+    finite = finite[np.isfinite(finite)]
+    upto = float(finite.max()) if finite.size else None
+    curve = robustness_curve(examples, radii, upto=upto, settings=settings.pgd.describe())
+    paths["robustness_csv"] = out / "robustness.csv"
+    curve.to_csv(paths["robustness_csv"], index=False)
+    paths["robustness_examples_csv"] = out / "robustness_examples.csv"
+    examples.to_csv(paths["robustness_examples_csv"], index=False)
+
+    # 2. deterministic certificates at 0.999 r (every restart, untargeted + audit targets)
+    audits = []
+    det = results[results["method"].isin(DETERMINISTIC_METHODS)]
+    groups = list(det.groupby(["method", "model"], sort=True))
+    for (method, model), g in tqdm(groups, desc="audit 0.999r", disable=not progress, file=sys.stderr):
+        g = g.sort_values("idx")
+        rows = torch.tensor([where[int(i)] for i in g["idx"]], dtype=torch.int64)
+        known = torch.tensor([distance_of.get((model, int(i)), math.inf) for i in g["idx"]], dtype=torch.float64)
+        frame = audit_certificates(classifier(zoo, model), x[rows.to(x.device)], torch.tensor(g["predict"].to_numpy()),
+                                   torch.tensor(g["radius"].to_numpy()), config=settings.audit_config(),
+                                   factor=settings.factor, known_distance=known)
+        audits.append(frame.assign(method=method, model=model, idx=g["idx"].to_numpy(), label=g["label"].to_numpy()))
+    audit_frame = pd.concat(audits, ignore_index=True) if audits else pd.DataFrame(
+        columns=["method", "model", "idx", "attacked", "broken", "broken_confirmed", "ratio"])
+    soundness = summarize_audit(audit_frame)
+    paths["soundness_csv"] = out / "soundness.csv"
+    soundness.to_csv(paths["soundness_csv"], index=False)
+    paths["soundness_examples_csv"] = out / "soundness_examples.csv"
+    lead = ["method", "model", "idx", "label"]
+    audit_frame[[c for c in lead if c in audit_frame] + [c for c in audit_frame.columns if c not in lead]].to_csv(
+        paths["soundness_examples_csv"], index=False)
+
+    # 3. the public FaRS code's criterion on every linear head that was certified
+    paper = []
+    for model in models:
+        kind = model[4:] if model.startswith("sll+") else None
+        if kind is None or kind not in zoo.heads or not isinstance(zoo.heads[kind][0], nn.Linear):
+            continue
+        known = torch.tensor([distance_of[(model, int(i))] for i in idx.tolist()], dtype=torch.float64)
+        frame = audit_paper_criterion(zoo.backbone, zoo.heads[kind][0], x, y, TABLE_RADII, indices=idx,
+                                      known_distance=known, lipschitz=zoo.lipschitz)
+        paper.append(frame.assign(model=model, criterion="fars-paper-criterion"))
+    paper_frame = pd.concat(paper, ignore_index=True) if paper else pd.DataFrame(
+        columns=["model", "variant", "eps", "claimed", "broken"])
+    lead = ["criterion", "model", "variant", "eps"]
+    paper_frame = paper_frame[[c for c in lead if c in paper_frame] + [c for c in paper_frame.columns if c not in lead]]
+    paths["paper_criterion_csv"] = out / "paper_criterion.csv"
+    paper_frame.to_csv(paths["paper_criterion_csv"], index=False)
+
+    # 4. Monte Carlo certificates: attack on the smoothed classifier, fresh PREDICT
+    smooth = []
+    mc_rows = results[results["method"].isin(MONTE_CARLO_METHODS)]
+    if settings.mc_sample > 0 and len(mc_rows):
+        sigmas = tuple(sorted(set(float(s) for s in mc_rows["sigma"].dropna())))
+        methods = tuple(m for m in MONTE_CARLO_METHODS if m in set(mc_rows["method"]))
+        heads = tuple(k for k in zoo.heads if f"sll+{k}" in set(mc_rows["model"]))
+        runs = {r.key: r for r in build_runs(zoo, methods, sigmas, mc, heads or tuple(zoo.heads))}
+        rng = np.random.default_rng(settings.seed)
+        groups = list(mc_rows.groupby(["method", "model", "sigma"], sort=True))
+        for (method, model, sigma), g in tqdm(groups, desc="smoothed attack", disable=not progress, file=sys.stderr):
+            run = runs.get(_run_key(method, model, sigma))
+            certified = g[(g["predict"] >= 0) & (g["radius"] > 0) & np.isfinite(g["radius"])].sort_values("idx")
+            if run is None or certified.empty:
+                continue
+            take = certified.iloc[np.sort(rng.choice(len(certified), min(settings.mc_sample, len(certified)),
+                                                     replace=False))]
+            rows = torch.tensor([where[int(i)] for i in take["idx"]], dtype=torch.int64)
+            frame = smoothed_attack_check(run.certifier, x[rows.to(x.device)], torch.tensor(take["predict"].to_numpy()),
+                                          torch.tensor(take["radius"].to_numpy()), torch.tensor(take["idx"].to_numpy()),
+                                          samples=settings.smooth_samples, steps=settings.smooth_steps,
+                                          factor=settings.factor, seed=settings.seed)
+            smooth.append(frame.assign(method=method, model=model, sigma=sigma, alpha=mc.alpha))
+    smooth_frame = pd.concat(smooth, ignore_index=True) if smooth else pd.DataFrame(
+        columns=["method", "model", "sigma", "idx", "changed", "abstained", "alpha"])
+    paths["smoothed_attack_csv"] = out / "smoothed_attack.csv"
+    summarize_smoothed(smooth_frame).to_csv(paths["smoothed_attack_csv"], index=False)
+    paths["smoothed_attack_examples_csv"] = out / "smoothed_attack_examples.csv"
+    smooth_frame.to_csv(paths["smoothed_attack_examples_csv"], index=False)
+
+    # 5. Lipschitz audit of the backbone at the evaluated images
+    if progress:
+        log(f"Lipschitz audit of the backbone on {min(settings.lipschitz_images, len(x))} images ...")
+    lip = lipschitz_audit(zoo.backbone, x[:settings.lipschitz_images], zoo.backbone_meta, seed=settings.seed)
+    paths["lipschitz_audit_json"] = out / "lipschitz_audit.json"
+    paths["lipschitz_audit_json"].write_text(json.dumps(lip, indent=2) + "\n")
+
+    # 6. sanity check: empirical >= certified
+    table, violations = sanity_check(results, examples, [0.0, *radii], rtol=1 - settings.factor)
+    paths["sanity_csv"] = out / "sanity.csv"
+    table.to_csv(paths["sanity_csv"], index=False)
+    paths["sanity_violations_csv"] = out / "sanity_violations.csv"
+    violations.to_csv(paths["sanity_violations_csv"], index=False)
+
+    # 7. reports
+    described = settings.describe() | {"seconds": round(time.perf_counter() - started, 1),
+                                       "images": int(len(x)), "certify_tsv": str(certify_tsv)}
+    paths["attack_settings_json"] = out / "attack_settings.json"
+    paths["attack_settings_json"].write_text(json.dumps(described, indent=2) + "\n")
+    paths["soundness_md"] = write_soundness_markdown(out)
+    paths["certified_accuracy_png"] = plot_certified_accuracy(results, out / "certified_accuracy.png", empirical=curve)
+    if (out / "summary.md").is_file():
+        paths["summary_md"] = update_summary(out)
+    if verbose:
+        _print_report(out, curve, soundness, paper_frame, summarize_smoothed(smooth_frame), table, violations, lip)
+        print(f"\nwrote {', '.join(sorted(p.name for p in paths.values()))} in {out}")
+    return paths
+
+
+def update_summary(out: str | Path) -> Path:
+    """Insert (or replace) :func:`bench.soundness.soundness_markdown` in ``out/summary.md`` between markers."""
+    path = Path(out) / "summary.md"
+    text = path.read_text() if path.is_file() else ""
+    block = f"{SUMMARY_BEGIN}\n{soundness_markdown(out)}{SUMMARY_END}\n"
+    if SUMMARY_BEGIN in text and SUMMARY_END in text:
+        head, rest = text.split(SUMMARY_BEGIN, 1)
+        tail = rest.split(SUMMARY_END, 1)[1].lstrip("\n")
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + block
+    path.write_text(text)
+    return path
+
+
+def soundness_failures(out: str | Path) -> list[str]:
+    """What a run in ``out`` found wrong with the sound methods (empty list: nothing)."""
+    out = Path(out)
+    problems = []
+    snd = pd.read_csv(out / "soundness.csv") if (out / "soundness.csv").is_file() else pd.DataFrame()
+    for r in snd.itertuples():
+        if r.broken > 0:
+            problems.append(f"{r.method} on {r.model}: {r.broken} broken certificate(s), examples {r.broken_ids}")
+    viol = pd.read_csv(out / "sanity_violations.csv") if (out / "sanity_violations.csv").is_file() else pd.DataFrame()
+    if len(viol):
+        g = viol[viol["guaranteed"].astype(bool)]
+        for (method, model), h in g.groupby(["method", "model"]):
+            problems.append(f"sanity: {method} on {model}: adversarial points inside certified balls for examples "
+                            f"{';'.join(str(i) for i in h['idx'])}")
+    lip = out / "lipschitz_audit.json"
+    if lip.is_file() and not json.loads(lip.read_text())["confirms"]:
+        problems.append("Lipschitz audit: a lower bound exceeds the declared constant")
+    return problems
+
+
+def _print_report(out: Path, curve: pd.DataFrame, soundness: pd.DataFrame, paper: pd.DataFrame,
+                  smooth: pd.DataFrame, table: pd.DataFrame, violations: pd.DataFrame, lip: dict) -> None:
+    pd.set_option("display.width", 200)
+    pd.set_option("display.max_columns", 30)
+    table_radii = curve[curve["pgd"] & curve["radius"].isin((0.0,) + TABLE_RADII)]
+    print("\nEmpirical robust accuracy (Table 2 radii):")
+    print(table_radii.pivot_table(index="model", columns="radius", values="accuracy").to_string(float_format="{:.3f}".format))
+    print("\nDeterministic certificates attacked at 0.999 r:")
+    print(soundness.drop(columns=["broken_ids"]).to_string(index=False) if len(soundness) else "(none)")
+    print("\nfars-paper-criterion (public FaRS code's test; audit only):")
+    print(paper[["model", "variant", "eps", "claimed", "broken", "sound_certified"]].to_string(index=False)
+          if len(paper) else "(no linear head)")
+    print("\nMonte Carlo certificates, attack on the smoothed classifier + fresh PREDICT:")
+    print(smooth.drop(columns=["changed_ids"]).to_string(index=False) if len(smooth) else "(none)")
+    print(f"\nLipschitz audit ({lip['backbone']}, declared {lip['declared']:g}): sidecar lower bound "
+          f"{lip.get('sidecar_lower_bound')}, fresh jacobian {lip['fresh_jacobian']:.4f} / pairs {lip['fresh_pairs']:.4f} "
+          f"on {lip['fresh_inputs']} images -> {'confirms' if lip['confirms'] else 'EXCEEDS THE DECLARED CONSTANT'}")
+    guaranteed = table[table["guaranteed"]]
+    info = violations[~violations["guaranteed"].astype(bool)] if len(violations) else violations
+    bad = violations[violations["guaranteed"].astype(bool)] if len(violations) else violations
+    failing = guaranteed[(~guaranteed["holds"]) | (guaranteed["violations"] > 0)]
+    print("\nSanity check (empirical >= certified):")
+    if failing.empty and bad.empty:
+        print("  PASS for every deterministic method on its own model at every radius "
+              f"({len(guaranteed)} method x model x radius comparisons).")
+    problems = soundness_failures(out)
+    if problems or not failing.empty:
+        banner = "!" * 100
+        print(banner, file=sys.stderr)
+        print("!!! SOUNDNESS VIOLATION: a certificate claimed robustness that the attack disproved", file=sys.stderr)
+        for p in problems:
+            print("!!! " + p, file=sys.stderr)
+        for r in failing.itertuples():
+            print(f"!!! {r.method} on {r.model} at r={r.radius:g}: certified {r.certified_accuracy:.3f} > empirical "
+                  f"{r.empirical_accuracy:.3f}; examples {r.violation_ids}", file=sys.stderr)
+        print(banner, file=sys.stderr)
+    if len(info):
+        print(f"  information only (Monte Carlo certificate of the smoothed classifier vs attack on its base network, "
+              f"not ordered by theory): {len(info)} certified example(s) broken on the base network:")
+        for (method, model, sigma), h in info.groupby(["method", "model", "sigma"], dropna=False):
+            print(f"    {method} {model} sigma={sigma:g}: examples {';'.join(str(i) for i in h['idx'][:20])}"
+                  + (" ..." if len(h) > 20 else ""))
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def _targets(text: str) -> int | None:
+    if text.lower() == "all":
+        return None
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0 or 'all'")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = RobustnessSettings()
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.attack",
+        description=(
+            "Empirical robustness and soundness audit of a certification run. Reads RESULTS/certify.tsv and "
+            "RESULTS/manifest.json (from `python -m bench.run`), attacks the same images with the same models "
+            "(l2: a minimum-norm search, then PGD with restarts, untargeted + runner-up targets, at each radius), "
+            "and writes robustness.csv (empirical robust accuracy per model and radius, Table 2), sanity.csv "
+            "(certified vs empirical accuracy of every method, violations with example ids), soundness.csv "
+            "(fars-closed and lipschitz-margin certificates attacked at 0.999 r: broken must be 0), "
+            "paper_criterion.csv (the public FaRS code's non-certificate `logit_y / ||W|| > eps` and its "
+            "sparsemax variant: how many of its claims the attack breaks), smoothed_attack.csv (SmoothAdv-style "
+            "attack on the smoothed classifiers of cohen and fars-mc at 0.999 r, re-estimated with fresh noise, "
+            "rate vs alpha), lipschitz_audit.json, soundness.md (also inserted into summary.md), and redraws "
+            "certified_accuracy.png with the empirical curves dashed. Exit status 3 when a deterministic "
+            "certificate is broken or the sanity check fails for one."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--results", type=Path, required=True,
+                        help="run folder holding certify.tsv and manifest.json, e.g. results/fashion-mnist/quick")
+    parser.add_argument("--models", type=Path, default=None,
+                        help="checkpoint folder (default: the one recorded in manifest.json)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write (default: --results)")
+    parser.add_argument("--radii", type=float, nargs="+", default=list(defaults.radii),
+                        help="l2 radii (pixel space) where the full PGD runs; 0.05 0.1 0.2 0.3 are always added")
+    parser.add_argument("--steps", type=int, default=defaults.pgd.steps, help="PGD steps per run")
+    parser.add_argument("--restarts", type=int, default=defaults.pgd.restarts,
+                        help="PGD runs per attack kind (first from x, the others from random points in the ball)")
+    parser.add_argument("--targets", type=_targets, default=defaults.pgd.targets,
+                        help="runner-up classes attacked with a targeted run each, besides the untargeted run "
+                             "('all': every other class)")
+    parser.add_argument("--audit-targets", type=_targets, default=defaults.audit_targets,
+                        help="runner-up targets in the 0.999 r audit of deterministic certificates (every restart "
+                             "runs untargeted + these); 'all': every other class")
+    parser.add_argument("--min-norm-steps", type=int, default=defaults.min_norm_steps,
+                        help="steps of the minimum-norm search run on every example first")
+    parser.add_argument("--mc-sample", type=int, default=defaults.mc_sample,
+                        help="certified examples per Monte Carlo run attacked on the smoothed classifier (0: skip)")
+    parser.add_argument("--smooth-samples", type=int, default=defaults.smooth_samples,
+                        help="noise draws per step of the smoothed-classifier attack")
+    parser.add_argument("--smooth-steps", type=int, default=defaults.smooth_steps,
+                        help="steps of the smoothed-classifier attack")
+    parser.add_argument("--lipschitz-images", type=int, default=defaults.lipschitz_images,
+                        help="images of the fresh Lipschitz audit of the backbone")
+    parser.add_argument("--seed", type=int, default=0, help="seed of random starts and of the sampled examples")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, or auto")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads on the CPU")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def _load_manifest(results: Path, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    tsv, manifest = results / "certify.tsv", results / "manifest.json"
+    if not tsv.is_file():
+        parser.error(f"no certify.tsv in {results}: run `python -m bench.run --out {results}` first "
+                     "(this command attacks the examples a certification run certified)")
+    if not manifest.is_file():
+        parser.error(f"no manifest.json in {results}: it records which images and Monte Carlo settings "
+                     "certify.tsv used; re-run `python -m bench.run` to write it")
+    return json.loads(manifest.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    checks = [(args.steps >= 1, "--steps must be >= 1"), (args.restarts >= 1, "--restarts must be >= 1"),
+              (all(r > 0 and math.isfinite(r) for r in args.radii), "--radii must be > 0"),
+              (args.min_norm_steps >= 1, "--min-norm-steps must be >= 1"), (args.mc_sample >= 0, "--mc-sample must be >= 0"),
+              (args.smooth_samples >= 1 and args.smooth_steps >= 1, "--smooth-samples/--smooth-steps must be >= 1"),
+              (args.lipschitz_images >= 1, "--lipschitz-images must be >= 1"), (args.threads >= 1, "--threads must be >= 1")]
+    for ok, message in checks:
+        if not ok:
+            parser.error(message)
+    manifest = _load_manifest(args.results, parser)
+    torch.set_num_threads(args.threads)
+    from . import checkpoints as ckpt
+    from .run import load_images
+    from .train import resolve_device
+
+    config = manifest.get("config", {})
+    models = args.models or Path(config.get("models", ""))
+    try:
+        zoo = load_zoo(models)
+    except (ckpt.CheckpointError, OSError) as err:
+        parser.error(f"cannot load the models from {models}: {err} (pass --models)")
+    device = resolve_device(args.device)
+    zoo.to(device)
+    image_args = argparse.Namespace(dataset=config.get("dataset", "fashion-mnist"),
+                                    data_root=None if config.get("data_root") is None else Path(config["data_root"]),
+                                    num_images=int(config.get("num_images", 10**9)), skip=int(config.get("skip", 1)))
+    images, labels, indices = load_images(image_args)
+    mc_record = manifest.get("monte_carlo", {})
+    mc = MonteCarloSettings(n0=int(mc_record.get("n0", config.get("n0", 100))),
+                            n=int(mc_record.get("n", config.get("n", 1000))),
+                            alpha=float(mc_record.get("alpha", config.get("alpha", 0.001))),
+                            batch_size=int(mc_record.get("batch_size", 1000)),
+                            seed=int(mc_record.get("seed", config.get("seed", 0))))
+    settings = RobustnessSettings(
+        radii=tuple(args.radii),
+        pgd=PGDConfig(steps=args.steps, restarts=args.restarts, targets=args.targets, seed=args.seed),
+        audit_targets=args.audit_targets, min_norm_steps=args.min_norm_steps, mc_sample=args.mc_sample,
+        smooth_samples=args.smooth_samples, smooth_steps=args.smooth_steps, lipschitz_images=args.lipschitz_images,
+        seed=args.seed)
+    out = args.out or args.results
+    try:
+        run_robustness(zoo, images.to(device), labels, indices, args.results / "certify.tsv", out, mc, settings,
+                       progress=not args.no_progress)
+    except (ValueError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 3 if soundness_failures(out) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
