@@ -313,13 +313,14 @@ def timing_markdown(summary: dict[str, Any]) -> str:
              f"- sum of per-example certify times: {summary['per_example_seconds_sum']:.2f} s "
              f"(the `seconds` column; what one process would spend at these per-example speeds)"]
     if summary["processes"] > 1:
-        lines += [f"- speedup of {summary['processes']} processes over certifying the same rows one after the other: "
-                  f"{summary['speedup_vs_sequential']:.2f}x (wall time includes loading, warm-up and waiting)"]
+        lines += [f"- speedup of {summary['processes']} processes over one process certifying the same rows at the "
+                  f"per-example speeds measured here: {summary['speedup_vs_sequential']:.2f}x (wall time includes "
+                  "warm-up and waiting for the slowest rank). With a GPU per rank this is the speedup over one "
+                  "process; ranks that share CPU cores slow each other down, so there compare the wall time with a "
+                  "one-process run's"]
         lines += ["", "| rank | device | rows | per-example seconds (sum) | wall seconds |", "|---:|---|---:|---:|---:|"]
         lines += [f"| {t['rank']} | {t['device']} | {t['rows']} | {t['seconds']:.2f} | {t['wall']:.2f} |"
                   for t in summary["ranks"]]
-        lines += ["", "Per-example seconds are measured under the load of all processes: on a shared CPU they "
-                      "grow with the number of processes, so compare the wall time with a one-process run's."]
     return "\n".join(lines) + "\n"
 
 
