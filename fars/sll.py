@@ -28,6 +28,39 @@ def sll_rescaling(gram_abs: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     return torch.where(ok & torch.isfinite(t), t, torch.zeros_like(t))
 
 
+class WeightDerived:
+    """Memo of a tensor computed from parameters (an SLL rescaling, a spectral norm), for inference.
+
+    Certification calls a frozen backbone once per image, and recomputing the weight-derived factors
+    dominated that single-image forward. The memo is used only when autograd is off (inference or
+    no-grad), and only for the exact parameter values it was computed from: every call compares the
+    parameters with a stored copy (shape, dtype, device and every element), so an in-place update, a
+    loaded state dict or a moved module can never see a stale value. With autograd on it is bypassed.
+    """
+
+    def __init__(self) -> None:
+        self._inputs: tuple[torch.Tensor, ...] | None = None
+        self._value: torch.Tensor | None = None
+
+    def _matches(self, params: tuple[torch.Tensor, ...]) -> bool:
+        stored = self._inputs
+        return stored is not None and len(stored) == len(params) and all(
+            a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
+            for a, b in zip(stored, params))
+
+    def get(self, params: tuple[torch.Tensor, ...], compute) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return compute()
+        if not self._matches(params):
+            self._value = compute().detach()
+            self._inputs = tuple(p.detach().clone() for p in params)
+        assert self._value is not None
+        return self._value
+
+    def __deepcopy__(self, memo: dict) -> "WeightDerived":
+        return WeightDerived()  # a copy starts empty (it may be converted to another dtype or device)
+
+
 class SLLDense(nn.Module):
     """SLL dense residual layer: y = x - 2 W^T diag(t) ReLU(W x + b), W of shape (inner, features).
 
@@ -43,12 +76,14 @@ class SLLDense(nn.Module):
         nn.init.xavier_normal_(self.weight)
         bound = 1 / math.sqrt(features)
         nn.init.uniform_(self.bias, -bound, bound)
+        self.memo = WeightDerived()
 
     def rescaling(self) -> torch.Tensor:
         return sll_rescaling((self.weight @ self.weight.T).abs(), self.log_q)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = F.relu(F.linear(x, self.weight, self.bias)) * self.rescaling()
+        t = self.memo.get((self.weight, self.log_q), self.rescaling)
+        hidden = F.relu(F.linear(x, self.weight, self.bias)) * t
         return x - 2 * F.linear(hidden, self.weight.T)
 
     def extra_repr(self) -> str:
@@ -74,6 +109,7 @@ class SLLConv2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(inner))
         self.log_q = nn.Parameter(torch.zeros(inner))
         nn.init.xavier_normal_(self.weight)
+        self.memo = WeightDerived()
 
     def rescaling(self) -> torch.Tensor:
         k = self.kernel_size
@@ -83,7 +119,7 @@ class SLLConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad = self.kernel_size // 2
         hidden = F.relu(F.conv2d(x, self.weight, self.bias, padding=pad))
-        hidden = hidden * self.rescaling()[None, :, None, None]
+        hidden = hidden * self.memo.get((self.weight, self.log_q), self.rescaling)[None, :, None, None]
         return x - 2 * F.conv_transpose2d(hidden, self.weight, padding=pad)
 
     def extra_repr(self) -> str:
@@ -140,6 +176,7 @@ class SpectralLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         nn.init.orthogonal_(self.weight)
+        self.memo = WeightDerived()
 
     def spectral_norm(self) -> torch.Tensor:
         """||W||_2 = sqrt(largest eigenvalue of the small Gram matrix), in float64 (differentiable).
@@ -152,8 +189,9 @@ class SpectralLinear(nn.Module):
         return (torch.linalg.eigvalsh(gram)[-1].clamp_min(0).sqrt() * (1 + 1e-6)).to(self.weight.dtype)
 
     def normalized_weight(self) -> torch.Tensor:
-        # Recomputed at every call (a k x k eigenproblem, k = the smaller side): nothing to go stale.
-        return self.weight / torch.clamp(self.spectral_norm(), min=1.0)
+        # a k x k eigenproblem (k = the smaller side), memoised only for the exact current weights
+        norm = self.memo.get((self.weight,), self.spectral_norm)
+        return self.weight / torch.clamp(norm, min=1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.normalized_weight(), self.bias)

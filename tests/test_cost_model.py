@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
@@ -52,8 +53,16 @@ def test_flops_and_bytes_of_a_tiny_mlp_are_counted_exactly():
 def test_per_call_work_of_an_sll_layer_is_split_from_per_sample_work():
     layer = SLLDense(features=4, inner=3)
     cost = cm.forward_cost(layer, torch.rand(1, 4))
-    assert cost.per_call_flops == 2 * 3 * 3 * 4           # W W^T, once per call
+    # steady state: W W^T and the rescaling are memoised for the current weights (no per-call matmul) ...
+    assert cost.per_call_flops == 0
     assert cost.per_sample_flops == 2 * 4 * 3 + 2 * 3 * 4  # W x and W^T h per sample
+    # ... and the memo's check reads the weights (12 + 3 floats) and its stored copy every call
+    assert cost.per_call_bytes >= 2 * (12 + 3) * 4
+    with torch.no_grad():
+        layer.weight.add_(1.0)                            # new weights: the first call recomputes W W^T
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        layer(torch.rand(1, 4))
+    assert counter.get_total_flops() == 2 * 3 * 3 * 4 + 2 * 4 * 3 + 2 * 3 * 4
 
 
 def test_convolution_flops():

@@ -550,3 +550,49 @@ def test_spectral_linear_cache_follows_ordinary_updates():
     layer.double()
     with torch.no_grad():
         torch.testing.assert_close(layer(x.double()), expected(), rtol=1e-5, atol=1e-6)
+
+
+def _memo_layers():
+    torch.manual_seed(3)
+    return [SLLDense(12, 16), SLLConv2d(3, 4), SpectralLinear(12, 5)]
+
+
+def _inputs_for(layer):
+    return torch.randn(6, 3, 8, 8) if isinstance(layer, SLLConv2d) else torch.randn(6, 12)
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_memoised_weight_factors_never_go_stale(index):
+    """Inference reuses the rescaling / spectral norm only while the weights are exactly those it came from."""
+    layer = _memo_layers()[index]
+    x = _inputs_for(layer)
+
+    def fresh():  # autograd on: always recomputed from the current weights
+        with torch.enable_grad():
+            return layer(x).detach()
+
+    with torch.inference_mode():
+        first = layer(x)
+    assert torch.equal(first, fresh())
+    with torch.no_grad():
+        layer.weight.add_(0.25)                        # an in-place update (an optimizer step)
+    with torch.inference_mode():
+        assert torch.equal(layer(x), fresh()) and not torch.equal(layer(x), first)
+    state = {k: v.clone() for k, v in layer.state_dict().items()}
+    state["weight"] = torch.randn_like(state["weight"])
+    layer.load_state_dict(state)                       # loaded weights
+    with torch.no_grad():
+        assert torch.equal(layer(x), fresh())
+    double = copy.deepcopy(layer).double()             # converted copy: its own memo
+    with torch.inference_mode():
+        assert torch.allclose(double(x.double()).float(), fresh(), atol=1e-5)
+        assert torch.equal(layer(x), fresh())
+
+
+def test_memo_is_bypassed_when_autograd_records():
+    layer = _memo_layers()[0]
+    x = torch.randn(4, 12, requires_grad=True)
+    with torch.inference_mode():
+        layer(x.detach())
+    layer(x).sum().backward()                          # gradients reach the rescaling's parameters
+    assert layer.log_q.grad is not None and layer.log_q.grad.abs().sum() > 0
