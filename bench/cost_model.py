@@ -55,6 +55,8 @@ from fars.certificate import module_device, timed
 from fars.closed_form import linear_head_radius
 from fars.monte_carlo import FaRSMonteCarlo, split_first_linear
 
+from .markdown import markdown_table
+
 FP32_BYTES = 4
 _ALLOCATOR_TUNED = False
 #: issue 6's targets: the n they are stated at, and their limits
@@ -513,15 +515,6 @@ def fmt_ratio(x: float) -> str:
     return f"{x:,.0f}x" if x >= 100 else f"{x:.2f}x"
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A frame of strings as a GitHub markdown table."""
-    cols = [str(c) for c in frame.columns]
-    cells = [[str(v).replace("|", "\\|") for v in row] for row in frame.itertuples(index=False)]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(" --- " for _ in cols) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in cells]
-    return "\n".join(lines)
-
-
 def cost_markdown(table: pd.DataFrame, targets: pd.DataFrame, machine: Machine, plain: PlainForward,
                   costs: NetworkCosts | None = None, note: str = "") -> str:
     view = pd.DataFrame({
@@ -560,7 +553,8 @@ def cost_markdown(table: pd.DataFrame, targets: pd.DataFrame, machine: Machine, 
     ]
     if note:
         parts.append(note)
-    parts += ["", markdown_table(view), "", "## Targets (issue 6)", "", markdown_table(goals), ""]
+    parts += ["", markdown_table(view.columns, view.itertuples(index=False)), "", "## Targets (issue 6)", "",
+              markdown_table(goals.columns, goals.itertuples(index=False)), ""]
     return "\n".join(parts)
 
 

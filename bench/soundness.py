@@ -49,6 +49,7 @@ from fars.certificate import ABSTAIN
 from fars.noise import check_seed
 from fars.smoothing import MonteCarloCertifier
 
+from .markdown import markdown_table
 from .pgd import PGDConfig, flat_norm, min_norm_attack, pgd_attack, rank_targets, smoothed_pgd
 
 __all__ = [
@@ -412,11 +413,7 @@ def lipschitz_audit(backbone: nn.Module, images: torch.Tensor, meta: dict[str, A
 
 def _table(frame: pd.DataFrame, columns: Sequence[str], formats: dict[str, Callable[[Any], str]] | None = None) -> str:
     formats = formats or {}
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
-    for _, row in frame.iterrows():
-        cells = [formats.get(c, _cell)(row[c]) for c in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_table(columns, ([formats.get(c, _cell)(row[c]) for c in columns] for _, row in frame.iterrows()))
 
 
 def _cell(value: Any) -> str:
