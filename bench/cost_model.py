@@ -8,7 +8,7 @@ What is counted
   in its steady state (after one call), which splits its cost into a *per-sample* part and a
   *per-call* part. SLL layers derive a rescaling from their weights (``|W W^T|``, the self-convolution
   of a kernel; about 11x the flops of one sample on the default backbone); in inference it is
-  memoised for the exact current weights (:class:`fars.sll.WeightDerived`), so the per-call part is
+  memoised for the exact current weights (:class:`fars.memo.WeightDerived`), so the per-call part is
   the memo's comparison of the weights with its stored copy.
 * **Bytes** are counted by a dispatch mode on the same forward: each aten op that is not a view reads
   its tensor inputs and writes its outputs once. This is the traffic of eager execution (no fusion,
@@ -52,7 +52,7 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
 from fars.certificate import module_device, timed
-from fars.closed_form import linear_head_radius
+from fars.closed_form import head_geometry, linear_head_radius
 from fars.monte_carlo import FaRSMonteCarlo, split_first_linear
 
 from .markdown import markdown_table
@@ -231,7 +231,7 @@ def forward_cost(module: nn.Module, example: torch.Tensor, batches: tuple[int, i
     try:
         inputs = [example.expand(b, *example.shape[1:]).contiguous() for b in (small, large)]
         with torch.inference_mode():
-            module(inputs[0])  # steady state, as after certify's warm-up: SLL factors memoised (fars.sll.WeightDerived)
+            module(inputs[0])  # steady state, as after certify's warm-up: SLL factors memoised (fars.memo.WeightDerived)
         (f_small, b_small), (f_large, b_large) = (count(lambda x=x: module(x)) for x in inputs)
     finally:
         module.train(mode)
@@ -300,7 +300,8 @@ def network_costs(backbone: nn.Module, head: nn.Module, input_shape: Sequence[in
         k, first_cost, rest_cost, factor_flops = int(z.shape[1]), ZERO_COST, head_cost, 0
     closed = (0, 0)
     if isinstance(head, nn.Linear):
-        closed = count(lambda: linear_head_radius(embedding, head.weight, head.bias))
+        geometry = head_geometry(head.weight, head.bias)   # memoised by FaRSClosedForm: not a per-call cost
+        closed = count(lambda: linear_head_radius(embedding, head.weight, head.bias, geometry))
     return NetworkCosts(input_dim=int(np.prod(input_shape)), embedding_dim=int(z.shape[1]), classes=classes,
                         backbone=forward_cost(backbone, x), head=head_cost, sampler=mc.sampler, noise_dim=k,
                         head_first=first_cost, head_rest=rest_cost, closed_head=closed, factor_flops=factor_flops)

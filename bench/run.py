@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", default="auto",
                         help="noisy samples per forward pass: an integer for every Monte Carlo method, or 'auto': "
                              "cohen at the throughput-best batch of a plain forward of its network on this device "
-                             "(searched), fars-mc at 10,000. Results do not depend on it (noise is per example)")
+                             "(searched), fars-mc at 65,536 with the projected sampler (linear heads) and 10,000 with the "
+                             "direct one. Results do not depend on it (noise is per example)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ...")
     parser.add_argument("--seed", type=int, default=0, help="global seed; with an image's index it fixes that image's noise")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: results/<dataset>/<preset>)")
@@ -339,10 +340,10 @@ def choose_batch_sizes(runs: list[Run], setting: str, image_shape: tuple[int, ..
     """Batch size of every Monte Carlo run (``setting``: an integer, or 'auto'); sets it on the certifier.
 
     'auto': cohen at the throughput-best batch of a plain forward of its network (searched once per
-    network on this device), fars-mc at :data:`bench.scaling.FARS_BATCH_SIZE`. Certificates do not
+    network on this device), fars-mc by its sampler (:func:`bench.scaling.fars_batch_size`). Certificates do not
     depend on the batch size (an example's noise is fixed by the seed and its index).
     """
-    from .scaling import FARS_BATCH_SIZE, best_batch_size
+    from .scaling import best_batch_size, fars_batch_size
 
     chosen: dict[str, int] = {}
     searched: dict[int, int] = {}
@@ -361,7 +362,7 @@ def choose_batch_sizes(runs: list[Run], setting: str, image_shape: tuple[int, ..
                           file=sys.stderr)
             size = searched[id(model)]
         else:
-            size = FARS_BATCH_SIZE
+            size = fars_batch_size(certifier)
         certifier.batch_size = size
         chosen[run.key] = size
     return chosen

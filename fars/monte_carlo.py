@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .certificate import call_model, module_device
+from .memo import WeightDerived
 from .smoothing import MonteCarloCertifier, validate_classifier
 
 SAMPLERS = ("auto", "direct", "projected")
@@ -67,6 +68,7 @@ class FaRSMonteCarlo(MonteCarloCertifier):
         self.sampler = "projected" if (sampler == "auto" and projectable) or sampler == "projected" else "direct"
         self._split = split if self.sampler == "projected" else None
         self._factor: torch.Tensor | None = None
+        self._factor_memo = WeightDerived()
 
     def _modules(self) -> tuple[torch.nn.Module, ...]:
         return (self.backbone, self.head)
@@ -83,13 +85,16 @@ class FaRSMonteCarlo(MonteCarloCertifier):
         first = self._split[0]
         if z.dim() != 2 or z.shape[1] != first.in_features:
             raise ValueError(f"backbone returns embeddings of shape {tuple(z.shape)}, the head expects [B, {first.in_features}]")
-        self._factor = gaussian_factor(first.weight)  # recomputed per call: the head may have changed
+        # noisy logits are W z + b + (sigma F) u; F is memoised for the head's exact current weights
+        self._factor = self._factor_memo.get((first.weight,), lambda: gaussian_factor(first.weight)) * self.sigma
         return first(z)
 
     def _perturb(self, centers: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         if self._factor is None:
             return super()._perturb(centers, noise)
-        return torch.addmm(centers, noise, self._factor.T, alpha=self.sigma)
+        # computed as [k, m] = (sigma F) u^T + centers^T, returned as its [m, k] view: for small k the
+        # product is ~2x faster in this layout, and the vote reads each class as a contiguous row
+        return torch.mm(self._factor, noise.T).add_(centers.T).T
 
     def _classify(self, points: torch.Tensor) -> torch.Tensor:
         if self._split is None:

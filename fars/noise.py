@@ -28,8 +28,9 @@ import torch
 
 #: A block holds at most this many noise coordinates (16 MiB in fp32) ...
 BLOCK_ELEMENTS = 1 << 22
-#: ... and at most this many samples.
-MAX_BLOCK_SAMPLES = 1 << 12
+#: ... and at most this many samples (low-dimensional noise, e.g. FaRS's projected sampler with 10
+#: coordinates, gets few large blocks: a generator's set-up is paid per block).
+MAX_BLOCK_SAMPLES = 1 << 16
 
 
 class Stage(IntEnum):
@@ -101,6 +102,26 @@ def plan_batches(rows: int, num_samples: int, block: int, batch_size: int) -> It
         yield batch
 
 
+@dataclass(frozen=True)
+class NoiseBatch:
+    """One forward batch: ``noise`` [m, *shape] holds the samples of ``segments``, in order."""
+
+    noise: torch.Tensor
+    segments: tuple[Segment, ...]
+
+    @property
+    def row(self) -> int | None:
+        """The row of every sample when the batch belongs to a single example (the usual case for large n), else None."""
+        first, last = self.segments[0].row, self.segments[-1].row  # rows never decrease within a batch
+        return first if first == last else None
+
+    def rows(self) -> torch.Tensor:
+        """The row of each sample, int64 [m] on the noise's device."""
+        return torch.repeat_interleave(
+            torch.tensor([s.row for s in self.segments]), torch.tensor([s.size for s in self.segments])
+        ).to(self.noise.device, non_blocking=True)
+
+
 class NoiseSource:
     """Standard normal noise blocks for one stage of a batch of examples (see the module doc)."""
 
@@ -116,23 +137,40 @@ class NoiseSource:
         self.block = block_size(int(np.prod(self.shape, dtype=np.int64)))
         self._cached: tuple[int, int, torch.Tensor] | None = None
 
+    def _length(self, block: int) -> int:
+        return min(self.block, self.num_samples - block * self.block)
+
+    def _fill(self, row: int, block: int, out: torch.Tensor) -> torch.Tensor:
+        """Write block ``block`` of row ``row`` into ``out`` (contiguous, [length, *shape])."""
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(block_seed(self.seed, self.stage, self.indices[row], block))
+        return torch.randn(out.shape, generator=generator, device=self.device, dtype=self.dtype, out=out)
+
     def draw(self, row: int, block: int) -> torch.Tensor:
         """Block ``block`` of row ``row``: [length, *shape] standard normal samples."""
         if self._cached is not None and self._cached[:2] == (row, block):
             return self._cached[2]
-        length = min(self.block, self.num_samples - block * self.block)
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(block_seed(self.seed, self.stage, self.indices[row], block))
-        noise = torch.randn((length, *self.shape), generator=generator, device=self.device, dtype=self.dtype)
+        noise = self._fill(row, block, torch.empty((self._length(block), *self.shape), device=self.device,
+                                                   dtype=self.dtype))
         self._cached = (row, block, noise)
         return noise
 
-    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(rows, noise)`` per forward batch: the row of each sample and its noise."""
+    def batches(self, batch_size: int) -> Iterator[NoiseBatch]:
+        """Yield the forward batches in order: each batch's noise and the segments it holds."""
         for segments in plan_batches(len(self.indices), self.num_samples, self.block, batch_size):
-            parts = [self.draw(s.row, s.block)[s.lo:s.hi] for s in segments]
-            noise = parts[0] if len(parts) == 1 else torch.cat(parts)
-            rows = torch.repeat_interleave(
-                torch.tensor([s.row for s in segments]), torch.tensor([s.size for s in segments])
-            ).to(self.device, non_blocking=True)
-            yield rows, noise
+            if len(segments) == 1:
+                s = segments[0]
+                noise = self.draw(s.row, s.block)[s.lo:s.hi]
+            else:
+                # several blocks: written straight into one batch tensor (no concatenation afterwards)
+                noise = torch.empty((sum(s.size for s in segments), *self.shape), device=self.device, dtype=self.dtype)
+                at = 0
+                for s in segments:
+                    out = noise[at:at + s.size]
+                    cached = self._cached is not None and self._cached[:2] == (s.row, s.block)
+                    if s.lo == 0 and s.hi == self._length(s.block) and not cached:
+                        self._fill(s.row, s.block, out)    # a whole block, needed by no other batch
+                    else:
+                        out.copy_(self.draw(s.row, s.block)[s.lo:s.hi])
+                    at += s.size
+            yield NoiseBatch(noise, tuple(segments))

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .memo import WeightDerived
+
 
 def sll_rescaling(gram_abs: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     """t_i = 1 / sum_j |G_ij| q_j / q_i with q = exp(log_q); t_i = 0 where the row sum is 0 or not finite.
@@ -26,39 +28,6 @@ def sll_rescaling(gram_abs: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     ok = (rows > 0) & torch.isfinite(rows)
     t = 1.0 / torch.where(ok, rows, torch.ones_like(rows))
     return torch.where(ok & torch.isfinite(t), t, torch.zeros_like(t))
-
-
-class WeightDerived:
-    """Memo of a tensor computed from parameters (an SLL rescaling, a spectral norm), for inference.
-
-    Certification calls a frozen backbone once per image, and recomputing the weight-derived factors
-    dominated that single-image forward. The memo is used only when autograd is off (inference or
-    no-grad), and only for the exact parameter values it was computed from: every call compares the
-    parameters with a stored copy (shape, dtype, device and every element), so an in-place update, a
-    loaded state dict or a moved module can never see a stale value. With autograd on it is bypassed.
-    """
-
-    def __init__(self) -> None:
-        self._inputs: tuple[torch.Tensor, ...] | None = None
-        self._value: torch.Tensor | None = None
-
-    def _matches(self, params: tuple[torch.Tensor, ...]) -> bool:
-        stored = self._inputs
-        return stored is not None and len(stored) == len(params) and all(
-            a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
-            for a, b in zip(stored, params))
-
-    def get(self, params: tuple[torch.Tensor, ...], compute) -> torch.Tensor:
-        if torch.is_grad_enabled():
-            return compute()
-        if not self._matches(params):
-            self._value = compute().detach()
-            self._inputs = tuple(p.detach().clone() for p in params)
-        assert self._value is not None
-        return self._value
-
-    def __deepcopy__(self, memo: dict) -> "WeightDerived":
-        return WeightDerived()  # a copy starts empty (it may be converted to another dtype or device)
 
 
 class SLLDense(nn.Module):

@@ -368,3 +368,24 @@ def test_lipschitz_margin_halves_with_double_constant():
     b = LipschitzMargin(model, lipschitz=2.0).certify(x)
     assert torch.equal(a.prediction, b.prediction)
     torch.testing.assert_close(b.radius, a.radius / 2, rtol=1e-15, atol=0)
+
+
+def test_memoised_head_geometry_follows_weight_updates():
+    """The head's float64 weights and pairwise gaps are memoised; an in-place update, a write through
+    .data and a loaded state dict must each give the certificate of the new head."""
+    torch.manual_seed(0)
+    head = nn.Linear(6, 4)
+    certifier = FaRSClosedForm(nn.Identity(), head)
+    x = torch.randn(16, 6)
+    before = certifier.certify(x)
+    updates = [lambda: head.weight.mul_(1.5), lambda: head.bias.data.add_(0.3),
+               lambda: head.load_state_dict({"weight": torch.randn(4, 6), "bias": torch.randn(4)})]
+    for update in updates:
+        with torch.no_grad():
+            update()
+        fresh = FaRSClosedForm(nn.Identity(), nn.Linear(6, 4))
+        fresh.head.load_state_dict(head.state_dict())
+        got, want = certifier.certify(x), fresh.certify(x)
+        assert torch.equal(got.prediction, want.prediction) and torch.equal(got.radius, want.radius)
+        assert not torch.equal(got.radius, before.radius)
+        before = got

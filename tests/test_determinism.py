@@ -47,8 +47,8 @@ def examples(count: int = 6) -> torch.Tensor:
     return torch.randn(count, D, generator=torch.Generator().manual_seed(0)) * 0.7
 
 
-# n = 4100 spans two noise blocks (4096 samples each for D = 5), so batches cut across block borders.
-N0, N = 30, 4100
+# n spans two noise blocks (MAX_BLOCK_SAMPLES = 65536 samples each for D = 5), so batches cut across block borders.
+N0, N = 30, MAX_BLOCK_SAMPLES + 100
 
 
 def certifier(kind: str, batch_size: int, seed: int = 0):
@@ -193,14 +193,20 @@ def test_block_seeds_are_distinct_and_in_range():
     assert all(0 <= v < 2 ** 63 for v in seeds)
 
 
-def test_noise_source_draws_the_documented_blocks():
-    """Block b of example i is randn from a generator seeded with block_seed(seed, stage, i, b), last block cut."""
+@pytest.mark.parametrize("batch_size", [1, 3, 4, 7, 8, 12, 20, 64])
+def test_noise_source_draws_the_documented_blocks(batch_size):
+    """Block b of example i is randn from a generator seeded with block_seed(seed, stage, i, b), last block cut,
+    whatever the batch size: whole blocks written straight into a batch, split blocks and single-block batches."""
     indices = torch.tensor([5, 2])
     source = NoiseSource(seed=3, stage=Stage.ESTIMATION, indices=indices, num_samples=10, shape=(4,),
                          device=torch.device("cpu"), dtype=torch.float32)
-    source.block = 4    # force several blocks (normally 4096 for 4-D samples)
-    rows, noise = zip(*source.batches(batch_size=7))
-    rows, noise = torch.cat(rows), torch.cat(noise)
+    source.block = 4    # force several blocks (normally 65536 for 4-D samples)
+    batches = list(source.batches(batch_size=batch_size))
+    for batch in batches:
+        assert batch.noise.shape == (sum(s.size for s in batch.segments), 4)
+        single = {s.row for s in batch.segments}
+        assert batch.row == (single.pop() if len(single) == 1 else None)
+    rows, noise = torch.cat([b.rows() for b in batches]), torch.cat([b.noise for b in batches])
     assert rows.tolist() == [0] * 10 + [1] * 10
     for r, i in enumerate(indices.tolist()):
         expected = []

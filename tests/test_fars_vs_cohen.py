@@ -249,3 +249,20 @@ def test_projected_noise_has_the_law_of_the_first_layer_output():
     empirical = torch.cov(h.T)
     # Entry-wise: the standard error of a sample covariance is <= sd_i sd_j sqrt(2 / n).
     assert bool(((empirical - cov).abs() <= 6 * torch.outer(sd, sd) * (2 / n) ** 0.5).all()), (empirical, cov)
+
+
+def test_projected_factor_follows_head_updates():
+    """The projected sampler memoises the factor F of the head's first layer; after an in-place update
+    of the head it must certify exactly like a fresh certifier of the updated head."""
+    torch.manual_seed(0)
+    head = nn.Linear(8, 3)
+    certifier = FaRSMonteCarlo(nn.Identity(), head, sigma=0.5, n0=20, n=500, batch_size=128, sampler="projected")
+    x = torch.randn(4, 8)
+    certifier.certify(x)
+    with torch.no_grad():
+        head.weight.data.mul_(3.0)
+    fresh_head = nn.Linear(8, 3)
+    fresh_head.load_state_dict(head.state_dict())
+    fresh = FaRSMonteCarlo(nn.Identity(), fresh_head, sigma=0.5, n0=20, n=500, batch_size=128, sampler="projected")
+    got, want = certifier.certify(x), fresh.certify(x)
+    assert torch.equal(got.prediction, want.prediction) and torch.equal(got.radius, want.radius)

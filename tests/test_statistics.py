@@ -16,13 +16,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 from torch import nn
 
 from baselines import CohenRS
 from fars import ABSTAIN, FaRSMonteCarlo, max_certifiable_radius
-from fars.smoothing import binomial_abstain, lower_confidence_bound, radius_from_counts
+from fars.noise import Stage
+from fars.smoothing import argmax_is, binomial_abstain, lower_confidence_bound, radius_from_counts
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -279,3 +282,51 @@ def test_selection_samples_are_not_reused_and_noise_is_gaussian():
     # Coordinates are not correlated with each other.
     corr = np.corrcoef(((seen - x) / sigma).double().numpy().T)
     assert np.all(np.abs(corr - np.eye(3)) < 0.15)
+
+
+# --- the vote: class_counts (CERTIFY's estimation) equals the full vote ------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), m=st.integers(1, 12), k=st.integers(1, 6), transposed=st.booleans())
+def test_argmax_is_matches_argmax_with_ties_and_nan(data, m, k, transposed):
+    """Few distinct values make ties common; NaN anywhere must follow argmax (first NaN wins)."""
+    values = data.draw(st.lists(st.sampled_from([0.0, 1.0, -1.0, 2.0, float("nan"), float("inf"), -0.0]),
+                                min_size=m * k, max_size=m * k))
+    scores = torch.tensor(values).view(m, k)
+    if transposed:   # the projected sampler hands over a [m, K] view of a [K, m] tensor
+        scores = scores.T.contiguous().T
+    for c in range(k):
+        assert torch.equal(argmax_is(scores, c), scores.argmax(dim=1) == c), (scores, c)
+
+
+class RoundedScores(nn.Module):
+    """Scores rounded to a coarse grid, so noisy samples often tie between classes."""
+
+    def __init__(self, dim: int, classes: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(self.linear(x.flatten(1)) * 2) / 2
+
+
+@pytest.mark.parametrize("kind", ["cohen", "fars-projected"])
+@pytest.mark.parametrize("batch_size", [5, 64, 1000])
+def test_class_counts_equal_the_full_vote(kind, batch_size):
+    """Single-example batches (the fast path) and shared batches give exactly the full vote's counts."""
+    torch.manual_seed(0)
+    if kind == "cohen":
+        certifier = CohenRS(RoundedScores(6, 4), sigma=0.7, n0=10, n=300, batch_size=batch_size)
+    else:
+        certifier = FaRSMonteCarlo(nn.Identity(), nn.Linear(6, 4), sigma=0.7, n0=10, n=300, batch_size=batch_size,
+                                   sampler="projected")
+    x = torch.randn(5, 6)
+    indices = torch.tensor([3, 1, 4, 1, 5])
+    with torch.inference_mode():
+        centers = certifier._encode(x)
+        full = certifier.sample_counts(centers, indices, 300, Stage.ESTIMATION)
+        for classes in (full.argmax(dim=1), torch.tensor([0, 1, 2, 3, 0]), torch.tensor([3, 3, 3, 3, 3])):
+            counts = certifier.class_counts(centers, indices, 300, Stage.ESTIMATION, classes)
+            assert torch.equal(counts, full.gather(1, classes[:, None])[:, 0])
+    assert (full.sum(dim=1) == 300).all()

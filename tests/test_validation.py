@@ -264,3 +264,51 @@ def test_certificate_shapes_are_checked():
     assert len(cert) == 3
     assert cert.certified_at(torch.tensor([0, 1, 2]), 0.1).tolist() == [True, False, True]
     assert cert.certified_at(torch.tensor([0, -1, 2]), 0.2).tolist() == [True, False, False]
+
+
+# --- eval mode during certification ------------------------------------------------------------------
+
+class CountingTrain(nn.Module):
+    """A module that records every train()/eval() call it receives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(D, K)
+        self.dropout = nn.Dropout(0.5)
+        self.calls = 0
+        self.seen_training: list[bool] = []
+
+    def train(self, mode: bool = True) -> "CountingTrain":
+        self.calls += 1
+        return super().train(mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen_training.append(self.training or self.dropout.training)
+        return self.dropout(self.linear(x))
+
+
+@pytest.mark.parametrize("method", ["cohen", "fars-closed", "fars-mc"])
+def test_certify_runs_in_eval_mode_and_restores_every_submodule(method):
+    """Mixed modes (a model in training with a frozen, eval-mode submodule) come back exactly."""
+    model = CountingTrain()
+    model.train()
+    model.linear.eval()          # e.g. a frozen part of a model being fine-tuned
+    if method == "cohen":
+        certifier = CohenRS(model, sigma=0.5, n0=5, n=20, batch_size=8)
+    elif method == "fars-closed":
+        certifier = FaRSClosedForm(model, nn.Linear(K, 2))
+    else:
+        certifier = FaRSMonteCarlo(model, nn.Linear(K, 2), sigma=0.5, n0=5, n=20, batch_size=8)
+    certifier.certify(torch.rand(2, D))
+    assert model.seen_training and not any(model.seen_training), "every forward ran in eval mode"
+    assert model.training and model.dropout.training and not model.linear.training
+
+
+def test_certify_leaves_modules_already_in_eval_mode_untouched():
+    """Nothing is switched (no train()/eval() calls) when the model is already in eval mode."""
+    model = CountingTrain().eval()
+    calls = model.calls
+    FaRSClosedForm(model, nn.Linear(K, 2)).certify(torch.rand(2, D))
+    CohenRS(model, sigma=0.5, n0=5, n=20, batch_size=8).certify(torch.rand(2, D))
+    assert model.calls == calls
+    assert not model.training and not model.dropout.training
