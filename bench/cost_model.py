@@ -381,6 +381,7 @@ class PlainForward:
     per_sample: float   # seconds per sample of a batched forward at ``batch_size``
     single: float       # seconds of a forward of one image
     compiled: bool = False
+    paired: str = ""    # how ``single`` was timed against fars-closed (:func:`paired_single_image`), if it was
 
 
 def measure_plain_forward(network: nn.Module, image: torch.Tensor, batch_size: int, repeats: int = 5,
@@ -394,6 +395,37 @@ def measure_plain_forward(network: nn.Module, image: torch.Tensor, batch_size: i
     batched = plain_forward_seconds(compiled if compiled is not None else network, batch, repeats)
     single = plain_forward_seconds(network, image[:1], single_repeats)
     return PlainForward(batch_size, batched / batch_size, single, compiled is not None)
+
+
+def paired_single_image(network: nn.Module, certifier, images: torch.Tensor, indices: torch.Tensor,
+                        rounds: int = 5, calls: int = 21) -> tuple[float, float]:
+    """(plain forward, certify) median seconds for one image, timed in alternating blocks.
+
+    Each round times, for each image, ``calls`` back-to-back plain forwards of ``network`` and then
+    ``calls`` back-to-back ``certifier.certify`` calls (the certificate's own ``seconds``), each block
+    after one untimed call. Both are timed warm, as in a loop over a test set, and under the same
+    drift of the machine: a shared 2-core machine changes speed by several percent within seconds, more
+    than the gap being measured when the two are timed at different moments.
+    """
+    device = images.device
+    plain, certify = [], []
+    mode = network.training
+    network.eval()
+    try:
+        for _ in range(max(1, rounds)):
+            for i in range(len(images)):
+                image, index = images[i:i + 1], indices[i:i + 1]
+                with torch.inference_mode():
+                    network(image)
+                    for _ in range(max(1, calls)):
+                        with timed(device) as elapsed:
+                            network(image)
+                        plain.append(elapsed[0])
+                certifier.certify(image, indices=index)
+                certify += [certifier.certify(image, indices=index).seconds for _ in range(max(1, calls))]
+    finally:
+        network.train(mode)
+    return float(np.median(plain)), float(np.median(certify))
 
 
 # --- the tables ---------------------------------------------------------------------------------
@@ -539,7 +571,8 @@ def cost_markdown(table: pd.DataFrame, targets: pd.DataFrame, machine: Machine, 
         "",
         f"Machine ({_dt.date.today().isoformat()}): {machine.describe()}; torch {torch.__version__}.",
         f"Plain forward of the network: {fmt_seconds(plain.per_sample)} per sample batched at {plain.batch_size:,}"
-        f"{' (compiled)' if plain.compiled else ''}, {fmt_seconds(plain.single)} for one image.",
+        f"{' (compiled)' if plain.compiled else ''}, {fmt_seconds(plain.single)} for one image"
+        f"{f' ({plain.paired})' if plain.paired else ''}.",
     ]
     if costs is not None:
         parts.append(
@@ -562,5 +595,6 @@ def cost_markdown(table: pd.DataFrame, targets: pd.DataFrame, machine: Machine, 
 __all__ = [
     "Machine", "measure_machine", "tune_cpu_allocator", "ByteCounter", "count", "ForwardCost", "forward_cost", "Phase", "NetworkCosts",
     "network_costs", "method_phases", "plain_forward_seconds", "plain_batch", "PlainForward", "measure_plain_forward",
+    "paired_single_image",
     "cost_table", "targets_table", "cost_markdown",
 ]

@@ -462,7 +462,7 @@ def _main(args: argparse.Namespace, context: dist_.Context) -> Path:
                                 progress=not args.no_progress, cohen_batch_size=cohen_bs, fars_batch_size=fars_bs)
         scaling.to_csv(out / "scaling.csv", index=False)
         _, targets = write_cost_model(zoo, images[:args.scaling_images], scaling, out, batch_size=cohen_bs,
-                                      echo=False)
+                                      indices=indices[:args.scaling_images], echo=False)
         manifest["scaling"] = {"ns": sorted(args.scaling_ns), "images": args.scaling_images, "sigma": 0.25,
                                "model": "sll+ce", "cohen_batch_size": cohen_bs, "fars_batch_size": fars_bs,
                                "targets": {row["target"]: row["met"] for row in targets.to_dict("records")}}

@@ -15,6 +15,7 @@ forward, :func:`best_batch_size`); ``fars-mc`` has its own batch size (``--fars-
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import json
 import sys
@@ -151,14 +152,15 @@ def best_batch_size(model: torch.nn.Module, input_shape: Sequence[int], device: 
 
 def write_cost_model(zoo, images: torch.Tensor, scaling_df: pd.DataFrame, out: Path, *,
                      machine: cm.Machine | None = None, batch_size: int = 1000, plain_repeats: int = 5,
-                     echo: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+                     echo: bool = True, indices: torch.Tensor | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Cost model of a scaling run: writes ``cost_model.csv``, ``cost_targets.csv`` and ``cost_model.md``.
 
     Counts flops and bytes of ``sll+ce`` (``zoo.backbone`` + ``zoo.heads["ce"][0]``), measures the
     machine once (unless ``machine`` is given) and the plain-forward references (batched at cohen's batch
     size from ``scaling_df``, else ``batch_size``; compiled when cohen was; and one single image from
-    ``images``), and compares them with ``scaling_df``'s measured seconds. Returns (table, targets); prints
-    the markdown when ``echo``.
+    ``images``), and compares them with ``scaling_df``'s measured seconds. When ``scaling_df`` has
+    fars-closed, it and the single-image forward are re-timed side by side (:func:`cost_model.paired_single_image`
+    on ``images`` with their dataset ``indices``). Returns (table, targets); prints the markdown when ``echo``.
     """
     backbone, head = zoo.backbone, zoo.heads["ce"][0]
     network = torch.nn.Sequential(backbone, head).eval()
@@ -174,6 +176,18 @@ def write_cost_model(zoo, images: torch.Tensor, scaling_df: pd.DataFrame, out: P
             compiled = bool(cohen_rows["compiled"].iloc[-1])
     plain = cm.measure_plain_forward(network, images[:1], plain_bs, repeats=plain_repeats,
                                      compiled=torch.compile(network) if compiled else None)
+    closed = scaling_df["method"] == "fars-closed" if "method" in scaling_df else None
+    if closed is not None and closed.any():
+        # fars-closed against the single-image forward: both timed in alternating blocks, same images
+        rounds, calls = 5, 21
+        indices = torch.arange(len(images)) if indices is None else indices
+        single, certify = cm.paired_single_image(network, FaRSClosedForm(backbone, head, lipschitz=zoo.lipschitz),
+                                                 images, indices, rounds=rounds, calls=calls)
+        plain = dataclasses.replace(plain, single=single, paired=(
+            f"fars-closed and this forward timed in alternating blocks: {rounds} rounds x {len(images)} images x "
+            f"{calls} calls each, medians; fars-closed's row uses that median, scaling.csv the sweep's"))
+        scaling_df = scaling_df.copy()
+        scaling_df.loc[closed, "seconds"] = certify
     table = cm.cost_table(costs, scaling_df, machine, plain, batch_size=batch_size)
     targets = cm.targets_table(table)
     out = Path(out)
@@ -274,7 +288,7 @@ def main(argv: list[str] | None = None) -> Path:
     manifest.update(allocator_tuned=allocator_tuned, torch_threads=torch.get_num_threads(), precision=precision)
     print(table.to_string(index=False))
     if not args.no_cost_model:
-        _, targets = write_cost_model(zoo, images, table, args.out, batch_size=cohen_bs)
+        _, targets = write_cost_model(zoo, images, table, args.out, batch_size=cohen_bs, indices=indices)
         manifest["targets"] = {row["target"]: row["met"] for row in targets.to_dict("records")}
     manifest["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

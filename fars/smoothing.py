@@ -67,6 +67,17 @@ def binomial_abstain(n_a: np.ndarray, n_b: np.ndarray, alpha: float) -> np.ndarr
     return np.array([binomtest(int(a), int(a + b), 0.5).pvalue > alpha for a, b in zip(n_a, n_b)], dtype=bool)
 
 
+def _any_training(module: torch.nn.Module) -> bool:
+    """Whether ``module`` or any submodule is in training mode (a plain walk: cheaper than ``modules()``)."""
+    stack = [module]
+    while stack:
+        m = stack.pop()
+        if m.training:
+            return True
+        stack.extend(child for child in m._modules.values() if child is not None)
+    return False
+
+
 @contextmanager
 def evaluating(*modules: torch.nn.Module) -> Iterator[None]:
     """Put modules in eval mode for the block (no dropout, frozen batch-norm) and restore them after.
@@ -74,11 +85,7 @@ def evaluating(*modules: torch.nn.Module) -> Iterator[None]:
     Every submodule gets its own mode back (a frozen batch-norm inside a training model stays frozen).
     When everything is already in eval mode nothing is switched (certification calls this per image).
     """
-    switched = []
-    for top in modules:
-        saved = [(m, m.training) for m in top.modules()]
-        if any(mode for _, mode in saved):
-            switched.append((top, saved))
+    switched = [(top, [(m, m.training) for m in top.modules()]) for top in modules if _any_training(top)]
     try:
         for top, _ in switched:
             top.eval()

@@ -9,11 +9,14 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 from torch import nn
 
 from baselines import LipschitzMargin
 from fars import ABSTAIN, FaRSClosedForm, linear_head_radius
+from fars.closed_form import SCALAR_ROWS, _radius_scalar, _radius_tensor
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -389,3 +392,33 @@ def test_memoised_head_geometry_follows_weight_updates():
         assert torch.equal(got.prediction, want.prediction) and torch.equal(got.radius, want.radius)
         assert not torch.equal(got.radius, before.radius)
         before = got
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data(), rows=st.integers(1, 6), k=st.integers(1, 5))
+def test_scalar_and_tensor_bookkeeping_agree_bit_for_bit(data, rows, k):
+    """Single images take the Python-float path, large batches the tensor path: same float64 operations,
+    so identical predictions and radii, also with ties, identical head rows (gap 0), NaN and inf logits."""
+    values = st.sampled_from([0.0, 1.0, -1.0, 0.5, 2.0, 1e-300, float("nan"), float("inf"), float("-inf")])
+    s = torch.tensor(data.draw(st.lists(values, min_size=rows * k, max_size=rows * k)), dtype=torch.float64)
+    gaps = torch.tensor(data.draw(st.lists(st.sampled_from([0.0, 1.0, 0.3, 2.5]), min_size=k * k, max_size=k * k)),
+                        dtype=torch.float64).view(k, k)
+    gaps = torch.maximum(gaps, gaps.T).fill_diagonal_(0.0)     # symmetric, zero diagonal, like ||w_c - w_j||
+    scalar = _radius_scalar(s.view(rows, k), gaps.tolist())
+    tensor = _radius_tensor(s.view(rows, k), gaps)
+    assert torch.equal(scalar[0], tensor[0]), (s, gaps)
+    assert torch.equal(scalar[1], tensor[1]), (s, gaps)
+    argmax = s.view(rows, k).argmax(dim=1)
+    assert ((scalar[0] == argmax) | (scalar[0] == ABSTAIN)).all()
+
+
+def test_batch_sizes_take_both_paths_and_agree():
+    """A batch larger than SCALAR_ROWS gives the certificates of its images certified one by one (the float64
+    matmul of the logits may round differently for different batch sizes: radii agree to round-off)."""
+    torch.manual_seed(0)
+    certifier = FaRSClosedForm(nn.Identity(), nn.Linear(6, 4))
+    x = torch.randn(SCALAR_ROWS * 3, 6)
+    batch = certifier.certify(x)
+    single = [certifier.certify(x[i:i + 1]) for i in range(len(x))]
+    assert torch.equal(batch.prediction, torch.cat([c.prediction for c in single]))
+    torch.testing.assert_close(batch.radius, torch.cat([c.radius for c in single]), rtol=1e-12, atol=0)

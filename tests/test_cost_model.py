@@ -4,6 +4,7 @@ the scaling run's cost table and by the benchmarks, never by unit tests."""
 
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -18,7 +19,7 @@ from torch.utils._pytree import tree_flatten
 
 from baselines import CohenRS
 from bench import cost_model as cm
-from fars import BackboneConfig, FaRSMonteCarlo, SLLBackbone
+from fars import BackboneConfig, Certificate, FaRSMonteCarlo, SLLBackbone
 from fars.noise import MAX_BLOCK_SAMPLES, Stage, block_size
 from fars.sll import SLLDense
 
@@ -202,6 +203,32 @@ def test_write_cost_model_writes_table_targets_and_markdown(tiny_zoo, tmp_path):
     assert (table.floor_s > 0).all() and (table.ratio_to_floor > 0).all()
     assert len(targets) == 4
     assert pd.read_csv(tmp_path / "cost_model.csv").shape[0] == len(scaling)
+    # fars-closed and the single-image forward are re-timed side by side, and the markdown says so
+    closed = table[table.method == "fars-closed"].iloc[0]
+    assert closed.reference_seconds > 0 and closed.ratio_to_reference == closed.seconds / closed.reference_seconds
+    assert "alternating blocks" in (tmp_path / "cost_model.md").read_text()
+    assert json.loads((tmp_path / "machine.json").read_text())["plain_forward"]["paired"]
+
+
+class CountingCertifier:
+    """Records the images it certifies; every call 'takes' 2 ms."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def certify(self, x: torch.Tensor, indices: torch.Tensor):
+        self.calls.append(int(indices[0]))
+        return Certificate(torch.zeros(1, dtype=torch.int64), torch.zeros(1, dtype=torch.float64), 0, 0.002)
+
+
+def test_paired_single_image_alternates_blocks_and_restores_the_mode():
+    network = nn.Sequential(nn.Flatten(), nn.Linear(4, 2), nn.Dropout(0.5)).train()
+    certifier = CountingCertifier()
+    plain, certify = cm.paired_single_image(network, certifier, torch.rand(2, 1, 2, 2), torch.tensor([7, 9]),
+                                            rounds=3, calls=4)
+    assert certify == 0.002 and 0 < plain < 1
+    assert certifier.calls == ([7] * 5 + [9] * 5) * 3     # a warm-up call + 4 timed, per image and round
+    assert network.training
 
 
 # --- Cohen's speed options -----------------------------------------------------------------------
