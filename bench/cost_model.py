@@ -294,7 +294,8 @@ def network_costs(backbone: nn.Module, head: nn.Module, input_shape: Sequence[in
         first, rest = split_first_linear(head)  # type: ignore[misc]
         k = first.out_features
         first_cost = forward_cost(first, embedding)
-        rest_cost = forward_cost(rest, torch.rand(1, k, device=device)) if not isinstance(rest, nn.Identity) else ZERO_COST
+        rest_module = rest if isinstance(rest, nn.Module) else nn.Sequential(*rest.layers)
+        rest_cost = ZERO_COST if isinstance(rest_module, nn.Identity) else forward_cost(rest_module, torch.rand(1, k, device=device))
         factor_flops = 2 * k * k * first.in_features
     else:
         k, first_cost, rest_cost, factor_flops = int(z.shape[1]), ZERO_COST, head_cost, 0

@@ -31,7 +31,9 @@ class Certificate:
             inside which the prediction provably does not change (with probability >= 1 - alpha
             over the sampling for Monte Carlo methods); 0 when abstaining.
         samples: evaluations of the sampled part of the model per input (0 for deterministic methods).
-        seconds: wall time of the whole ``certify`` call, measured after device synchronisation.
+        seconds: wall time of the ``certify`` call from input validation to the finished prediction and
+            radius (confidence bounds included), with the device synchronised at both ends; only
+            wrapping them into this object is left out.
     """
 
     prediction: torch.Tensor
@@ -99,11 +101,19 @@ def check_alpha(alpha: float) -> float:
 
 
 def module_device(module: torch.nn.Module) -> torch.device:
-    """The device of a module's first parameter or buffer (CPU for a module without any)."""
-    for tensor in module.parameters():
-        return tensor.device
-    for tensor in module.buffers():
-        return tensor.device
+    """The device of a module's first parameter or buffer (CPU for a module without any).
+
+    The same order as ``module.parameters()`` / ``buffers()`` (the module, then its children, depth
+    first), with a plain walk: this runs on every certify call, where ``parameters()`` costs ~15 us.
+    """
+    for kind in ("_parameters", "_buffers"):
+        stack = [module]
+        while stack:
+            m = stack.pop()
+            for tensor in getattr(m, kind).values():
+                if tensor is not None:
+                    return tensor.device
+            stack.extend(reversed([child for child in m._modules.values() if child is not None]))
     return torch.device("cpu")
 
 
@@ -127,7 +137,8 @@ def check_inputs(x: torch.Tensor, device: torch.device, min_rank: int = 2) -> to
         )
     if x.shape[0] == 0:
         raise ValueError("inputs hold an empty batch")
-    if not bool(torch.isfinite(x).all()):
+    # a finite sum means finite entries (NaN and inf propagate); only a non-finite sum needs the full check
+    if not math.isfinite(float(x.sum())) and not bool(torch.isfinite(x).all()):
         raise ValueError("inputs contain NaN or Inf")
     if x.device != device:
         try:
@@ -146,7 +157,7 @@ def check_indices(indices: torch.Tensor | None, batch: int) -> torch.Tensor:
         raise TypeError("indices must be a 1-D integer tensor")
     if indices.shape[0] != batch:
         raise ValueError(f"got {indices.shape[0]} indices for a batch of {batch} inputs")
-    if bool((indices < 0).any()):
+    if indices.numel() and int(indices.min()) < 0:
         raise ValueError("indices must be >= 0")
     return indices.to(device="cpu", dtype=torch.int64)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -14,41 +15,83 @@ from .smoothing import evaluating, validate_classifier
 
 #: batches up to this size are finished with Python floats (see :func:`linear_head_radius`)
 SCALAR_ROWS = 16
+#: unit round-off of float64
+UNIT = 2.0 ** -53
+#: the largest finite float64
+LARGEST = sys.float_info.max
+
+
+def rounding_factor(terms: int) -> float:
+    """2 gamma_n with gamma_n = n u / (1 - n u): twice the standard bound on the relative error of a
+    float64 sum of n rounded terms in any order, FMA or not (Higham, Accuracy and Stability of Numerical
+    Algorithms, 2nd ed., sections 3.1-3.5); the factor 2 also covers the rounding of the bound itself."""
+    return 2 * terms * UNIT / (1 - terms * UNIT)
 
 
 @dataclass(frozen=True)
 class HeadGeometry:
-    """A linear head in float64: ``weight`` [K, d], ``bias`` [K] or None, ``gaps[c, j]`` = ||w_c - w_j||_2
-    ([K, K]), and ``gap_rows``, the same gaps as Python floats."""
+    """A linear head in float64: ``weight`` [K, d], ``bias`` [K] or None, ``row_norms`` >= ||w_k||_2 and
+    ``abs_bias`` |b_k| (zeros without a bias) [K], ``gaps[c, j]`` >= ||w_c - w_j||_2 ([K, K]; exactly 0
+    for identical rows), all rounded up, and the same three as Python floats (``*_list``)."""
 
     weight: torch.Tensor
     bias: torch.Tensor | None
+    row_norms: torch.Tensor
+    abs_bias: torch.Tensor
     gaps: torch.Tensor
+    row_norms_list: list[float]
+    abs_bias_list: list[float]
     gap_rows: list[list[float]]
 
 
+def _scaled_norm(v: torch.Tensor) -> torch.Tensor:
+    """||v||_2 over the last dimension, scaled by max |v_i| so that tiny or huge entries neither underflow nor
+    overflow, rounded up by the relative error of the divisions, squares, sum, square root and product."""
+    scale = v.abs().amax(dim=-1)
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return scale * torch.linalg.vector_norm(v / safe[..., None], dim=-1) * (1 + rounding_factor(v.shape[-1] + 4))
+
+
 def head_geometry(weight: torch.Tensor, bias: torch.Tensor | None) -> HeadGeometry:
-    """The :class:`HeadGeometry` of the linear head (weight, bias)."""
+    """The :class:`HeadGeometry` of the linear head (weight, bias).
+
+    Norms are computed with a per-row scale (:func:`_scaled_norm`), so tiny or huge rows neither
+    underflow to 0 nor overflow, and rounded up.
+    """
     w = weight.detach().double()
     b = None if bias is None else bias.detach().double()
-    gaps = torch.linalg.vector_norm(w[:, None, :] - w[None, :, :], dim=2)
-    return HeadGeometry(w, b, gaps, gaps.tolist())
+    gaps = _scaled_norm(w[:, None, :] - w[None, :, :])                        # [K, K]
+    row_norms = _scaled_norm(w)
+    abs_bias = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device) if b is None else b.abs()
+    return HeadGeometry(w, b, row_norms, abs_bias, gaps, row_norms.tolist(), abs_bias.tolist(), gaps.tolist())
 
 
-def _radius_tensor(s: torch.Tensor, gaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _radius_tensor(s: torch.Tensor, z_norm: torch.Tensor, g: HeadGeometry,
+                   gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    size = z_norm[:, None] * g.row_norms[None, :] + g.abs_bias[None, :]      # >= |W| |z| + |b|
+    gaps = g.gaps
     top = s.argmax(dim=1)[:, None]
-    # (s_c - s_j) / ||w_c - w_j||: +inf where w_j = w_c and the margin is positive (j never overtakes c)
-    distance = torch.sub(s.gather(1, top), s).div_(gaps.index_select(0, top[:, 0]))
+    margin = torch.sub(s.gather(1, top), s)                                  # s_c - s_j as computed
+    error = (size.gather(1, top) + size + margin.abs()) * gamma               # bound on its rounding error
+    # (margin lower bound) / (gap upper bound): +inf where w_j = w_c and the margin is surely positive;
+    # a finite gap whose quotient overflows gives the largest float (a lower bound), not +inf
+    gap = gaps.index_select(0, top[:, 0])
+    distance = torch.sub(margin, error).div_(gap)
+    distance = torch.where(gap > 0, distance.clamp(max=LARGEST), distance)
     distance.scatter_(1, top, math.inf)                                       # j = c is not a rival
     nearest = distance.amin(dim=1)                                            # NaN propagates
     certified = nearest > 0
-    return torch.where(certified, top[:, 0], ABSTAIN).cpu(), torch.where(certified, nearest, 0.0).cpu()
+    radius = nearest * (1 - 4 * UNIT)                                         # the division's rounding
+    return torch.where(certified, top[:, 0], ABSTAIN).cpu(), torch.where(certified, radius, 0.0).cpu()
 
 
-def _radius_scalar(s: torch.Tensor, gap_rows: list[list[float]]) -> tuple[torch.Tensor, torch.Tensor]:
+def _radius_scalar(s: torch.Tensor, z_norm: torch.Tensor, g: HeadGeometry,
+                   gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
     # the same IEEE float64 operations as _radius_tensor, one row at a time (no per-op dispatch cost)
     predictions, radii = [], []
-    for row in s.tolist():
+    gap_rows = g.gap_rows
+    for row, norm in zip(s.tolist(), z_norm.tolist()):
+        sizes = [norm * r + a for r, a in zip(g.row_norms_list, g.abs_bias_list)]
         c, top = 0, row[0]
         for j in range(1, len(row)):           # argmax: the first maximal entry, NaN counts as maximal
             v = row[j]
@@ -58,15 +101,20 @@ def _radius_scalar(s: torch.Tensor, gap_rows: list[list[float]]) -> tuple[torch.
         for j, v in enumerate(row):
             if j == c:
                 continue
-            margin, gap = top - v, gap_rows[c][j]
-            distance = margin / gap if gap != 0 else (math.inf if margin > 0 else math.nan)
+            margin = top - v
+            lower = margin - (sizes[c] + sizes[j] + abs(margin)) * gamma
+            gap = gap_rows[c][j]
+            if gap != 0:
+                distance = min(lower / gap, LARGEST)   # min(NaN, .) stays NaN, as clamp does
+            else:                              # lower / 0, as IEEE (and torch) define it
+                distance = math.inf if lower > 0 else (-math.inf if lower < 0 else math.nan)
             if distance != distance:           # NaN propagates, as in amin
                 nearest = math.nan
                 break
             nearest = min(nearest, distance)
         certified = nearest > 0
         predictions.append(c if certified else ABSTAIN)
-        radii.append(nearest if certified else 0.0)
+        radii.append(nearest * (1 - 4 * UNIT) if certified else 0.0)
     return torch.tensor(predictions, dtype=torch.int64), torch.tensor(radii, dtype=torch.float64)
 
 
@@ -74,21 +122,33 @@ def linear_head_radius(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
                        geometry: HeadGeometry | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(prediction, radius) of the linear classifier argmax(W z + b) at embeddings z [B, d], on the CPU.
 
-    radius = min_{j != c} (s_c - s_j) / ||w_c - w_j||_2 is the exact l2 distance from z to the set
-    where another class ties or wins (a union of half-spaces). Computed in float64. A class whose row
-    equals w_c can never overtake c (infinite distance). A tie at z (a zero margin: distance 0, or
-    0/0 for a rival with the same row and bias) or NaN logits abstain with radius 0.
+    The exact l2 distance from z to the set where another class ties or wins (a union of
+    half-spaces) is min_{j != c} (s_c - s_j) / ||w_c - w_j||_2. The returned radius is a proven lower
+    bound of it for the stored values of z, W and b (float32 or float64) in exact arithmetic: the
+    logits s = W z + b are computed in float64, each margin is lowered by a bound on its rounding
+    error, 2 gamma_{d+4} (S_c + S_j + |s_c - s_j|) with S_k = ||w_k|| ||z|| + |b_k| >= sum_i |w_ki z_i|
+    + |b_k| (Cauchy-Schwarz; norms rounded up), each gap is
+    rounded up, and the quotient is rounded down. A class whose row equals w_c and whose bias is surely
+    lower can never overtake c (infinite distance). When some margin is not surely positive (a tie, a
+    margin within round-off of 0, NaN or overflowing logits) the method abstains with radius 0.
     ``geometry`` is :func:`head_geometry` of (weight, bias), when the caller already has it.
 
-    The logits s are one float64 matmul; the per-class bookkeeping runs as tensor ops, or for up to
-    :data:`SCALAR_ROWS` rows (a single image) as the same float64 operations on Python floats, which
-    avoids the fixed cost of a dozen tensor ops. Both give bit-identical results (tested).
+    The per-class bookkeeping runs as tensor ops, or for up to :data:`SCALAR_ROWS` rows (a single
+    image) as the same float64 operations on Python floats, which avoids the fixed cost of a dozen
+    tensor ops. Both give bit-identical results (tested).
     """
     g = geometry if geometry is not None else head_geometry(weight, bias)
-    s = z.double() @ g.weight.T if g.bias is None else torch.addmm(g.bias, z.double(), g.weight.T)
+    z64 = z.double()
+    s = z64 @ g.weight.T if g.bias is None else torch.addmm(g.bias, z64, g.weight.T)
+    if z.dtype in (torch.float32, torch.float16, torch.bfloat16):
+        # squares of such values neither overflow nor underflow to 0 in float64: no scaling needed
+        z_norm = torch.linalg.vector_norm(z64, dim=1) * (1 + rounding_factor(z.shape[1] + 2))
+    else:
+        z_norm = _scaled_norm(z64)                                            # rounded up, [B]
+    gamma = rounding_factor(z.shape[1] + 4)
     if s.shape[0] <= SCALAR_ROWS:
-        return _radius_scalar(s, g.gap_rows)
-    return _radius_tensor(s, g.gaps)
+        return _radius_scalar(s, z_norm, g, gamma)
+    return _radius_tensor(s, z_norm, g, gamma)
 
 
 class FaRSClosedForm:
@@ -113,17 +173,18 @@ class FaRSClosedForm:
         self._geometry = WeightDerived()   # the head's float64 weights and pairwise gaps, for its current weights
 
     def certify(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> Certificate:
-        x = check_inputs(x, module_device(self.backbone))
-        check_indices(indices, x.shape[0])
-        with timed(x.device) as elapsed, torch.inference_mode(), evaluating(self.backbone, self.head):
-            z = self.backbone(x)
-            if z.dim() != 2 or z.shape[1] != self.head.in_features:
-                raise ValueError(
-                    f"backbone returns embeddings of shape {tuple(z.shape)}, the head expects [B, {self.head.in_features}]"
-                )
-            params = (self.head.weight,) if self.head.bias is None else (self.head.weight, self.head.bias)
-            geometry = self._geometry.get(params, lambda: head_geometry(self.head.weight, self.head.bias))
-            prediction, radius = linear_head_radius(z, self.head.weight, self.head.bias, geometry)
-            if self.lipschitz != 1.0:   # x / 1.0 == x exactly: skipping the division changes nothing
-                radius = radius / self.lipschitz
+        device = module_device(self.backbone)
+        with timed(device) as elapsed:   # the whole call: validation, forward pass, radius
+            x = check_inputs(x, device)
+            check_indices(indices, x.shape[0])
+            with torch.inference_mode(), evaluating(self.backbone, self.head):
+                z = self.backbone(x)
+                if z.dim() != 2 or z.shape[1] != self.head.in_features:
+                    raise ValueError(f"backbone returns embeddings of shape {tuple(z.shape)}, the head expects "
+                                     f"[B, {self.head.in_features}]")
+                params = (self.head.weight,) if self.head.bias is None else (self.head.weight, self.head.bias)
+                geometry = self._geometry.get(params, lambda: head_geometry(self.head.weight, self.head.bias))
+                prediction, radius = linear_head_radius(z, self.head.weight, self.head.bias, geometry)
+                if self.lipschitz != 1.0:   # x / 1.0 == x exactly: skipping the division changes nothing
+                    radius = radius / self.lipschitz
         return Certificate(prediction, radius, samples=0, seconds=elapsed[0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -26,12 +28,29 @@ def gaussian_factor(weight: torch.Tensor) -> torch.Tensor:
     return factor.to(weight.dtype)
 
 
-def split_first_linear(head: nn.Module) -> tuple[nn.Linear, nn.Module] | None:
-    """(first layer, rest) when the head starts with an ``nn.Linear``; None otherwise."""
-    if isinstance(head, nn.Linear):
+class _Layers:
+    """Apply modules in order: the rest of a Sequential head (its own modules, no new container)."""
+
+    def __init__(self, layers: list[nn.Module]) -> None:
+        self.layers = layers
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def split_first_linear(head: nn.Module) -> tuple[nn.Linear, Callable[[torch.Tensor], torch.Tensor]] | None:
+    """(first layer, rest) when the head is exactly an ``nn.Linear`` or an ``nn.Sequential`` starting with one;
+    None otherwise.
+
+    Exact types only: a subclass may compute something else in ``forward`` (a residual, a weight
+    normalisation), and the projected sampler is exact only for the plain affine map W z + b.
+    """
+    if type(head) is nn.Linear:
         return head, nn.Identity()
-    if isinstance(head, nn.Sequential) and len(head) > 0 and isinstance(head[0], nn.Linear):
-        return head[0], head[1:]
+    if type(head) is nn.Sequential and len(head) > 0 and type(head[0]) is nn.Linear:
+        return head[0], _Layers(list(head)[1:])
     return None
 
 
@@ -66,7 +85,7 @@ class FaRSMonteCarlo(MonteCarloCertifier):
         if sampler == "projected" and not projectable:
             raise ValueError("sampler='projected' needs a head whose first layer is an nn.Linear narrower than its input")
         self.sampler = "projected" if (sampler == "auto" and projectable) or sampler == "projected" else "direct"
-        self._split = split if self.sampler == "projected" else None
+        self._split: tuple[nn.Linear, Callable[[torch.Tensor], torch.Tensor]] | None = None   # taken from the head on every call
         self._factor: torch.Tensor | None = None
         self._factor_memo = WeightDerived()
 
@@ -80,8 +99,12 @@ class FaRSMonteCarlo(MonteCarloCertifier):
         z = self.backbone(x)
         if not isinstance(z, torch.Tensor) or z.dim() < 2 or z.shape[0] != x.shape[0]:
             raise ValueError("backbone must return a batch of embeddings [B, ...]")
-        if self._split is None:
+        if self.sampler == "direct":
             return z
+        self._split = split_first_linear(self.head)   # per call: the head's layers may have been replaced
+        if self._split is None or self._split[0].out_features >= self._split[0].in_features:
+            raise ValueError("the head no longer starts with an nn.Linear narrower than its input, which the projected "
+                             "sampler needs; build a new FaRSMonteCarlo for the changed head")
         first = self._split[0]
         if z.dim() != 2 or z.shape[1] != first.in_features:
             raise ValueError(f"backbone returns embeddings of shape {tuple(z.shape)}, the head expects [B, {first.in_features}]")
@@ -97,6 +120,7 @@ class FaRSMonteCarlo(MonteCarloCertifier):
         return torch.mm(self._factor, noise.T).add_(centers.T).T
 
     def _classify(self, points: torch.Tensor) -> torch.Tensor:
-        if self._split is None:
+        if self.sampler == "direct":
             return call_model(self.head, points, "head")
+        assert self._split is not None
         return call_model(self._split[1], points, "head")

@@ -16,7 +16,7 @@ from torch import nn
 
 from baselines import LipschitzMargin
 from fars import ABSTAIN, FaRSClosedForm, linear_head_radius
-from fars.closed_form import SCALAR_ROWS, _radius_scalar, _radius_tensor
+from fars.closed_form import SCALAR_ROWS, HeadGeometry, _radius_scalar, _radius_tensor, rounding_factor
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -404,8 +404,15 @@ def test_scalar_and_tensor_bookkeeping_agree_bit_for_bit(data, rows, k):
     gaps = torch.tensor(data.draw(st.lists(st.sampled_from([0.0, 1.0, 0.3, 2.5]), min_size=k * k, max_size=k * k)),
                         dtype=torch.float64).view(k, k)
     gaps = torch.maximum(gaps, gaps.T).fill_diagonal_(0.0)     # symmetric, zero diagonal, like ||w_c - w_j||
-    scalar = _radius_scalar(s.view(rows, k), gaps.tolist())
-    tensor = _radius_tensor(s.view(rows, k), gaps)
+    sizes = st.sampled_from([0.0, 1.0, 3.0, 1e300, float("inf"), float("nan")])
+    z_norm = torch.tensor(data.draw(st.lists(sizes, min_size=rows, max_size=rows)), dtype=torch.float64)
+    row_norms = torch.tensor(data.draw(st.lists(sizes, min_size=k, max_size=k)), dtype=torch.float64)
+    abs_bias = torch.tensor(data.draw(st.lists(sizes, min_size=k, max_size=k)), dtype=torch.float64)
+    g = HeadGeometry(torch.zeros(k, 1), None, row_norms, abs_bias, gaps, row_norms.tolist(), abs_bias.tolist(),
+                     gaps.tolist())
+    gamma = data.draw(st.sampled_from([0.0, rounding_factor(5), 0.25]))
+    scalar = _radius_scalar(s.view(rows, k), z_norm, g, gamma)
+    tensor = _radius_tensor(s.view(rows, k), z_norm, g, gamma)
     assert torch.equal(scalar[0], tensor[0]), (s, gaps)
     assert torch.equal(scalar[1], tensor[1]), (s, gaps)
     argmax = s.view(rows, k).argmax(dim=1)
@@ -422,3 +429,75 @@ def test_batch_sizes_take_both_paths_and_agree():
     single = [certifier.certify(x[i:i + 1]) for i in range(len(x))]
     assert torch.equal(batch.prediction, torch.cat([c.prediction for c in single]))
     torch.testing.assert_close(batch.radius, torch.cat([c.radius for c in single]), rtol=1e-12, atol=0)
+
+
+def _exact_check(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, prediction: int, radius: float) -> None:
+    """In exact rational arithmetic on the stored values: the prediction is the argmax, and the radius is
+    at most every margin over its gap (compared as squares, so no square root is needed)."""
+    from fractions import Fraction
+
+    zf = [Fraction(v) for v in z.double().tolist()]
+    w = [[Fraction(v) for v in row] for row in weight.double().tolist()]
+    b = [Fraction(v) for v in bias.double().tolist()]
+    logits = [sum(wi * zi for wi, zi in zip(row, zf)) + bk for row, bk in zip(w, b)]
+    c = prediction
+    r = None if math.isinf(radius) else Fraction(radius)   # infinite: no rival may have a finite distance
+    for j in range(len(w)):
+        if j == c:
+            continue
+        margin = logits[c] - logits[j]
+        assert margin > 0, "the certified class is the exact argmax"
+        gap2 = sum((a - bb) ** 2 for a, bb in zip(w[c], w[j]))
+        if gap2 == 0:
+            continue                                   # identical rows: j can never overtake c
+        assert r is not None and r * r * gap2 <= margin * margin, f"radius {radius} exceeds the distance to {j}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), k=st.integers(2, 5), d=st.integers(1, 6))
+def test_radius_is_a_lower_bound_in_exact_arithmetic(data, k, d):
+    """Huge biases (whose logits lose the w.z part to rounding), tiny or huge weights (whose gaps under- or
+    overflow naively), near ties: the radius never exceeds the exact distance, checked with Fractions."""
+    scale_w = data.draw(st.sampled_from([1e-170, 1e-30, 1.0, 1e30]))
+    scale_b = data.draw(st.sampled_from([0.0, 1.0, 1e17, 1e300]))
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 10_000)))
+    weight = torch.randn(k, d, generator=gen, dtype=torch.float64) * scale_w
+    if data.draw(st.booleans()):
+        weight[1] = weight[0]                          # identical rows
+    bias = torch.randn(k, generator=gen, dtype=torch.float64) * scale_b
+    if data.draw(st.booleans()):
+        bias[:] = bias[0]                              # equal biases: the w.z part decides
+    z = torch.randn(1, d, generator=gen, dtype=torch.float64)
+    prediction, radius = linear_head_radius(z, weight, bias)
+    if int(prediction) == ABSTAIN:
+        assert float(radius) == 0.0
+        return
+    _exact_check(z[0], weight, bias, int(prediction), float(radius))
+
+
+def test_huge_equal_biases_and_tiny_rows_are_handled():
+    """The two cases a review found against the plain float64 formula: equal biases of 1e17 (the logits
+    round away w.z; the plain formula gave 8x the true radius) and rows of 1e-170 (the gap underflowed
+    to 0 and the radius became infinite)."""
+    w = torch.tensor([[9.0], [7.0]], dtype=torch.float64)
+    b = torch.tensor([1e17, 1e17], dtype=torch.float64)
+    prediction, radius = linear_head_radius(torch.tensor([[1.0]], dtype=torch.float64), w, b)
+    assert int(prediction) == ABSTAIN or float(radius) <= 1.0
+    w = torch.tensor([[1e-170, 0.0], [0.0, 0.0]], dtype=torch.float64)
+    prediction, radius = linear_head_radius(torch.tensor([[1.0, 0.0]], dtype=torch.float64), w, torch.zeros(2, dtype=torch.float64))
+    assert int(prediction) == 0 and 0.999 < float(radius) <= 1.0
+
+
+def test_rounding_margin_is_negligible_at_realistic_scales():
+    """The proven bound costs ~1e-13 of radius (embedding units) on a head with logits of order 1-10."""
+    torch.manual_seed(0)
+    head = nn.Linear(64, 10)
+    z = torch.randn(256, 64)
+    prediction, radius = linear_head_radius(z, head.weight, head.bias)
+    s = (z.double() @ head.weight.double().T + head.bias.double())
+    top = s.argmax(dim=1)
+    w = head.weight.double()
+    plain = ((s.gather(1, top[:, None]) - s) / (w[top][:, None, :] - w[None]).norm(dim=2)).masked_fill(
+        torch.nn.functional.one_hot(top, 10).bool(), float("inf")).amin(dim=1)
+    assert torch.equal(prediction, top)
+    assert (radius <= plain).all() and (plain - radius).max() < 1e-12

@@ -266,3 +266,35 @@ def test_projected_factor_follows_head_updates():
     fresh = FaRSMonteCarlo(nn.Identity(), fresh_head, sigma=0.5, n0=20, n=500, batch_size=128, sampler="projected")
     got, want = certifier.certify(x), fresh.certify(x)
     assert torch.equal(got.prediction, want.prediction) and torch.equal(got.radius, want.radius)
+
+
+def test_projected_sampler_follows_a_replaced_layer_and_refuses_subclasses():
+    """The head is split on every call (a replaced first layer is used, not a stale one), and only exact
+    nn.Linear / nn.Sequential heads are projected: a subclass may compute something else in forward."""
+    torch.manual_seed(0)
+    head = nn.Sequential(nn.Linear(8, 3), nn.ReLU(), nn.Linear(3, 3))
+    certifier = FaRSMonteCarlo(nn.Identity(), head, sigma=0.5, n0=20, n=500, batch_size=128, sampler="projected")
+    x = torch.randn(4, 8)
+    certifier.certify(x)
+    head[0] = nn.Linear(8, 3)
+    fresh = FaRSMonteCarlo(nn.Identity(), head, sigma=0.5, n0=20, n=500, batch_size=128, sampler="projected")
+    got, want = certifier.certify(x), fresh.certify(x)
+    assert torch.equal(got.prediction, want.prediction) and torch.equal(got.radius, want.radius)
+    head[0] = nn.Linear(8, 9)   # wider than its input: the projected sampler no longer applies
+    head[2] = nn.Linear(9, 3)
+    with pytest.raises(ValueError, match="no longer starts"):
+        certifier.certify(x)
+
+    class Residual(nn.Sequential):
+        def forward(self, z):
+            return super().forward(z) + z[:, :3]
+
+    assert FaRSMonteCarlo(nn.Identity(), Residual(nn.Linear(8, 3)), sigma=0.5).sampler == "direct"
+
+    class Scaled(nn.Linear):
+        def forward(self, z):
+            return 2 * super().forward(z)
+
+    assert FaRSMonteCarlo(nn.Identity(), Scaled(8, 3), sigma=0.5).sampler == "direct"
+    with pytest.raises(ValueError, match="projected"):
+        FaRSMonteCarlo(nn.Identity(), Scaled(8, 3), sigma=0.5, sampler="projected")

@@ -312,3 +312,16 @@ def test_certify_leaves_modules_already_in_eval_mode_untouched():
     CohenRS(model, sigma=0.5, n0=5, n=20, batch_size=8).certify(torch.rand(2, D))
     assert model.calls == calls
     assert not model.training and not model.dropout.training
+
+
+def test_evaluating_restores_a_module_shared_by_two_parents():
+    """A frozen dropout reachable from two parents in training mode stays frozen afterwards."""
+    from fars.smoothing import evaluating
+
+    shared = nn.Dropout(0.5)
+    inner = nn.Sequential(shared)
+    top = nn.Sequential(shared, inner).train()
+    shared.eval()
+    with evaluating(top):
+        assert not any(m.training for m in top.modules())
+    assert top.training and inner.training and not shared.training
