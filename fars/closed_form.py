@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .certificate import ABSTAIN, Certificate, check_indices, check_inputs, check_positive, module_device, timed
+from .certificate import ABSTAIN, Certificate, check_indices, check_inputs, check_positive, timed
 from .memo import WeightDerived
 from .smoothing import evaluating, validate_classifier
 
@@ -173,7 +173,8 @@ class FaRSClosedForm:
         self._geometry = WeightDerived()   # the head's float64 weights and pairwise gaps, for its current weights
 
     def certify(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> Certificate:
-        device = module_device(self.backbone)
+        # the embedding feeds the head, so backbone and head share a device: read it off the head's weight
+        device = self.head.weight.device
         with timed(device) as elapsed:   # the whole call: validation, forward pass, radius
             x = check_inputs(x, device)
             check_indices(indices, x.shape[0])

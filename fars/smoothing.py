@@ -16,7 +16,6 @@ Subclasses of :class:`MonteCarloCertifier` only say *where* the noise goes (:met
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
@@ -80,24 +79,36 @@ def _any_training(module: torch.nn.Module) -> bool:
         m = stack.pop()
         if m.training:
             return True
-        stack.extend(child for child in m._modules.values() if child is not None)
+        stack += [child for child in m._modules.values() if child is not None]
     return False
 
 
-@contextmanager
-def evaluating(*modules: torch.nn.Module) -> Iterator[None]:
+class evaluating:  # noqa: N801 (used like a function: ``with evaluating(model): ...``)
     """Put modules in eval mode for the block (no dropout, frozen batch-norm) and restore them after.
 
     Every submodule gets its own mode back (a frozen batch-norm inside a training model stays frozen).
-    When everything is already in eval mode nothing is switched (certification calls this per image).
+    When everything is already in eval mode nothing is switched (certification calls this per image,
+    so it is a plain class rather than a generator-based context manager).
     """
-    switched = [(top, [(m, m.training) for m in top.modules()]) for top in modules if _any_training(top)]
-    try:
-        for top, _ in switched:
-            top.eval()
-        yield
-    finally:
-        for _, saved in switched:
+
+    __slots__ = ("modules", "switched")
+
+    def __init__(self, *modules: torch.nn.Module) -> None:
+        self.modules = modules
+        self.switched: list = []
+
+    def __enter__(self) -> None:
+        self.switched = [(top, [(m, m.training) for m in top.modules()]) for top in self.modules
+                         if _any_training(top)]
+        try:
+            for top, _ in self.switched:
+                top.eval()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        for _, saved in self.switched:
             for m, mode in saved:   # through train(), which a module may override
                 m.train(mode)
             for m, mode in saved:   # then exactly, also for a module shared by several parents
