@@ -19,6 +19,9 @@ SCALAR_ROWS = 16
 UNIT = 2.0 ** -53
 #: the largest finite float64
 LARGEST = sys.float_info.max
+#: pairwise row differences are formed in chunks of at most this many float64 entries (128 MiB), so a
+#: 1000-class head with 2048-dimensional embeddings does not need K x K x d = 16 GiB at once
+GEOMETRY_CHUNK_ELEMENTS = 1 << 24
 
 
 def rounding_factor(terms: int) -> float:
@@ -60,7 +63,9 @@ def head_geometry(weight: torch.Tensor, bias: torch.Tensor | None) -> HeadGeomet
     """
     w = weight.detach().double()
     b = None if bias is None else bias.detach().double()
-    gaps = _scaled_norm(w[:, None, :] - w[None, :, :])                        # [K, K]
+    k, d = w.shape
+    rows = max(1, GEOMETRY_CHUNK_ELEMENTS // max(1, k * d))                  # [rows, K, d] differences at a time
+    gaps = torch.cat([_scaled_norm(w[i:i + rows, None, :] - w[None, :, :]) for i in range(0, k, rows)])  # [K, K]
     row_norms = _scaled_norm(w)
     abs_bias = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device) if b is None else b.abs()
     return HeadGeometry(w, b, row_norms, abs_bias, gaps, row_norms.tolist(), abs_bias.tolist(), gaps.tolist())

@@ -501,3 +501,16 @@ def test_rounding_margin_is_negligible_at_realistic_scales():
         torch.nn.functional.one_hot(top, 10).bool(), float("inf")).amin(dim=1)
     assert torch.equal(prediction, top)
     assert (radius <= plain).all() and (plain - radius).max() < 1e-12
+
+
+def test_head_geometry_in_chunks_equals_all_at_once(monkeypatch):
+    """Large heads form their pairwise differences a few rows at a time; the gaps must not change."""
+    import fars.closed_form as cf
+
+    torch.manual_seed(0)
+    head = nn.Linear(7, 13)
+    whole = cf.head_geometry(head.weight, head.bias)
+    monkeypatch.setattr(cf, "GEOMETRY_CHUNK_ELEMENTS", 3 * 13 * 7)   # 3 rows per chunk, a short last chunk
+    chunked = cf.head_geometry(head.weight, head.bias)
+    assert torch.equal(whole.gaps, chunked.gaps) and whole.gap_rows == chunked.gap_rows
+    assert (chunked.gaps.diagonal() == 0).all() and torch.equal(chunked.gaps, chunked.gaps.T)
