@@ -114,6 +114,18 @@ class AttackResult:
     def __len__(self) -> int:
         return int(self.success.shape[0])
 
+    def record(self, rows: torch.Tensor, point: torch.Tensor, delta: torch.Tensor, hit: torch.Tensor) -> None:
+        """Record the iterates ``point = x[rows] + delta`` that are adversarial (``hit``): every hit row
+        succeeds, and its adversarial point is replaced where this one is closer to x."""
+        if not bool(hit.any()):
+            return
+        dist = flat_norm(delta.detach()).double()
+        idx = rows[hit]
+        better = dist[hit] < self.distance[idx]
+        self.success[idx] = True
+        self.distance[idx[better]] = dist[hit][better]
+        self.adversarial[idx[better]] = point.detach()[hit][better]
+
     def merge(self, rows: torch.Tensor, other: "AttackResult") -> None:
         """Fold the result of an attack on the subset ``rows`` into this one, keeping the shorter adversarial."""
         better = other.success & (other.distance < self.distance[rows])
@@ -218,13 +230,7 @@ def l2_pgd(model: Classifier, x: torch.Tensor, y: torch.Tensor, eps: float | tor
             point = xa + da
             scores = model(point)
             hit = is_adversarial(scores.detach(), ya)
-            if bool(hit.any()):
-                dist = flat_norm(da.detach()).double()
-                rows = active[hit]
-                better = dist[hit] < result.distance[rows]
-                result.success[rows] = True
-                result.distance[rows[better]] = dist[hit][better]
-                result.adversarial[rows[better]] = point.detach()[hit][better]
+            result.record(active, point, da, hit)
             if step == steps:
                 never = ~result.success[active]
                 result.adversarial[active[never]] = point.detach()[never]
@@ -376,13 +382,7 @@ def _min_norm_run(model: Classifier, xs: torch.Tensor, ys: torch.Tensor, rows: t
             point = xs + d
             out = model(point)
             hit = is_adversarial(out.detach(), ys)
-            if bool(hit.any()):
-                dist = flat_norm(d.detach()).double()
-                idx = rows[hit]
-                better = dist[hit] < result.distance[idx]
-                result.success[idx] = True
-                result.distance[idx[better]] = dist[hit][better]
-                result.adversarial[idx[better]] = point.detach()[hit][better]
+            result.record(rows, point, d, hit)
             if k == steps:
                 break
             (grad,) = torch.autograd.grad(_objective(out, ys, target).sum(), d)
