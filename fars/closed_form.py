@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -35,16 +35,23 @@ def rounding_factor(terms: int) -> float:
 class HeadGeometry:
     """A linear head in float64: ``weight`` [K, d], ``bias`` [K] or None, ``row_norms`` >= ||w_k||_2 and
     ``abs_bias`` |b_k| (zeros without a bias) [K], ``gaps[c, j]`` >= ||w_c - w_j||_2 ([K, K]; exactly 0
-    for identical rows), all rounded up, and the same three as Python floats (``*_list``)."""
+    for identical rows), all rounded up; ``rivals[c]`` lists (j, gaps[c, j], row_norms[j], abs_bias[j])
+    for every j != c and ``own[c]`` = (row_norms[c], abs_bias[c]), as Python floats, for the single-image path."""
 
     weight: torch.Tensor
     bias: torch.Tensor | None
     row_norms: torch.Tensor
     abs_bias: torch.Tensor
     gaps: torch.Tensor
-    row_norms_list: list[float]
-    abs_bias_list: list[float]
-    gap_rows: list[list[float]]
+    rivals: tuple = field(init=False, repr=False, compare=False)
+    own: tuple = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        norms, biases, gaps = self.row_norms.tolist(), self.abs_bias.tolist(), self.gaps.tolist()
+        rivals = tuple(tuple((j, gaps[c][j], norms[j], biases[j]) for j in range(len(norms)) if j != c)
+                       for c in range(len(norms)))
+        object.__setattr__(self, "rivals", rivals)
+        object.__setattr__(self, "own", tuple(zip(norms, biases)))
 
 
 def _scaled_norm(v: torch.Tensor) -> torch.Tensor:
@@ -68,12 +75,35 @@ def head_geometry(weight: torch.Tensor, bias: torch.Tensor | None) -> HeadGeomet
     gaps = torch.cat([_scaled_norm(w[i:i + rows, None, :] - w[None, :, :]) for i in range(0, k, rows)])  # [K, K]
     row_norms = _scaled_norm(w)
     abs_bias = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device) if b is None else b.abs()
-    return HeadGeometry(w, b, row_norms, abs_bias, gaps, row_norms.tolist(), abs_bias.tolist(), gaps.tolist())
+    return HeadGeometry(w, b, row_norms, abs_bias, gaps)
 
 
-def _radius_tensor(s: torch.Tensor, z_norm: torch.Tensor, g: HeadGeometry,
+def norm_scale(d: int) -> float:
+    """A float >= sqrt(d) (1 + 2u) / (1 - u): ``abs_max * norm_scale(d)``, rounded to nearest, is >= ||z||_2
+    for any z in R^d with max |z_i| = abs_max, since ||z||_2 <= sqrt(d) ||z||_inf."""
+    return math.sqrt(d) * (1 + 8 * UNIT)          # sqrt and product each round by at most u
+
+
+def _abs_max_scalar(row: list[float]) -> float:
+    """max_i |row_i| with ``amax``'s rule: NaN when some entry is NaN (Python's max would skip it)."""
+    if math.isnan(sum(row)) and any(v != v for v in row):   # a NaN sum: some NaN, or +inf and -inf
+        return math.nan
+    return max(abs(max(row)), abs(min(row)))   # without NaN, the largest |z_i| is at the max or the min
+
+
+def _argmax_scalar(row: list[float]) -> int:
+    """``argmax``'s rule on Python floats: the first maximal entry, NaN counts as maximal."""
+    if not math.isnan(sum(row)):               # no NaN: max keeps the first of equal maxima, index finds it
+        return row.index(max(row))
+    for j, v in enumerate(row):                # the first NaN
+        if v != v:
+            return j
+    return row.index(max(row))                 # +inf and -inf summed to NaN, no NaN entry
+
+
+def _radius_tensor(s: torch.Tensor, z_size: torch.Tensor, g: HeadGeometry,
                    gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
-    size = z_norm[:, None] * g.row_norms[None, :] + g.abs_bias[None, :]      # >= |W| |z| + |b|
+    size = z_size[:, None] * g.row_norms[None, :] + g.abs_bias[None, :]      # >= |W| |z| + |b|
     gaps = g.gaps
     top = s.argmax(dim=1)[:, None]
     margin = torch.sub(s.gather(1, top), s)                                  # s_c - s_j as computed
@@ -90,25 +120,20 @@ def _radius_tensor(s: torch.Tensor, z_norm: torch.Tensor, g: HeadGeometry,
     return torch.where(certified, top[:, 0], ABSTAIN).cpu(), torch.where(certified, radius, 0.0).cpu()
 
 
-def _radius_scalar(s: torch.Tensor, z_norm: torch.Tensor, g: HeadGeometry,
+def _radius_scalar(s: list[list[float]], z_size: list[float], g: HeadGeometry,
                    gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
     # the same IEEE float64 operations as _radius_tensor, one row at a time (no per-op dispatch cost)
     predictions, radii = [], []
-    gap_rows = g.gap_rows
-    for row, norm in zip(s.tolist(), z_norm.tolist()):
-        sizes = [norm * r + a for r, a in zip(g.row_norms_list, g.abs_bias_list)]
-        c, top = 0, row[0]
-        for j in range(1, len(row)):           # argmax: the first maximal entry, NaN counts as maximal
-            v = row[j]
-            if v > top or (v != v and top == top):
-                c, top = j, v
+    own, rivals = g.own, g.rivals
+    for row, zs in zip(s, z_size):
+        c = _argmax_scalar(row)
+        top = row[c]
+        norm, bias = own[c]
+        size_c = zs * norm + bias
         nearest = math.inf
-        for j, v in enumerate(row):
-            if j == c:
-                continue
-            margin = top - v
-            lower = margin - (sizes[c] + sizes[j] + abs(margin)) * gamma
-            gap = gap_rows[c][j]
+        for j, gap, norm, bias in rivals[c]:
+            margin = top - row[j]
+            lower = margin - (size_c + (zs * norm + bias) + abs(margin)) * gamma
             if gap != 0:
                 distance = min(lower / gap, LARGEST)   # min(NaN, .) stays NaN, as clamp does
             else:                              # lower / 0, as IEEE (and torch) define it
@@ -116,10 +141,17 @@ def _radius_scalar(s: torch.Tensor, z_norm: torch.Tensor, g: HeadGeometry,
             if distance != distance:           # NaN propagates, as in amin
                 nearest = math.nan
                 break
-            nearest = min(nearest, distance)
-        certified = nearest > 0
-        predictions.append(c if certified else ABSTAIN)
-        radii.append(nearest * (1 - 4 * UNIT) if certified else 0.0)
+            if distance < nearest:
+                nearest = distance
+        if nearest > 0:
+            predictions.append(c)
+            radii.append(nearest * (1 - 4 * UNIT))
+        else:
+            predictions.append(ABSTAIN)
+            radii.append(0.0)
+    if len(radii) == 1:                        # one image: torch.full is the cheapest way to a tensor
+        return (torch.full((1,), predictions[0], dtype=torch.int64),
+                torch.full((1,), radii[0], dtype=torch.float64))
     return torch.tensor(predictions, dtype=torch.int64), torch.tensor(radii, dtype=torch.float64)
 
 
@@ -131,8 +163,8 @@ def linear_head_radius(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     half-spaces) is min_{j != c} (s_c - s_j) / ||w_c - w_j||_2. The returned radius is a proven lower
     bound of it for the stored values of z, W and b (float32 or float64) in exact arithmetic: the
     logits s = W z + b are computed in float64, each margin is lowered by a bound on its rounding
-    error, 2 gamma_{d+4} (S_c + S_j + |s_c - s_j|) with S_k = ||w_k|| ||z|| + |b_k| >= sum_i |w_ki z_i|
-    + |b_k| (Cauchy-Schwarz; norms rounded up), each gap is
+    error, 2 gamma_{d+4} (S_c + S_j + |s_c - s_j|) with S_k = ||w_k|| Z + |b_k| >= sum_i |w_ki z_i|
+    + |b_k| (Cauchy-Schwarz, with Z = sqrt(d) max_i |z_i| >= ||z||_2; norms rounded up), each gap is
     rounded up, and the quotient is rounded down. A class whose row equals w_c and whose bias is surely
     lower can never overtake c (infinite distance). When some margin is not surely positive (a tie, a
     margin within round-off of 0, NaN or overflowing logits) the method abstains with radius 0.
@@ -140,20 +172,16 @@ def linear_head_radius(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
 
     The per-class bookkeeping runs as tensor ops, or for up to :data:`SCALAR_ROWS` rows (a single
     image) as the same float64 operations on Python floats, which avoids the fixed cost of a dozen
-    tensor ops. Both give bit-identical results (tested).
+    tensor ops. Both give bit-identical results for the same logits (tested); Z is exact up to one
+    rounded product in both (a maximum needs no rounding), so it is identical too.
     """
     g = geometry if geometry is not None else head_geometry(weight, bias)
     z64 = z.double()
     s = z64 @ g.weight.T if g.bias is None else torch.addmm(g.bias, z64, g.weight.T)
-    if z.dtype in (torch.float32, torch.float16, torch.bfloat16):
-        # squares of such values neither overflow nor underflow to 0 in float64: no scaling needed
-        z_norm = torch.linalg.vector_norm(z64, dim=1) * (1 + rounding_factor(z.shape[1] + 2))
-    else:
-        z_norm = _scaled_norm(z64)                                            # rounded up, [B]
-    gamma = rounding_factor(z.shape[1] + 4)
+    scale, gamma = norm_scale(z.shape[1]), rounding_factor(z.shape[1] + 4)
     if s.shape[0] <= SCALAR_ROWS:
-        return _radius_scalar(s, z_norm, g, gamma)
-    return _radius_tensor(s, z_norm, g, gamma)
+        return _radius_scalar(s.tolist(), [_abs_max_scalar(row) * scale for row in z64.tolist()], g, gamma)
+    return _radius_tensor(s, z64.abs().amax(dim=1) * scale, g, gamma)
 
 
 class FaRSClosedForm:

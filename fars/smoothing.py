@@ -77,9 +77,10 @@ def _any_training(module: torch.nn.Module) -> bool:
     stack = [module]
     while stack:
         m = stack.pop()
-        if m.training:
-            return True
-        stack += [child for child in m._modules.values() if child is not None]
+        if m is not None:                    # a registered child may be None
+            if m.training:
+                return True
+            stack.extend(m._modules.values())
     return False
 
 

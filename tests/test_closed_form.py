@@ -16,7 +16,8 @@ from torch import nn
 
 from baselines import LipschitzMargin
 from fars import ABSTAIN, FaRSClosedForm, linear_head_radius
-from fars.closed_form import SCALAR_ROWS, HeadGeometry, _radius_scalar, _radius_tensor, rounding_factor
+from fars.closed_form import (SCALAR_ROWS, HeadGeometry, _abs_max_scalar, _argmax_scalar, _radius_scalar, _radius_tensor,
+                              norm_scale, rounding_factor)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -408,15 +409,57 @@ def test_scalar_and_tensor_bookkeeping_agree_bit_for_bit(data, rows, k):
     z_norm = torch.tensor(data.draw(st.lists(sizes, min_size=rows, max_size=rows)), dtype=torch.float64)
     row_norms = torch.tensor(data.draw(st.lists(sizes, min_size=k, max_size=k)), dtype=torch.float64)
     abs_bias = torch.tensor(data.draw(st.lists(sizes, min_size=k, max_size=k)), dtype=torch.float64)
-    g = HeadGeometry(torch.zeros(k, 1), None, row_norms, abs_bias, gaps, row_norms.tolist(), abs_bias.tolist(),
-                     gaps.tolist())
+    g = HeadGeometry(torch.zeros(k, 1), None, row_norms, abs_bias, gaps)
     gamma = data.draw(st.sampled_from([0.0, rounding_factor(5), 0.25]))
-    scalar = _radius_scalar(s.view(rows, k), z_norm, g, gamma)
+    scalar = _radius_scalar(s.view(rows, k).tolist(), z_norm.tolist(), g, gamma)
     tensor = _radius_tensor(s.view(rows, k), z_norm, g, gamma)
     assert torch.equal(scalar[0], tensor[0]), (s, gaps)
     assert torch.equal(scalar[1], tensor[1]), (s, gaps)
     argmax = s.view(rows, k).argmax(dim=1)
     assert ((scalar[0] == argmax) | (scalar[0] == ABSTAIN)).all()
+
+
+@settings(max_examples=400, deadline=None)
+@given(row=st.lists(st.sampled_from([0.0, -0.0, 1.0, -1.0, 2.5, -2.5, 1e-310, 1e308, -1e308, float("nan"),
+                                     float("inf"), float("-inf")]), min_size=1, max_size=7))
+def test_scalar_argmax_and_abs_max_follow_torch(row):
+    """The single-image path picks the class and the embedding's size bound with Python floats: the same
+    class as torch's argmax (first maximum, NaN counts as maximal) and the same bound bit for bit (amax
+    propagates NaN; Python's max alone would skip it)."""
+    t = torch.tensor([row], dtype=torch.float64)
+    assert _argmax_scalar(row) == int(t.argmax(dim=1))
+    scale = norm_scale(len(row))
+    want = float(t.abs().amax(dim=1) * scale)
+    got = _abs_max_scalar(row) * scale
+    assert got == want or (math.isnan(got) and math.isnan(want))
+
+
+def test_norm_scale_bounds_the_euclidean_norm():
+    """Z = max |z_i| norm_scale(d) >= ||z||_2, also at the worst case z = (1, ..., 1), checked exactly."""
+    from fractions import Fraction
+
+    for d in (1, 2, 3, 10, 64, 512, 2048, 10**6):
+        scale = Fraction(norm_scale(d))
+        assert scale * scale >= d
+        for m in (1.0, 0.1, 3.7e-200, 1.3e200):
+            bound = Fraction(m * norm_scale(d))                    # the product, rounded as computed
+            assert bound * bound >= d * Fraction(m) ** 2
+
+
+def test_tensor_path_radius_is_a_lower_bound_in_exact_arithmetic():
+    """Batches beyond SCALAR_ROWS take the tensor path: every row is checked against exact Fractions too."""
+    gen = torch.Generator().manual_seed(3)
+    for scale_w, scale_b in ((1.0, 1.0), (1e-170, 0.0), (1e30, 1e17), (1.0, 1e300)):
+        weight = torch.randn(4, 3, generator=gen, dtype=torch.float64) * scale_w
+        weight[1] = weight[0]
+        bias = torch.randn(4, generator=gen, dtype=torch.float64) * scale_b
+        z = torch.randn(SCALAR_ROWS + 5, 3, generator=gen, dtype=torch.float64)
+        prediction, radius = linear_head_radius(z, weight, bias)
+        for i in range(len(z)):
+            if int(prediction[i]) == ABSTAIN:
+                assert float(radius[i]) == 0.0
+            else:
+                _exact_check(z[i], weight, bias, int(prediction[i]), float(radius[i]))
 
 
 def test_batch_sizes_take_both_paths_and_agree():
@@ -512,5 +555,5 @@ def test_head_geometry_in_chunks_equals_all_at_once(monkeypatch):
     whole = cf.head_geometry(head.weight, head.bias)
     monkeypatch.setattr(cf, "GEOMETRY_CHUNK_ELEMENTS", 3 * 13 * 7)   # 3 rows per chunk, a short last chunk
     chunked = cf.head_geometry(head.weight, head.bias)
-    assert torch.equal(whole.gaps, chunked.gaps) and whole.gap_rows == chunked.gap_rows
+    assert torch.equal(whole.gaps, chunked.gaps) and whole.rivals == chunked.rivals
     assert (chunked.gaps.diagonal() == 0).all() and torch.equal(chunked.gaps, chunked.gaps.T)

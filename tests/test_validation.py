@@ -196,7 +196,7 @@ def test_negative_indices(kind):
 
 @pytest.mark.parametrize("kind", ALL)
 @pytest.mark.parametrize("indices", [torch.tensor([0.0, 1.0, 2.0]), torch.tensor([True, False, True]),
-                                     torch.arange(3)[None]])
+                                     torch.arange(3)[None], torch.tensor([0j, 1j, 2j])])
 def test_indices_of_the_wrong_type(kind, indices):
     with pytest.raises(TypeError, match="indices"):
         all_certifiers()[kind].certify(torch.rand(3, D), indices=indices)
@@ -217,7 +217,8 @@ def test_valid_indices_are_accepted_in_other_forms():
     a = c.certify(x, indices=torch.tensor([4, 5, 6]))
     b = c.certify(x, indices=[4, 5, 6])
     c2 = c.certify(x, indices=np.array([4, 5, 6]))
-    assert torch.equal(a.radius, b.radius) and torch.equal(a.radius, c2.radius)
+    c3 = c.certify(x, indices=torch.tensor([4, 5, 6], dtype=torch.int32))
+    assert torch.equal(a.radius, b.radius) and torch.equal(a.radius, c2.radius) and torch.equal(a.radius, c3.radius)
 
 
 # --- model outputs -------------------------------------------------------------------------------------
@@ -325,3 +326,33 @@ def test_evaluating_restores_a_module_shared_by_two_parents():
     with evaluating(top):
         assert not any(m.training for m in top.modules())
     assert top.training and inner.training and not shared.training
+
+
+@pytest.mark.parametrize("batch", [1, 64, 65, 300])
+def test_check_indices_small_and_large_batches(batch):
+    """Up to 64 CPU indices are checked in Python, more with a tensor reduction: same answers."""
+    from fars.certificate import check_indices
+
+    good = torch.arange(batch, dtype=torch.int32)
+    out = check_indices(good, batch)
+    assert out.dtype == torch.int64 and torch.equal(out, good.long())
+    same = torch.arange(batch)
+    assert check_indices(same, batch) is same          # already int64 on the CPU: no copy
+    bad = same.clone()
+    bad[-1] = -1
+    with pytest.raises(ValueError, match=">= 0"):
+        check_indices(bad, batch)
+
+
+def test_timed_measures_the_block_and_lets_errors_through():
+    import time
+
+    from fars.certificate import timed
+
+    with timed(torch.device("cpu")) as elapsed:
+        time.sleep(0.01)
+    assert 0.01 <= elapsed[0] < 5
+    with pytest.raises(KeyError):
+        with timed(torch.device("cpu")) as elapsed:
+            raise KeyError("not swallowed")
+    assert elapsed[0] >= 0
