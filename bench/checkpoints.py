@@ -33,12 +33,23 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used as asked (missing, corrupted, or mismatched)."""
 
 
-def git_commit() -> str:
-    """The working tree's commit (``-dirty`` when it has uncommitted changes), or 'unknown'."""
+def git_commit(root: Path | None = None) -> str:
+    """The commit of the code that ran: ``git describe`` of HEAD, with ``-dirty`` when tracked files
+    outside ``results/`` have uncommitted changes (a regeneration rewrites ``results/`` while it runs,
+    which says nothing about the code), or 'unknown' outside a git checkout. ``root``: the checkout
+    (default: this project's)."""
+    root = Path(__file__).resolve().parent.parent if root is None else Path(root)
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=root, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], capture_output=True,
-                             text=True, cwd=Path(__file__).resolve().parent, timeout=10)
-        return out.stdout.strip() or "unknown"
+        commit = git("describe", "--always", "--abbrev=12")
+        if not commit:
+            return "unknown"
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
+        return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

@@ -112,3 +112,32 @@ def test_names_with_dots_keep_their_own_files(tmp_path):
         "cnn-noise0.12.json", "cnn-noise0.12.pt", "cnn-noise0.25.json", "cnn-noise0.25.pt"]
     assert ckpt.load_cnn(tmp_path / "cnn-noise0.12")[1]["noise_sigma"] == 0.12
     assert ckpt.load_cnn(tmp_path / "cnn-noise0.25.pt")[1]["noise_sigma"] == 0.25
+
+
+def test_git_commit_is_dirty_for_code_changes_only(tmp_path):
+    """A regeneration rewrites results/ while it runs: that must not mark the code as dirty."""
+    import shutil
+    import subprocess
+
+    from bench.checkpoints import git_commit
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    assert git_commit(tmp_path) == "unknown"
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "table.csv").write_text("a\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    clean = git_commit(tmp_path)
+    assert clean and clean != "unknown" and not clean.endswith("-dirty")
+    (tmp_path / "results" / "table.csv").write_text("b\n")
+    assert git_commit(tmp_path) == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == clean + "-dirty"
