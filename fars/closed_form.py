@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -19,6 +20,10 @@ SCALAR_ROWS = 16
 UNIT = 2.0 ** -53
 #: the largest finite float64
 LARGEST = sys.float_info.max
+#: the smallest positive float64 (subnormal): products that underflow are off by up to half of it
+TINY = 2.0 ** -1074
+#: the smallest normal float64: below it a quotient's relative error is no longer bounded by u
+SMALLEST_NORMAL = sys.float_info.min
 #: pairwise row differences are formed in chunks of at most this many float64 entries (128 MiB), so a
 #: 1000-class head with 2048-dimensional embeddings does not need K x K x d = 16 GiB at once
 GEOMETRY_CHUNK_ELEMENTS = 1 << 24
@@ -36,30 +41,34 @@ class HeadGeometry:
     """A linear head in float64: ``weight`` [K, d], ``bias`` [K] or None, ``row_norms`` >= ||w_k||_2 and
     ``abs_bias`` |b_k| (zeros without a bias) [K], ``gaps[c, j]`` >= ||w_c - w_j||_2 ([K, K]; exactly 0
     for identical rows), all rounded up; ``rivals[c]`` lists (j, gaps[c, j], row_norms[j], abs_bias[j])
-    for every j != c and ``own[c]`` = (row_norms[c], abs_bias[c]), as Python floats, for the single-image path."""
+    for every j != c and ``own[c]`` = (row_norms[c], abs_bias[c]), as Python floats, for the single-image
+    path (built on first use: a 1000-class head's rivals take ~120 MiB of Python objects)."""
 
     weight: torch.Tensor
     bias: torch.Tensor | None
     row_norms: torch.Tensor
     abs_bias: torch.Tensor
     gaps: torch.Tensor
-    rivals: tuple = field(init=False, repr=False, compare=False)
-    own: tuple = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
+    @cached_property
+    def rivals(self) -> tuple:
         norms, biases, gaps = self.row_norms.tolist(), self.abs_bias.tolist(), self.gaps.tolist()
-        rivals = tuple(tuple((j, gaps[c][j], norms[j], biases[j]) for j in range(len(norms)) if j != c)
-                       for c in range(len(norms)))
-        object.__setattr__(self, "rivals", rivals)
-        object.__setattr__(self, "own", tuple(zip(norms, biases)))
+        return tuple(tuple((j, gaps[c][j], norms[j], biases[j]) for j in range(len(norms)) if j != c)
+                     for c in range(len(norms)))
+
+    @cached_property
+    def own(self) -> tuple:
+        return tuple(zip(self.row_norms.tolist(), self.abs_bias.tolist()))
 
 
 def _scaled_norm(v: torch.Tensor) -> torch.Tensor:
     """||v||_2 over the last dimension, scaled by max |v_i| so that tiny or huge entries neither underflow nor
-    overflow, rounded up by the relative error of the divisions, squares, sum, square root and product."""
+    overflow, rounded up by the relative error of the divisions, squares, sum, square root and product, and
+    by :data:`TINY` where the products are subnormal (their error is absolute there); exactly 0 for v = 0."""
     scale = v.abs().amax(dim=-1)
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    return scale * torch.linalg.vector_norm(v / safe[..., None], dim=-1) * (1 + rounding_factor(v.shape[-1] + 4))
+    norm = scale * torch.linalg.vector_norm(v / safe[..., None], dim=-1) * (1 + rounding_factor(v.shape[-1] + 4))
+    return torch.where(scale > 0, norm + TINY, norm)   # + TINY changes nothing above the subnormal range
 
 
 def head_geometry(weight: torch.Tensor, bias: torch.Tensor | None) -> HeadGeometry:
@@ -101,8 +110,8 @@ def _argmax_scalar(row: list[float]) -> int:
     return row.index(max(row))                 # +inf and -inf summed to NaN, no NaN entry
 
 
-def _radius_tensor(s: torch.Tensor, z_size: torch.Tensor, g: HeadGeometry,
-                   gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _radius_tensor(s: torch.Tensor, z_size: torch.Tensor, g: HeadGeometry, gamma: float,
+                   absolute: float) -> tuple[torch.Tensor, torch.Tensor]:
     size = z_size[:, None] * g.row_norms[None, :] + g.abs_bias[None, :]      # >= |W| |z| + |b|
     gaps = g.gaps
     top = s.argmax(dim=1)[:, None]
@@ -111,17 +120,19 @@ def _radius_tensor(s: torch.Tensor, z_size: torch.Tensor, g: HeadGeometry,
     # (margin lower bound) / (gap upper bound): +inf where w_j = w_c and the margin is surely positive;
     # a finite gap whose quotient overflows gives the largest float (a lower bound), not +inf
     gap = gaps.index_select(0, top[:, 0])
-    distance = torch.sub(margin, error).div_(gap)
+    distance = torch.sub(margin, error).sub_(absolute).div_(gap)
     distance = torch.where(gap > 0, distance.clamp(max=LARGEST), distance)
     distance.scatter_(1, top, math.inf)                                       # j = c is not a rival
     nearest = distance.amin(dim=1)                                            # NaN propagates
     certified = nearest > 0
     radius = nearest * (1 - 4 * UNIT)                                         # the division's rounding
-    return torch.where(certified, top[:, 0], ABSTAIN).cpu(), torch.where(certified, radius, 0.0).cpu()
+    # a subnormal quotient has an absolute, not a relative, rounding error: radius 0 (the class stays exact)
+    radius = torch.where(nearest >= SMALLEST_NORMAL, radius, 0.0)
+    return torch.where(certified, top[:, 0], ABSTAIN).cpu(), radius.cpu()
 
 
-def _radius_scalar(s: list[list[float]], z_size: list[float], g: HeadGeometry,
-                   gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _radius_scalar(s: list[list[float]], z_size: list[float], g: HeadGeometry, gamma: float,
+                   absolute: float) -> tuple[torch.Tensor, torch.Tensor]:
     # the same IEEE float64 operations as _radius_tensor, one row at a time (no per-op dispatch cost)
     predictions, radii = [], []
     own, rivals = g.own, g.rivals
@@ -133,7 +144,7 @@ def _radius_scalar(s: list[list[float]], z_size: list[float], g: HeadGeometry,
         nearest = math.inf
         for j, gap, norm, bias in rivals[c]:
             margin = top - row[j]
-            lower = margin - (size_c + (zs * norm + bias) + abs(margin)) * gamma
+            lower = margin - (size_c + (zs * norm + bias) + abs(margin)) * gamma - absolute
             if gap != 0:
                 distance = min(lower / gap, LARGEST)   # min(NaN, .) stays NaN, as clamp does
             else:                              # lower / 0, as IEEE (and torch) define it
@@ -145,7 +156,7 @@ def _radius_scalar(s: list[list[float]], z_size: list[float], g: HeadGeometry,
                 nearest = distance
         if nearest > 0:
             predictions.append(c)
-            radii.append(nearest * (1 - 4 * UNIT))
+            radii.append(nearest * (1 - 4 * UNIT) if nearest >= SMALLEST_NORMAL else 0.0)
         else:
             predictions.append(ABSTAIN)
             radii.append(0.0)
@@ -164,8 +175,10 @@ def linear_head_radius(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     bound of it for the stored values of z, W and b (float32 or float64) in exact arithmetic: the
     logits s = W z + b are computed in float64, each margin is lowered by a bound on its rounding
     error, 2 gamma_{d+4} (S_c + S_j + |s_c - s_j|) with S_k = ||w_k|| Z + |b_k| >= sum_i |w_ki z_i|
-    + |b_k| (Cauchy-Schwarz, with Z = sqrt(d) max_i |z_i| >= ||z||_2; norms rounded up), each gap is
-    rounded up, and the quotient is rounded down. A class whose row equals w_c and whose bias is surely
+    + |b_k| (Cauchy-Schwarz, with Z = sqrt(d) max_i |z_i| >= ||z||_2; norms rounded up), and by
+    (d + 2) x 2^-1074 for products that underflow (the relative bound does not cover them); each gap is
+    rounded up, and the quotient is rounded down (a quotient below the normal range, whose rounding error
+    is not relative, gives radius 0 with the class kept). A class whose row equals w_c and whose bias is surely
     lower can never overtake c (infinite distance). When some margin is not surely positive (a tie, a
     margin within round-off of 0, NaN or overflowing logits) the method abstains with radius 0.
     ``geometry`` is :func:`head_geometry` of (weight, bias), when the caller already has it.
@@ -178,10 +191,13 @@ def linear_head_radius(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     g = geometry if geometry is not None else head_geometry(weight, bias)
     z64 = z.double()
     s = z64 @ g.weight.T if g.bias is None else torch.addmm(g.bias, z64, g.weight.T)
-    scale, gamma = norm_scale(z.shape[1]), rounding_factor(z.shape[1] + 4)
+    d = z.shape[1]
+    # Z >= ||z||_2: + TINY covers a product rounded in the subnormal range and changes nothing above it
+    scale, gamma, absolute = norm_scale(d), rounding_factor(d + 4), (d + 2) * TINY
     if s.shape[0] <= SCALAR_ROWS:
-        return _radius_scalar(s.tolist(), [_abs_max_scalar(row) * scale for row in z64.tolist()], g, gamma)
-    return _radius_tensor(s, z64.abs().amax(dim=1) * scale, g, gamma)
+        z_size = [_abs_max_scalar(row) * scale + TINY for row in z64.tolist()]
+        return _radius_scalar(s.tolist(), z_size, g, gamma, absolute)
+    return _radius_tensor(s, z64.abs().amax(dim=1) * scale + TINY, g, gamma, absolute)
 
 
 class FaRSClosedForm:

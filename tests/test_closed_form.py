@@ -400,9 +400,11 @@ def test_memoised_head_geometry_follows_weight_updates():
 def test_scalar_and_tensor_bookkeeping_agree_bit_for_bit(data, rows, k):
     """Single images take the Python-float path, large batches the tensor path: same float64 operations,
     so identical predictions and radii, also with ties, identical head rows (gap 0), NaN and inf logits."""
-    values = st.sampled_from([0.0, 1.0, -1.0, 0.5, 2.0, 1e-300, float("nan"), float("inf"), float("-inf")])
+    values = st.sampled_from([0.0, 1.0, -1.0, 0.5, 2.0, 1e-300, 1e-310, 5e-324, float("nan"), float("inf"),
+                              float("-inf")])
     s = torch.tensor(data.draw(st.lists(values, min_size=rows * k, max_size=rows * k)), dtype=torch.float64)
-    gaps = torch.tensor(data.draw(st.lists(st.sampled_from([0.0, 1.0, 0.3, 2.5]), min_size=k * k, max_size=k * k)),
+    gaps = torch.tensor(data.draw(st.lists(st.sampled_from([0.0, 1.0, 0.3, 2.5, 1e-300, 1e300]), min_size=k * k,
+                                           max_size=k * k)),
                         dtype=torch.float64).view(k, k)
     gaps = torch.maximum(gaps, gaps.T).fill_diagonal_(0.0)     # symmetric, zero diagonal, like ||w_c - w_j||
     sizes = st.sampled_from([0.0, 1.0, 3.0, 1e300, float("inf"), float("nan")])
@@ -411,8 +413,9 @@ def test_scalar_and_tensor_bookkeeping_agree_bit_for_bit(data, rows, k):
     abs_bias = torch.tensor(data.draw(st.lists(sizes, min_size=k, max_size=k)), dtype=torch.float64)
     g = HeadGeometry(torch.zeros(k, 1), None, row_norms, abs_bias, gaps)
     gamma = data.draw(st.sampled_from([0.0, rounding_factor(5), 0.25]))
-    scalar = _radius_scalar(s.view(rows, k).tolist(), z_norm.tolist(), g, gamma)
-    tensor = _radius_tensor(s.view(rows, k), z_norm, g, gamma)
+    absolute = data.draw(st.sampled_from([0.0, 3 * 2.0 ** -1074, 0.25]))
+    scalar = _radius_scalar(s.view(rows, k).tolist(), z_norm.tolist(), g, gamma, absolute)
+    tensor = _radius_tensor(s.view(rows, k), z_norm, g, gamma, absolute)
     assert torch.equal(scalar[0], tensor[0]), (s, gaps)
     assert torch.equal(scalar[1], tensor[1]), (s, gaps)
     argmax = s.view(rows, k).argmax(dim=1)
@@ -501,7 +504,8 @@ def _exact_check(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pred
 def test_radius_is_a_lower_bound_in_exact_arithmetic(data, k, d):
     """Huge biases (whose logits lose the w.z part to rounding), tiny or huge weights (whose gaps under- or
     overflow naively), near ties: the radius never exceeds the exact distance, checked with Fractions."""
-    scale_w = data.draw(st.sampled_from([1e-170, 1e-30, 1.0, 1e30]))
+    scale_w = data.draw(st.sampled_from([1e-170, 1e-30, 2.0 ** -600, 1.0, 1e30]))
+    scale_z = data.draw(st.sampled_from([1.0, 2.0 ** -474, 2.0 ** -1000, 2.0 ** -1070]))
     scale_b = data.draw(st.sampled_from([0.0, 1.0, 1e17, 1e300]))
     gen = torch.Generator().manual_seed(data.draw(st.integers(0, 10_000)))
     weight = torch.randn(k, d, generator=gen, dtype=torch.float64) * scale_w
@@ -510,7 +514,7 @@ def test_radius_is_a_lower_bound_in_exact_arithmetic(data, k, d):
     bias = torch.randn(k, generator=gen, dtype=torch.float64) * scale_b
     if data.draw(st.booleans()):
         bias[:] = bias[0]                              # equal biases: the w.z part decides
-    z = torch.randn(1, d, generator=gen, dtype=torch.float64)
+    z = torch.randn(1, d, generator=gen, dtype=torch.float64) * scale_z
     prediction, radius = linear_head_radius(z, weight, bias)
     if int(prediction) == ABSTAIN:
         assert float(radius) == 0.0
@@ -529,6 +533,27 @@ def test_huge_equal_biases_and_tiny_rows_are_handled():
     w = torch.tensor([[1e-170, 0.0], [0.0, 0.0]], dtype=torch.float64)
     prediction, radius = linear_head_radius(torch.tensor([[1.0, 0.0]], dtype=torch.float64), w, torch.zeros(2, dtype=torch.float64))
     assert int(prediction) == 0 and 0.999 < float(radius) <= 1.0
+
+
+@pytest.mark.parametrize("rows", [1, SCALAR_ROWS + 1])
+def test_underflowing_products_do_not_break_the_bound(rows):
+    """Two cases a review found: products that underflow to -0 (the computed logits said class 0 while class 1
+    wins exactly, and the relative error bound underflowed to 0 too), and a subnormal quotient that rounded up
+    to more than the exact distance. Checked against exact Fractions on both paths."""
+    a = 2.0 ** -600
+    weight = torch.tensor([[a] * 4, [0.0] * 4], dtype=torch.float64)
+    bias = torch.zeros(2, dtype=torch.float64)
+    z = torch.tensor([[-2.0 ** -475] * 3 + [2.0 ** -474]], dtype=torch.float64).repeat(rows, 1)
+    prediction, radius = linear_head_radius(z, weight, bias)
+    for i in range(rows):
+        if int(prediction[i]) != ABSTAIN:
+            _exact_check(z[i], weight, bias, int(prediction[i]), float(radius[i]))
+    weight = torch.tensor([[1.5, 1.5], [0.0, 0.0]], dtype=torch.float64)
+    z = torch.full((rows, 2), 2.0 ** -1074, dtype=torch.float64)
+    prediction, radius = linear_head_radius(z, weight, bias)
+    for i in range(rows):
+        if int(prediction[i]) != ABSTAIN:
+            _exact_check(z[i], weight, bias, int(prediction[i]), float(radius[i]))
 
 
 def test_rounding_margin_is_negligible_at_realistic_scales():
