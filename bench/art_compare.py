@@ -105,11 +105,12 @@ def compare(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, 
 def summarize(frame: pd.DataFrame, settings: dict[str, Any]) -> dict[str, Any]:
     """Agreement and speed statistics of a :func:`compare` frame.
 
-    The radii are compared at 12 significant digits: ours are lowered by ~1e-14 relative so that the
-    floating-point bound stays below the exact one (``fars.smoothing.RADIUS_SLACK``), ART's are not; that
-    difference is not a disagreement between the two methods' statistics.
+    The radii are compared at 9 significant digits: ours are lowered by up to ~2e-10 relative (at n = 10^6)
+    so that the floating-point bound stays below the exact one (``fars.smoothing.BOUND_SLACK`` and
+    ``RADIUS_SLACK``), ART's are not; that difference is not a disagreement between the two methods'
+    statistics (a capped radius would otherwise never tie).
     """
-    ours, art = (np.asarray([float(f"{r:.12g}") for r in frame[column]]) for column in ("ours_radius", "art_radius"))
+    ours, art = (np.asarray([float(f"{r:.9g}") for r in frame[column]]) for column in ("ours_radius", "art_radius"))
     ks = stats.ks_2samp(ours, art)
     diff = ours - art
     wilcoxon_p = float("nan")

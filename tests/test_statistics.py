@@ -140,7 +140,7 @@ def test_bound_and_radius_lie_below_the_exact_values(n, alpha):
     """scipy's quantile is within ~0.6 ulp of the exact Clopper-Pearson bound but above it about half of
     the time (P[X >= k] then exceeds alpha by up to 4e-11 relative). The returned bound must satisfy
     P[Binomial(n, p) >= k] <= alpha exactly, and the radius must not exceed sigma Phi^-1(p) / L, both
-    checked in 50-digit arithmetic; the slack costs less than 1e-12 of radius."""
+    checked in 50-digit arithmetic; the radius's own slack costs less than 1e-12 of it."""
     import mpmath
 
     ks = {n, n - 1, n - 2, n - 10, int(n * 0.999), int(n * 0.99), n - 2000}
