@@ -16,6 +16,8 @@ from typing import Protocol, runtime_checkable
 import torch
 
 ABSTAIN = -1
+#: the largest example index (indices are stored as int64)
+INDEX_MAX = 2 ** 63 - 1
 #: dtypes refused for certification (round-off and low-precision sampling can break the guarantees)
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -162,7 +164,14 @@ def check_indices(indices: torch.Tensor | None, batch: int) -> torch.Tensor:
         raise ValueError(f"got {indices.shape[0]} indices for a batch of {batch} inputs")
     # this runs on every certify call: a few CPU indices are checked in Python, cheaper than a tensor op
     on_cpu = indices.is_cpu
-    smallest = min(indices.tolist(), default=0) if on_cpu and batch <= 64 else (int(indices.min()) if batch else 0)
+    if dtype == getattr(torch, "uint64", None):    # few ops support uint64; its values >= 2^63 would wrap negative
+        if max(indices.tolist(), default=0) > INDEX_MAX:
+            raise ValueError(f"indices must be <= {INDEX_MAX} (they are stored as int64)")
+        smallest = 0
+    elif on_cpu and batch <= 64:
+        smallest = min(indices.tolist(), default=0)
+    else:
+        smallest = int(indices.min()) if batch else 0
     if smallest < 0:
         raise ValueError("indices must be >= 0")
     return indices if on_cpu and dtype == torch.int64 else indices.to(device="cpu", dtype=torch.int64)

@@ -356,3 +356,12 @@ def test_timed_measures_the_block_and_lets_errors_through():
         with timed(torch.device("cpu")) as elapsed:
             raise KeyError("not swallowed")
     assert elapsed[0] >= 0
+
+
+def test_unsigned_indices_beyond_int64_are_refused():
+    """numpy uint64 indices >= 2^63 would wrap to negative numbers when stored as int64."""
+    from fars.certificate import check_indices
+
+    with pytest.raises(ValueError, match="int64"):
+        check_indices(np.array([1, 2 ** 63 + 5], dtype=np.uint64), 2)
+    assert check_indices(np.array([1, 2 ** 63 - 1], dtype=np.uint64), 2).tolist() == [1, 2 ** 63 - 1]
