@@ -6,7 +6,8 @@ import math
 
 import torch
 
-from fars.certificate import ABSTAIN, Certificate, call_model, check_indices, check_inputs, check_positive, module_device, timed
+from fars.certificate import (ABSTAIN, Certificate, call_model, check_indices, check_inputs, check_positive,
+                              flush_subnormal, module_device, timed)
 from fars.smoothing import evaluating, validate_classifier
 
 
@@ -40,5 +41,5 @@ class LipschitzMargin:
                 # rounded down by 8 units of round-off: the margin, sqrt(2), the product and the quotient round
                 radius = torch.where(margin > 0, margin / (math.sqrt(2.0) * self.lipschitz) * (1 - 8 * 2.0 ** -53),
                                      torch.zeros_like(margin))
-                prediction, radius = prediction.cpu(), radius.cpu()
+                prediction, radius = prediction.cpu(), flush_subnormal(radius).cpu()
         return Certificate(prediction, radius, samples=0, seconds=elapsed[0])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 import time
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -18,6 +19,9 @@ import torch
 ABSTAIN = -1
 #: the largest example index (indices are stored as int64)
 INDEX_MAX = 2 ** 63 - 1
+#: the smallest normal float64. Below it rounding errors are absolute, not relative, so the few-ulp
+#: slack that keeps every radius below its exact value no longer holds: such radii are reported as 0
+SMALLEST_NORMAL = sys.float_info.min
 #: dtypes refused for certification (round-off and low-precision sampling can break the guarantees)
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -175,6 +179,11 @@ def check_indices(indices: torch.Tensor | None, batch: int) -> torch.Tensor:
     if smallest < 0:
         raise ValueError("indices must be >= 0")
     return indices if on_cpu and dtype == torch.int64 else indices.to(device="cpu", dtype=torch.int64)
+
+
+def flush_subnormal(radius: torch.Tensor) -> torch.Tensor:
+    """``radius`` with every value below :data:`SMALLEST_NORMAL` (a subnormal radius) replaced by 0."""
+    return radius.masked_fill(radius < SMALLEST_NORMAL, 0.0)
 
 
 def call_model(model: torch.nn.Module, x: torch.Tensor, what: str) -> torch.Tensor:

@@ -9,7 +9,8 @@ from functools import cached_property
 
 import torch
 
-from .certificate import ABSTAIN, Certificate, check_indices, check_inputs, check_positive, timed
+from .certificate import (ABSTAIN, SMALLEST_NORMAL, Certificate, check_indices, check_inputs, check_positive,
+                          flush_subnormal, timed)
 from .memo import WeightDerived
 from .smoothing import evaluating, validate_classifier
 
@@ -22,8 +23,6 @@ UNIT = 2.0 ** -53
 LARGEST = sys.float_info.max
 #: the smallest positive float64 (subnormal): products that underflow are off by up to half of it
 TINY = 2.0 ** -1074
-#: the smallest normal float64: below it a quotient's relative error is no longer bounded by u
-SMALLEST_NORMAL = sys.float_info.min
 #: pairwise row differences are formed in chunks of at most this many float64 entries (128 MiB), so a
 #: 1000-class head with 2048-dimensional embeddings does not need K x K x d = 16 GiB at once
 GEOMETRY_CHUNK_ELEMENTS = 1 << 24
@@ -89,7 +88,8 @@ def head_geometry(weight: torch.Tensor, bias: torch.Tensor | None) -> HeadGeomet
 
 def norm_scale(d: int) -> float:
     """A float >= sqrt(d) (1 + 2u) / (1 - u): ``abs_max * norm_scale(d)``, rounded to nearest, is >= ||z||_2
-    for any z in R^d with max |z_i| = abs_max, since ||z||_2 <= sqrt(d) ||z||_inf."""
+    for any z in R^d with max |z_i| = abs_max, since ||z||_2 <= sqrt(d) ||z||_inf (when the product is in the
+    normal range; :func:`linear_head_radius` adds :data:`TINY` for a subnormal one)."""
     return math.sqrt(d) * (1 + 8 * UNIT)          # sqrt and product each round by at most u
 
 
@@ -236,5 +236,5 @@ class FaRSClosedForm:
                 geometry = self._geometry.get(params, lambda: head_geometry(self.head.weight, self.head.bias))
                 prediction, radius = linear_head_radius(z, self.head.weight, self.head.bias, geometry)
                 if self.lipschitz != 1.0:   # x / 1.0 == x exactly: skipping the division changes nothing
-                    radius = radius / self.lipschitz
+                    radius = flush_subnormal(radius / self.lipschitz)   # 4 ulps of slack cover the division
         return Certificate(prediction, radius, samples=0, seconds=elapsed[0])

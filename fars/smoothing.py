@@ -26,6 +26,7 @@ from scipy.stats import binomtest, norm
 from .certificate import (
     ABSTAIN,
     LOW_PRECISION,
+    SMALLEST_NORMAL,
     Certificate,
     call_model,
     check_alpha,
@@ -78,7 +79,8 @@ def radius_from_counts(n_a: np.ndarray, n: int, sigma: float, alpha: float,
     radius = sigma * special.ndtri(np.clip(p_lower, 0.5, 1.0)) * (1 - RADIUS_SLACK)   # ndtri = norm.ppf
     if lipschitz != 1.0:   # after the slack, so the radius for L is exactly the radius for 1 divided by L
         radius = radius / lipschitz
-    return certified, np.where(certified, radius, 0.0)
+    # a subnormal radius (a tiny sigma or a huge L) has lost the relative slack: report 0
+    return certified, np.where(certified & (radius >= SMALLEST_NORMAL), radius, 0.0)
 
 
 def max_certifiable_radius(n: int, sigma: float, alpha: float) -> float:

@@ -365,3 +365,24 @@ def test_unsigned_indices_beyond_int64_are_refused():
     with pytest.raises(ValueError, match="int64"):
         check_indices(np.array([1, 2 ** 63 + 5], dtype=np.uint64), 2)
     assert check_indices(np.array([1, 2 ** 63 - 1], dtype=np.uint64), 2).tolist() == [1, 2 ** 63 - 1]
+
+
+def test_subnormal_radii_are_reported_as_zero():
+    """Below the normal float64 range rounding is absolute, so the ulp slack of every radius no longer keeps it
+    below the exact value: a huge Lipschitz constant or a tiny sigma gives radius 0 (the class is kept)."""
+    from fars.certificate import SMALLEST_NORMAL
+    from fars.smoothing import radius_from_counts
+
+    torch.manual_seed(0)
+    head = nn.Linear(D, 3).double()
+    x = torch.rand(40, D, dtype=torch.float64)
+    plain = FaRSClosedForm(nn.Identity(), head).certify(x)
+    for certificate in (FaRSClosedForm(nn.Identity(), head, lipschitz=1e308).certify(x),
+                        LipschitzMargin(head, lipschitz=1e308).certify(x)):
+        assert torch.equal(certificate.prediction, plain.prediction)
+        r = certificate.radius
+        assert bool(((r == 0) | (r >= SMALLEST_NORMAL)).all()) and bool((r == 0).any())
+    certified, radius = radius_from_counts(np.array([85, 95, 100]), 100, 1e-310, 0.001)
+    assert certified.all() and (radius == 0).all()
+    certified, radius = radius_from_counts(np.array([85, 95, 100]), 100, 1.0, 0.001, lipschitz=1e308)
+    assert certified.all() and (radius == 0).all()
