@@ -7,7 +7,7 @@ import math
 import torch
 
 from fars.certificate import (ABSTAIN, Certificate, call_model, check_indices, check_inputs, check_positive,
-                              flush_subnormal, module_device, timed)
+                              UNIT, flush_subnormal, module_device, timed)
 from fars.smoothing import evaluating, validate_classifier
 
 
@@ -39,7 +39,7 @@ class LipschitzMargin:
                 margin = top2.values[:, 0] - top2.values[:, 1]
                 prediction = torch.where(margin > 0, top2.indices[:, 0], torch.full_like(top2.indices[:, 0], ABSTAIN))
                 # rounded down by 8 units of round-off: the margin, sqrt(2), the product and the quotient round
-                radius = torch.where(margin > 0, margin / (math.sqrt(2.0) * self.lipschitz) * (1 - 8 * 2.0 ** -53),
+                radius = torch.where(margin > 0, margin / (math.sqrt(2.0) * self.lipschitz) * (1 - 8 * UNIT),
                                      torch.zeros_like(margin))
                 prediction, radius = prediction.cpu(), flush_subnormal(radius).cpu()
         return Certificate(prediction, radius, samples=0, seconds=elapsed[0])

@@ -19,6 +19,8 @@ import torch
 ABSTAIN = -1
 #: the largest example index (indices are stored as int64)
 INDEX_MAX = 2 ** 63 - 1
+#: unit round-off of float64: a correctly rounded operation has relative error at most UNIT
+UNIT = 2.0 ** -53
 #: the smallest normal float64. Below it rounding errors are absolute, not relative, so the few-ulp
 #: slack that keeps every radius below its exact value no longer holds: such radii are reported as 0
 SMALLEST_NORMAL = sys.float_info.min

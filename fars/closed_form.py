@@ -9,7 +9,7 @@ from functools import cached_property
 
 import torch
 
-from .certificate import (ABSTAIN, SMALLEST_NORMAL, Certificate, check_indices, check_inputs, check_positive,
+from .certificate import (ABSTAIN, SMALLEST_NORMAL, UNIT, Certificate, check_indices, check_inputs, check_positive,
                           flush_subnormal, timed)
 from .memo import WeightDerived
 from .smoothing import evaluating, validate_classifier
@@ -17,8 +17,6 @@ from .smoothing import evaluating, validate_classifier
 
 #: batches up to this size are finished with Python floats (see :func:`linear_head_radius`)
 SCALAR_ROWS = 16
-#: unit round-off of float64
-UNIT = 2.0 ** -53
 #: the largest finite float64
 LARGEST = sys.float_info.max
 #: the smallest positive float64 (subnormal): products that underflow are off by up to half of it

@@ -27,6 +27,7 @@ from .certificate import (
     ABSTAIN,
     LOW_PRECISION,
     SMALLEST_NORMAL,
+    UNIT,
     Certificate,
     call_model,
     check_alpha,
@@ -39,8 +40,6 @@ from .certificate import (
 from .noise import NoiseBatch, NoiseSource, Stage, check_seed
 
 
-#: unit round-off of float64
-UNIT = 2.0 ** -53
 #: the Clopper-Pearson bound is lowered by this relative amount: scipy's ``betaincinv`` returns the
 #: exact quantile to within about 0.6 ulp (checked against 50-digit arithmetic in the tests), above
 #: it about half of the time; 64 ulps make the returned bound lie below the exact one
