@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
-from fars.certificate import call_model, module_device
-from fars.smoothing import MonteCarloCertifier, validate_classifier
+from smoothing.certificate import call_model, module_device, validate_classifier
+from smoothing.monte_carlo import MonteCarloCertifier
 
 #: ``precision`` values: the dtype the model's forward runs in under ``torch.autocast`` (None: plain fp32).
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -42,7 +44,7 @@ class CohenRS(MonteCarloCertifier):
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.precision = precision
         self.compile = bool(compile)
-        self._compiled: torch.nn.Module | None = None
+        self._compiled: Callable[..., torch.Tensor] | None = None   # torch.compile's wrapper of the model
 
     def _modules(self) -> tuple[torch.nn.Module, ...]:
         return (self.model,)
@@ -53,7 +55,7 @@ class CohenRS(MonteCarloCertifier):
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
-    def _forward_model(self) -> torch.nn.Module:
+    def _forward_model(self) -> Callable[..., torch.Tensor]:
         if not self.compile:
             return self.model
         if self._compiled is None:

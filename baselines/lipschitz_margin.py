@@ -6,9 +6,20 @@ import math
 
 import torch
 
-from fars.certificate import (ABSTAIN, Certificate, call_model, check_indices, check_inputs, check_positive,
-                              UNIT, flush_subnormal, module_device, timed)
-from fars.smoothing import evaluating, validate_classifier
+from smoothing.certificate import (
+    ABSTAIN,
+    UNIT,
+    Certificate,
+    call_model,
+    check_indices,
+    check_inputs,
+    check_positive,
+    evaluating,
+    flush_subnormal,
+    module_device,
+    timed,
+    validate_classifier,
+)
 
 
 class LipschitzMargin:

@@ -1,16 +1,18 @@
 """FaRS: Fast Randomized Smoothing on provably Lipschitz backbones.
 
-Public API: the certify methods :class:`FaRSMonteCarlo` and :class:`FaRSClosedForm`, the shared
-:class:`Certificate` record, the SLL layers and backbone builder, and the Lipschitz audit.
+Public API: the certify methods :class:`FaRSMonteCarlo` and :class:`FaRSClosedForm`, the SLL layers
+and backbone builder, and the Lipschitz audit; the shared :class:`Certificate` record, the
+:class:`Certifier` protocol and :class:`MonteCarloCertifier` live in the method-neutral :mod:`smoothing`
+package and are re-exported here.
 """
+
+from smoothing import ABSTAIN, Certificate, Certifier, MonteCarloCertifier, max_certifiable_radius
 
 from .audit import LipschitzAudit, audit_lipschitz
 from .backbone import BackboneConfig, SLLBackbone, build_backbone
-from .certificate import ABSTAIN, Certificate, Certifier
 from .closed_form import FaRSClosedForm, linear_head_radius
 from .monte_carlo import FaRSMonteCarlo
 from .sll import LipschitzAvgPool2d, NormalizedLinear, PadChannels, SLLConv2d, SLLDense, SpectralLinear
-from .smoothing import MonteCarloCertifier, max_certifiable_radius
 
 __all__ = [
     "ABSTAIN",

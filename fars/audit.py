@@ -21,7 +21,6 @@ from torch import nn
 from torch.func import jvp, vjp
 
 
-
 @dataclass(frozen=True)
 class LipschitzAudit:
     """Lower bounds on the l2 Lipschitz constant found by :func:`audit_lipschitz`."""
@@ -55,9 +54,9 @@ def jacobian_norms(model: nn.Module, x: torch.Tensor, iterations: int = 50, seed
     v = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
     v = v / _flat_norm(v).view(-1, *[1] * (x.dim() - 1))
     best = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
-    _, pullback = vjp(model, x)
+    pullback = vjp(model, x)[1]      # (output, vjp_fn): without has_aux, no third element
     for _ in range(iterations):
-        _, jv = jvp(model, (x,), (v,))
+        jv = jvp(model, (x,), (v,))[1]   # (output, jvp_out)
         best = torch.maximum(best, _flat_norm(jv))
         (jtjv,) = pullback(jv)
         norm = _flat_norm(jtjv).clamp_min(1e-30)

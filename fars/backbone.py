@@ -53,7 +53,7 @@ class BackboneConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "BackboneConfig":
+    def from_dict(cls, data: dict) -> BackboneConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -9,11 +9,21 @@ from functools import cached_property
 
 import torch
 
-from .certificate import (ABSTAIN, SMALLEST_NORMAL, UNIT, Certificate, check_indices, check_inputs, check_positive,
-                          flush_subnormal, timed)
-from .memo import WeightDerived
-from .smoothing import evaluating, validate_classifier
+from smoothing.certificate import (
+    ABSTAIN,
+    SMALLEST_NORMAL,
+    UNIT,
+    Certificate,
+    check_indices,
+    check_inputs,
+    check_positive,
+    evaluating,
+    flush_subnormal,
+    timed,
+    validate_classifier,
+)
 
+from .memo import WeightDerived
 
 #: batches up to this size are finished with Python floats (see :func:`linear_head_radius`)
 SCALAR_ROWS = 16
@@ -55,7 +65,7 @@ class HeadGeometry:
 
     @cached_property
     def own(self) -> tuple:
-        return tuple(zip(self.row_norms.tolist(), self.abs_bias.tolist()))
+        return tuple(zip(self.row_norms.tolist(), self.abs_bias.tolist(), strict=True))
 
 
 def _scaled_norm(v: torch.Tensor) -> torch.Tensor:
@@ -134,7 +144,7 @@ def _radius_scalar(s: list[list[float]], z_size: list[float], g: HeadGeometry, g
     # the same IEEE float64 operations as _radius_tensor, one row at a time (no per-op dispatch cost)
     predictions, radii = [], []
     own, rivals = g.own, g.rivals
-    for row, zs in zip(s, z_size):
+    for row, zs in zip(s, z_size, strict=True):
         c = _argmax_scalar(row)
         top = row[c]
         norm, bias = own[c]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
@@ -36,7 +37,7 @@ class WeightDerived:
         stored = self._inputs
         return stored is not None and len(stored) == len(params) and all(
             a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
-            for a, b in zip(stored, params))
+            for a, b in zip(stored, params, strict=True))
 
     def get(self, params: tuple[torch.Tensor, ...], compute: Callable[[], T]) -> T:
         if torch.is_grad_enabled():
@@ -47,5 +48,5 @@ class WeightDerived:
         assert self._value is not None
         return self._value
 
-    def __deepcopy__(self, memo: dict) -> "WeightDerived":
+    def __deepcopy__(self, memo: dict) -> WeightDerived:
         return WeightDerived()  # a copy starts empty (it may be converted to another dtype or device)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from .certificate import call_model, module_device
+from smoothing.certificate import call_model, module_device, validate_classifier
+from smoothing.monte_carlo import MonteCarloCertifier
+
 from .memo import WeightDerived
-from .smoothing import MonteCarloCertifier, validate_classifier
 
 SAMPLERS = ("auto", "direct", "projected")
 
@@ -83,9 +84,11 @@ class FaRSMonteCarlo(MonteCarloCertifier):
         split = split_first_linear(head)
         projectable = split is not None and split[0].out_features < split[0].in_features
         if sampler == "projected" and not projectable:
-            raise ValueError("sampler='projected' needs a head whose first layer is an nn.Linear narrower than its input")
+            raise ValueError("sampler='projected' needs a head whose first layer is an nn.Linear narrower than its "
+                             "input")
         self.sampler = "projected" if (sampler == "auto" and projectable) or sampler == "projected" else "direct"
-        self._split: tuple[nn.Linear, Callable[[torch.Tensor], torch.Tensor]] | None = None   # taken from the head on every call
+        # taken from the head on every call
+        self._split: tuple[nn.Linear, Callable[[torch.Tensor], torch.Tensor]] | None = None
         self._factor: torch.Tensor | None = None
         self._factor_memo = WeightDerived()
 
@@ -107,7 +110,8 @@ class FaRSMonteCarlo(MonteCarloCertifier):
                              "sampler needs; build a new FaRSMonteCarlo for the changed head")
         first = self._split[0]
         if z.dim() != 2 or z.shape[1] != first.in_features:
-            raise ValueError(f"backbone returns embeddings of shape {tuple(z.shape)}, the head expects [B, {first.in_features}]")
+            raise ValueError(f"backbone returns embeddings of shape {tuple(z.shape)}, the head expects "
+                             f"[B, {first.in_features}]")
         # noisy logits are W z + b + (sigma F) u; F is memoised for the head's exact current weights
         self._factor = self._factor_memo.get((first.weight,), lambda: gaussian_factor(first.weight)) * self.sigma
         return first(z)

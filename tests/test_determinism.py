@@ -17,7 +17,7 @@ from torch import nn
 
 from baselines import CohenRS
 from fars import FaRSMonteCarlo
-from fars.noise import BLOCK_ELEMENTS, MAX_BLOCK_SAMPLES, NoiseSource, Stage, block_seed, block_size, plan_batches
+from smoothing.noise import BLOCK_ELEMENTS, MAX_BLOCK_SAMPLES, NoiseSource, Stage, block_seed, block_size, plan_batches
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,4 +1,4 @@
-"""Statistics of the Monte Carlo certificates (fars.smoothing), checked against independent formulas and,
+"""Statistics of the Monte Carlo certificates (smoothing.statistics), checked against independent formulas and,
 above all, against a smoothed classifier whose true certified radius is known exactly.
 
 The 1-D model f(x) = [x > 0] smoothed with N(0, s^2) noise at x = m gives pA = Phi(m / s) and the
@@ -24,8 +24,9 @@ from torch import nn
 
 from baselines import CohenRS
 from fars import ABSTAIN, FaRSMonteCarlo, max_certifiable_radius
-from fars.noise import Stage
-from fars.smoothing import argmax_is, binomial_abstain, lower_confidence_bound, radius_from_counts
+from smoothing.monte_carlo import argmax_is
+from smoothing.noise import Stage
+from smoothing.statistics import binomial_abstain, lower_confidence_bound, radius_from_counts
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -150,7 +151,7 @@ def test_bound_and_radius_lie_below_the_exact_values(n, alpha):
     sigma, lipschitz = 0.37, 1.3
     bound = lower_confidence_bound(ks, n, alpha)
     certified, radius = radius_from_counts(ks, n, sigma, alpha, lipschitz)
-    for k, p, ok, r in zip(ks.tolist(), bound.tolist(), certified.tolist(), radius.tolist()):
+    for k, p, ok, r in zip(ks.tolist(), bound.tolist(), certified.tolist(), radius.tolist(), strict=True):
         assert _binomial_tail(n, k, p) <= alpha, (n, k, alpha)
         if not ok:
             assert r == 0.0
@@ -177,7 +178,7 @@ def test_binomial_abstain_matches_scipy():
     keep = n_a + n_b > 0
     n_a, n_b = n_a[keep], n_b[keep]
     ours = binomial_abstain(n_a, n_b, 0.05)
-    ref = np.array([stats.binomtest(int(a), int(a + b), 0.5).pvalue > 0.05 for a, b in zip(n_a, n_b)])
+    ref = np.array([stats.binomtest(int(a), int(a + b), 0.5).pvalue > 0.05 for a, b in zip(n_a, n_b, strict=True)])
     np.testing.assert_array_equal(ours, ref)
     assert ours.any() and (~ours).any()
 

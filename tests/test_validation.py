@@ -279,7 +279,7 @@ class CountingTrain(nn.Module):
         self.calls = 0
         self.seen_training: list[bool] = []
 
-    def train(self, mode: bool = True) -> "CountingTrain":
+    def train(self, mode: bool = True) -> CountingTrain:
         self.calls += 1
         return super().train(mode)
 
@@ -317,7 +317,7 @@ def test_certify_leaves_modules_already_in_eval_mode_untouched():
 
 def test_evaluating_restores_a_module_shared_by_two_parents():
     """A frozen dropout reachable from two parents in training mode stays frozen afterwards."""
-    from fars.smoothing import evaluating
+    from smoothing.certificate import evaluating
 
     shared = nn.Dropout(0.5)
     inner = nn.Sequential(shared)
@@ -331,7 +331,7 @@ def test_evaluating_restores_a_module_shared_by_two_parents():
 @pytest.mark.parametrize("batch", [1, 64, 65, 300])
 def test_check_indices_small_and_large_batches(batch):
     """Up to 64 CPU indices are checked in Python, more with a tensor reduction: same answers."""
-    from fars.certificate import check_indices
+    from smoothing.certificate import check_indices
 
     good = torch.arange(batch, dtype=torch.int32)
     out = check_indices(good, batch)
@@ -347,20 +347,19 @@ def test_check_indices_small_and_large_batches(batch):
 def test_timed_measures_the_block_and_lets_errors_through():
     import time
 
-    from fars.certificate import timed
+    from smoothing.certificate import timed
 
     with timed(torch.device("cpu")) as elapsed:
         time.sleep(0.01)
     assert 0.01 <= elapsed[0] < 5
-    with pytest.raises(KeyError):
-        with timed(torch.device("cpu")) as elapsed:
-            raise KeyError("not swallowed")
+    with pytest.raises(KeyError), timed(torch.device("cpu")) as elapsed:
+        raise KeyError("not swallowed")
     assert elapsed[0] >= 0
 
 
 def test_unsigned_indices_beyond_int64_are_refused():
     """numpy uint64 indices >= 2^63 would wrap to negative numbers when stored as int64."""
-    from fars.certificate import check_indices
+    from smoothing.certificate import check_indices
 
     with pytest.raises(ValueError, match="int64"):
         check_indices(np.array([1, 2 ** 63 + 5], dtype=np.uint64), 2)
@@ -370,8 +369,8 @@ def test_unsigned_indices_beyond_int64_are_refused():
 def test_subnormal_radii_are_reported_as_zero():
     """Below the normal float64 range rounding is absolute, so the ulp slack of every radius no longer keeps it
     below the exact value: a huge Lipschitz constant or a tiny sigma gives radius 0 (the class is kept)."""
-    from fars.certificate import SMALLEST_NORMAL
-    from fars.smoothing import radius_from_counts
+    from smoothing.certificate import SMALLEST_NORMAL
+    from smoothing.statistics import radius_from_counts
 
     torch.manual_seed(0)
     head = nn.Linear(D, 3).double()

@@ -1,0 +1,98 @@
+"""The method-neutral core of randomized-smoothing certification, shared by ``fars`` and ``baselines``.
+
+* :mod:`smoothing.certificate`: the :class:`Certificate` record every method returns, the
+  :class:`Certifier` protocol, and the input checks and helpers every ``certify`` call runs;
+* :mod:`smoothing.statistics`: CERTIFY/PREDICT statistics on vote counts (Clopper-Pearson bound,
+  certified radius, PREDICT's binomial test);
+* :mod:`smoothing.monte_carlo`: :class:`MonteCarloCertifier`, the sampling side of CERTIFY and PREDICT;
+* :mod:`smoothing.noise`: deterministic per-example Gaussian noise.
+
+Nothing here depends on a particular method: ``fars`` and ``baselines`` import it, never the reverse.
+"""
+
+from .certificate import (
+    ABSTAIN,
+    INDEX_MAX,
+    LOW_PRECISION,
+    SMALLEST_NORMAL,
+    UNIT,
+    Certificate,
+    Certifier,
+    call_model,
+    check_alpha,
+    check_count,
+    check_indices,
+    check_inputs,
+    check_positive,
+    evaluating,
+    flush_subnormal,
+    module_device,
+    synchronize,
+    timed,
+    validate_classifier,
+)
+from .monte_carlo import MonteCarloCertifier, argmax_is
+from .noise import (
+    BLOCK_ELEMENTS,
+    MAX_BLOCK_SAMPLES,
+    NoiseBatch,
+    NoiseSource,
+    Segment,
+    Stage,
+    block_seed,
+    block_size,
+    check_seed,
+    plan_batches,
+)
+from .statistics import (
+    BOUND_SLACK,
+    RADIUS_SLACK,
+    binomial_abstain,
+    lower_confidence_bound,
+    max_certifiable_radius,
+    radius_from_counts,
+)
+
+__all__ = [
+    # certificate
+    "ABSTAIN",
+    "INDEX_MAX",
+    "UNIT",
+    "SMALLEST_NORMAL",
+    "LOW_PRECISION",
+    "Certificate",
+    "Certifier",
+    "check_positive",
+    "check_count",
+    "check_alpha",
+    "module_device",
+    "check_inputs",
+    "check_indices",
+    "flush_subnormal",
+    "call_model",
+    "validate_classifier",
+    "evaluating",
+    "synchronize",
+    "timed",
+    # statistics
+    "BOUND_SLACK",
+    "RADIUS_SLACK",
+    "lower_confidence_bound",
+    "radius_from_counts",
+    "max_certifiable_radius",
+    "binomial_abstain",
+    # monte_carlo
+    "MonteCarloCertifier",
+    "argmax_is",
+    # noise
+    "BLOCK_ELEMENTS",
+    "MAX_BLOCK_SAMPLES",
+    "Stage",
+    "block_size",
+    "block_seed",
+    "check_seed",
+    "Segment",
+    "plan_batches",
+    "NoiseBatch",
+    "NoiseSource",
+]

@@ -1,0 +1,309 @@
+"""The result record shared by every certification method, and the checks on their inputs.
+
+Every method in this project (``cohen``, ``fars-mc``, ``fars-closed``, ``lipschitz-margin``)
+returns a :class:`Certificate` from ``certify(x)``, so the harness can time, store and plot them
+the same way. Also here: the checks and helpers every method runs on each call (input and index
+validation, :func:`call_model`, :class:`evaluating`, :class:`timed`). Part of the method-neutral core
+(this module was ``fars.certificate``).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+ABSTAIN = -1
+#: the largest example index (indices are stored as int64)
+INDEX_MAX = 2 ** 63 - 1
+#: unit round-off of float64: a correctly rounded operation has relative error at most UNIT
+UNIT = 2.0 ** -53
+#: the smallest normal float64. Below it rounding errors are absolute, not relative, so the few-ulp
+#: slack that keeps every radius below its exact value no longer holds: such radii are reported as 0
+SMALLEST_NORMAL = sys.float_info.min
+#: dtypes refused for certification (round-off and low-precision sampling can break the guarantees)
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """Certification result for a batch of B inputs.
+
+    Attributes:
+        prediction: int64 [B], the certified class, ``-1`` (:data:`ABSTAIN`) when the method abstains.
+        radius: float64 [B], an l2 radius in input pixel space ([0, 1] pixels, shape of one input)
+            inside which the prediction provably does not change (with probability >= 1 - alpha
+            over the sampling for Monte Carlo methods); 0 when abstaining.
+        samples: evaluations of the sampled part of the model per input (0 for deterministic methods).
+        seconds: wall time of the ``certify`` call from input validation to the finished prediction and
+            radius (confidence bounds included), with the device synchronised at both ends; only
+            wrapping them into this object is left out.
+    """
+
+    prediction: torch.Tensor
+    radius: torch.Tensor
+    samples: int
+    seconds: float
+
+    def __post_init__(self) -> None:
+        if self.prediction.shape != self.radius.shape or self.prediction.dim() != 1:
+            raise ValueError("prediction and radius must both have shape [B]")
+        for name in ("prediction", "radius"):  # tensors made under inference_mode cannot enter autograd
+            tensor = getattr(self, name)
+            if tensor.is_inference():
+                with torch.inference_mode(False):
+                    object.__setattr__(self, name, tensor.clone())
+
+    def __len__(self) -> int:
+        return int(self.prediction.shape[0])
+
+    def certified_at(self, labels: torch.Tensor, radius: float) -> torch.Tensor:
+        """Boolean [B]: correct (not abstaining) and certified at least at ``radius``."""
+        labels = labels.to(self.prediction.device)
+        return (self.prediction == labels) & (self.radius >= radius)
+
+
+@runtime_checkable
+class Certifier(Protocol):
+    """What every method offers: a ``name`` and ``certify(x) -> Certificate``."""
+
+    name: str
+
+    def certify(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> Certificate: ...
+
+
+# --- input validation -----------------------------------------------------------------------
+
+def check_positive(name: str, value: float) -> float:
+    """``value`` as a float, or a ValueError when it is not a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return float(value)
+
+
+def check_count(name: str, value: int) -> int:
+    """``value`` as an int, or an error when it is not an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    value = int(value)
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def check_alpha(alpha: float) -> float:
+    """``alpha`` as a float, or a ValueError when it is not in the open interval (0, 1)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        raise TypeError(f"alpha must be a number, got {type(alpha).__name__}")
+    alpha = float(alpha)
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    return float(alpha)
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device of a module's first parameter or buffer (CPU for a module without any).
+
+    The same order as ``module.parameters()`` / ``buffers()`` (the module, then its children, depth
+    first), with a plain walk: this runs on every certify call, where ``parameters()`` costs ~15 us.
+    """
+    for kind in ("_parameters", "_buffers"):
+        stack = [module]
+        while stack:
+            m = stack.pop()
+            for tensor in getattr(m, kind).values():
+                if tensor is not None:
+                    return tensor.device
+            stack.extend(reversed([child for child in m._modules.values() if child is not None]))
+    return torch.device("cpu")
+
+
+def check_inputs(x: torch.Tensor, device: torch.device, min_rank: int = 2) -> torch.Tensor:
+    """Validate a batch of inputs and move it to ``device``.
+
+    Raises TypeError for a non-tensor or non-floating tensor, ValueError for a batch of the wrong
+    rank, an empty batch, or NaN/Inf entries.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"inputs must be a torch.Tensor, got {type(x).__name__}")
+    dtype = x.dtype
+    if not dtype.is_floating_point:
+        raise TypeError(f"inputs must be a floating-point tensor, got dtype {dtype}")
+    if dtype in LOW_PRECISION:
+        raise TypeError(f"inputs are {dtype}: certification runs in float32 or float64 (sampling and margins in "
+                        "lower precision can break the guarantees, Voracek & Hein 2023); convert model and inputs")
+    shape = x.shape
+    if len(shape) < min_rank:
+        raise ValueError(
+            f"inputs must be a batch [B, ...] of rank >= {min_rank}, got shape {tuple(shape)}"
+            " (add a batch dimension with x.unsqueeze(0) for a single input)"
+        )
+    if shape[0] == 0:
+        raise ValueError("inputs hold an empty batch")
+    # a finite sum means finite entries (NaN and inf propagate); only a non-finite sum needs the full check
+    if not math.isfinite(x.sum().item()) and not bool(torch.isfinite(x).all()):
+        raise ValueError("inputs contain NaN or Inf")
+    if x.device != device:
+        try:
+            x = x.to(device)
+        except (RuntimeError, AssertionError) as err:  # e.g. CUDA tensor on a machine without CUDA
+            raise ValueError(f"inputs on {x.device} cannot be moved to the model's device {device}: {err}") from None
+    return x
+
+
+def check_indices(indices: torch.Tensor | None, batch: int) -> torch.Tensor:
+    """Example indices as int64 [B] on the CPU; ``arange(B)`` when none are given."""
+    if indices is None:
+        return torch.arange(batch, dtype=torch.int64)
+    if not isinstance(indices, torch.Tensor):
+        indices = torch.as_tensor(indices)
+    dtype = indices.dtype
+    if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool or indices.dim() != 1:
+        raise TypeError("indices must be a 1-D integer tensor")
+    if indices.shape[0] != batch:
+        raise ValueError(f"got {indices.shape[0]} indices for a batch of {batch} inputs")
+    # this runs on every certify call: a few CPU indices are checked in Python, cheaper than a tensor op
+    on_cpu = indices.is_cpu
+    if dtype == getattr(torch, "uint64", None):    # few ops support uint64; its values >= 2^63 would wrap negative
+        if max(indices.tolist(), default=0) > INDEX_MAX:
+            raise ValueError(f"indices must be <= {INDEX_MAX} (they are stored as int64)")
+        smallest = 0
+    elif on_cpu and batch <= 64:
+        smallest = min(indices.tolist(), default=0)
+    else:
+        smallest = int(indices.min()) if batch else 0
+    if smallest < 0:
+        raise ValueError("indices must be >= 0")
+    return indices if on_cpu and dtype == torch.int64 else indices.to(device="cpu", dtype=torch.int64)
+
+
+def flush_subnormal(radius: torch.Tensor) -> torch.Tensor:
+    """``radius`` with every value below :data:`SMALLEST_NORMAL` (a subnormal radius) replaced by 0."""
+    return radius.masked_fill(radius < SMALLEST_NORMAL, 0.0)
+
+
+def call_model(model: Callable[[torch.Tensor], Any], x: torch.Tensor, what: str) -> torch.Tensor:
+    """Run ``model`` (a module, or any callable such as a compiled module) on ``x`` and check that it
+    returns a finite batch [B, K] of scores."""
+    out = model(x)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"{what} must return scores of shape [B, K] for a batch of {x.shape[0]}, got {shape}")
+    return out
+
+
+def validate_classifier(model: torch.nn.Module, what: str) -> torch.nn.Module:
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"{what} must be a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+# --- eval mode ------------------------------------------------------------------------------------
+
+def _any_training(module: torch.nn.Module) -> bool:
+    """Whether ``module`` or any submodule is in training mode (a plain walk: cheaper than ``modules()``)."""
+    stack: list[torch.nn.Module | None] = [module]
+    while stack:
+        m = stack.pop()
+        if m is not None:                    # a registered child may be None
+            if m.training:
+                return True
+            stack.extend(m._modules.values())
+    return False
+
+
+class evaluating:  # noqa: N801 (used like a function: ``with evaluating(model): ...``)
+    """Put modules in eval mode for the block (no dropout, frozen batch-norm) and restore them after.
+
+    Every submodule gets its own mode back (a frozen batch-norm inside a training model stays frozen).
+    When everything is already in eval mode nothing is switched (certification calls this per image,
+    so it is a plain class rather than a generator-based context manager).
+    """
+
+    __slots__ = ("modules", "switched")
+
+    def __init__(self, *modules: torch.nn.Module) -> None:
+        self.modules = modules
+        self.switched: list = []
+
+    def __enter__(self) -> None:
+        self.switched = [(top, [(m, m.training) for m in top.modules()]) for top in self.modules
+                         if _any_training(top)]
+        try:
+            for top, _ in self.switched:
+                top.eval()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        for _, saved in self.switched:
+            for m, mode in saved:   # through train(), which a module may override
+                m.train(mode)
+            for m, mode in saved:   # then exactly, also for a module shared by several parents
+                m.training = mode
+
+
+# --- timing -----------------------------------------------------------------------------------
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued work on ``device`` so that a wall-clock reading covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class timed:  # noqa: N801 (used like a function: ``with timed(device) as elapsed: ...``)
+    """Context manager measuring wall time with ``device`` synchronised at both ends.
+
+    Yields a one-element list that holds the elapsed seconds once the block ends. A plain class rather
+    than a generator-based context manager: certification times every single-image call with it, and
+    the generator machinery cost ~10 us per call there.
+    """
+
+    __slots__ = ("device", "box", "start")
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.box = [0.0]
+        self.start = 0.0
+
+    def __enter__(self) -> list[float]:
+        synchronize(self.device)
+        self.start = time.perf_counter()
+        return self.box
+
+    def __exit__(self, *exc) -> None:
+        synchronize(self.device)
+        self.box[0] = time.perf_counter() - self.start
+
+
+__all__ = [
+    "ABSTAIN",
+    "INDEX_MAX",
+    "UNIT",
+    "SMALLEST_NORMAL",
+    "LOW_PRECISION",
+    "Certificate",
+    "Certifier",
+    "check_positive",
+    "check_count",
+    "check_alpha",
+    "module_device",
+    "check_inputs",
+    "check_indices",
+    "flush_subnormal",
+    "call_model",
+    "validate_classifier",
+    "evaluating",
+    "synchronize",
+    "timed",
+]
