@@ -1,16 +1,19 @@
-# Two entry points for a fresh machine (each sets up .venv on first use):
-#   make run    - the main job: python -m bench.run on the embedded Fashion-MNIST default
-#   make test   - the test suite (CPU)
+# Entry points for a fresh machine (each sets up .venv on first use):
+#   make run      - the main job: python -m bench.run on the embedded Fashion-MNIST default -> runs/fashion-mnist/quick/
+#   make test     - the test suite (CPU)
+#   make lint     - ruff and mypy (configured in pyproject.toml)
+#   make results  - regenerate the committed reference results in results/ (overwrites them; an explicit act):
+#                   the quick run and the scaling sweep; results-art and results-torchrun for the other two
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench train clean-venv
+.PHONY: run test lint results results-art results-torchrun bench train clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[test]'
+	$(BIN)/pip install -e '.[test,lint]'
 	touch $@
 
 run: $(BIN)/.installed
@@ -18,6 +21,23 @@ run: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(ARGS)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+results: $(BIN)/.installed
+	$(BIN)/python -m bench.run --out results/fashion-mnist/quick --overwrite --no-progress $(ARGS)
+	$(BIN)/python -m bench.scaling --out results/fashion-mnist/scaling --no-progress
+
+results-art: $(BIN)/.installed
+	$(BIN)/python -m bench.art_compare --out results/fashion-mnist/art --no-progress
+
+TORCHRUN_RUN := --methods cohen fars-mc --heads ce --num-images 20 --scaling-ns --no-attack --overwrite --no-progress
+results-torchrun: $(BIN)/.installed
+	$(BIN)/python -m bench.run $(TORCHRUN_RUN) --out results/fashion-mnist/torchrun/one-process
+	$(BIN)/torchrun --standalone --nproc-per-node 2 -m bench.run $(TORCHRUN_RUN) \
+	    --out results/fashion-mnist/torchrun/two-processes
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m pytest --benchmark-only $(ARGS)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from bench import checkpoints as ckpt
-from bench.models import CNNConfig, HeadConfig, SmallCNN, build_head
+from bench.models import checkpoints as ckpt
+from bench.models.networks import CNNConfig, HeadConfig, SmallCNN, build_head
 from fars import BackboneConfig, SLLBackbone, audit_lipschitz
 
 

@@ -11,7 +11,8 @@ from torch import nn
 
 from bench import attack as bench_attack
 from bench import run as bench_run
-from bench.pgd import PGDConfig, flat_norm, l2_pgd, min_norm_attack, pgd_attack, rank_targets
+from bench.audit import robustness
+from bench.audit.pgd import PGDConfig, flat_norm, l2_pgd, min_norm_attack, pgd_attack, rank_targets
 
 
 def linear_case(seed=0, batch=40, side=8, classes=10, scale=3.0):
@@ -39,7 +40,7 @@ def linear_case(seed=0, batch=40, side=8, classes=10, scale=3.0):
     return model, x, pred, exact.double()
 
 
-@pytest.mark.parametrize("config", [PGDConfig(), bench_attack.RobustnessSettings().pgd])
+@pytest.mark.parametrize("config", [PGDConfig(), robustness.RobustnessSettings().pgd])
 def test_pgd_finds_the_exact_boundary_of_a_linear_model(config):
     model, x, pred, exact = linear_case()
     above = pgd_attack(model, x, pred, (exact * 1.01).float(), config)
@@ -60,7 +61,7 @@ def test_min_norm_attack_is_within_one_percent_on_a_linear_model():
 def test_rank_targets_orders_classes_by_exact_distance_on_a_linear_model():
     model, x, pred, exact = linear_case(seed=2, batch=8)
     closest = rank_targets(model, x, pred, k=1)[:, 0]
-    w, b = model[1].weight.detach(), model[1].bias.detach()
+    w = model[1].weight.detach()
     s = model(x).detach()
     d = (s.gather(1, pred[:, None])[:, 0] - s.gather(1, closest[:, None])[:, 0]) / (w[pred] - w[closest]).norm(dim=1)
     assert torch.allclose(d.double(), exact, rtol=1e-4)
@@ -87,7 +88,7 @@ def test_success_is_counted_per_example_not_per_batch():
     assert float(result.distance[8]) == 0.0
     assert bool((result.distance[:4] <= eps + 1e-6).all()) and bool(torch.isinf(result.distance[4:8]).all())
     # the harness's empirical accuracy is computed from these per-example flags: 4 robust out of 9
-    frame = bench_attack.empirical_robustness(model, x, labels, torch.arange(9), [eps], config, min_norm_steps=20)
+    frame = robustness.empirical_robustness(model, x, labels, torch.arange(9), [eps], config, min_norm_steps=20)
     robust = ((frame["correct"] == 1) & (frame["distance"] > eps)).tolist()
     assert robust == [not e for e in expected]
 
@@ -118,7 +119,7 @@ def test_iterates_stay_in_the_box_and_the_ball():
 
 
 def _small_mlp():
-    from bench.datasets import load_embedded
+    from bench.data import load_embedded
 
     images, labels, _ = load_embedded()
     torch.manual_seed(0)
@@ -141,13 +142,13 @@ def test_at_least_as_strong_as_foolbox_l2pgd():
     fb = pytest.importorskip("foolbox")
     model, x, y = _small_mlp()
     assert len(x) >= 40
-    steps = bench_attack.RobustnessSettings().pgd.steps
+    steps = robustness.RobustnessSettings().pgd.steps
     fmodel = fb.PyTorchModel(model, bounds=(0, 1))
     radii = [0.25, 0.5, 1.0]
     _, _, reference = fb.attacks.L2PGD(steps=steps)(fmodel, x, y, epsilons=radii)
-    ours = [int(pgd_attack(model, x, y, eps, bench_attack.RobustnessSettings().pgd).success.sum()) for eps in radii]
+    ours = [int(pgd_attack(model, x, y, eps, robustness.RobustnessSettings().pgd).success.sum()) for eps in radii]
     theirs = [int(s.sum()) for s in reference]
-    assert all(a >= b for a, b in zip(ours, theirs)), (ours, theirs)
+    assert all(a >= b for a, b in zip(ours, theirs, strict=True)), (ours, theirs)
     assert ours[-1] > 0  # the comparison is not vacuous
 
 
@@ -173,9 +174,9 @@ def test_cli_on_a_tiny_run_writes_every_output(tiny_zoo, tmp_path, capsys):
                  "soundness_examples.csv", "paper_criterion.csv", "smoothed_attack.csv", "lipschitz_audit.json",
                  "attack_settings.json", "soundness.md", "certified_accuracy.png"):
         assert (out / name).is_file(), name
-    robustness = pd.read_csv(out / "robustness.csv")
-    assert set(robustness["model"]) == {"sll+ce", "sll+mlp", "cnn-noise0.25"}
-    at = robustness[robustness["pgd"]]
+    robust = pd.read_csv(out / "robustness.csv")
+    assert set(robust["model"]) == {"sll+ce", "sll+mlp", "cnn-noise0.25"}
+    at = robust[robust["pgd"]]
     assert {0.0, 0.05, 0.1, 0.2, 0.3, 0.5} <= set(at["radius"])
     soundness = pd.read_csv(out / "soundness.csv")
     assert set(soundness["method"]) == {"fars-closed", "lipschitz-margin"}
@@ -190,14 +191,14 @@ def test_cli_on_a_tiny_run_writes_every_output(tiny_zoo, tmp_path, capsys):
     assert len(deterministic) and deterministic["holds"].all() and (deterministic["violations"] == 0).all()
     assert json.loads((out / "lipschitz_audit.json").read_text())["confirms"]
     summary = (out / "summary.md").read_text()
-    assert summary.count(bench_attack.SUMMARY_BEGIN) == 1 and "Empirical robustness and soundness audit" in summary
+    assert summary.count(robustness.SUMMARY_BEGIN) == 1 and "Empirical robustness and soundness audit" in summary
     # certify.tsv is never touched, and no paper-criterion row enters it
     assert "fars-paper-criterion" not in (out / "certify.tsv").read_text()
     printed = capsys.readouterr().out
     assert "Sanity check" in printed and "PASS" in printed
     # a second run replaces the summary section instead of appending another
     assert bench_attack.main(["--results", str(out), *FAST, "--mc-sample", "0"]) == 0
-    assert (out / "summary.md").read_text().count(bench_attack.SUMMARY_BEGIN) == 1
+    assert (out / "summary.md").read_text().count(robustness.SUMMARY_BEGIN) == 1
 
 
 def test_cli_explains_a_missing_certify_tsv(tmp_path, capsys):

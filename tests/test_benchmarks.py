@@ -14,14 +14,14 @@ import pytest
 import torch
 
 from baselines import CohenRS, LipschitzMargin
-from bench import cost_model as cm
-from bench.datasets import load_embedded
-from bench.run import device_name
-from bench.train import DEFAULT_DIR
-from bench.zoo import load_zoo
+from bench.data import load_embedded
+from bench.env import EMBEDDED_MODELS as DEFAULT_DIR
+from bench.env import device_name, tune_cpu_allocator
+from bench.models import load_zoo
+from bench.perf import cost_model as cm
 from fars import FaRSClosedForm, FaRSMonteCarlo
-from fars.certificate import synchronize
-from fars.noise import Stage
+from smoothing.certificate import synchronize
+from smoothing.noise import Stage
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SIGMA = 0.25
@@ -30,7 +30,7 @@ SIGMA = 0.25
 @pytest.fixture(scope="module", autouse=True)
 def _allocator():
     """Time as bench.scaling does: freed CPU memory stays in the process (no page-fault churn)."""
-    cm.tune_cpu_allocator()
+    tune_cpu_allocator()
 
 
 @pytest.fixture(scope="module")

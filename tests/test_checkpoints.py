@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from bench import checkpoints as ckpt
-from bench.models import CNNConfig, HeadConfig, SmallCNN, build_head
+from bench.models import checkpoints as ckpt
+from bench.models.networks import CNNConfig, HeadConfig, SmallCNN, build_head
 from fars import BackboneConfig, SLLBackbone
 
 TINY = BackboneConfig(image_size=8, conv_width=4, conv_inner=4, conv_depth=1, stages=1, dense_depth=1,
@@ -107,7 +107,8 @@ def test_names_with_dots_keep_their_own_files(tmp_path):
     for sigma in (0.12, 0.25):
         torch.manual_seed(int(sigma * 100))
         ckpt.save_checkpoint(SmallCNN(CNNConfig(width=2, hidden=4)), tmp_path / f"cnn-noise{sigma:.2f}",
-                             {"kind": "cnn", "architecture": CNNConfig(width=2, hidden=4).to_dict(), "noise_sigma": sigma})
+                             {"kind": "cnn", "architecture": CNNConfig(width=2, hidden=4).to_dict(),
+                              "noise_sigma": sigma})
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "cnn-noise0.12.json", "cnn-noise0.12.pt", "cnn-noise0.25.json", "cnn-noise0.25.pt"]
     assert ckpt.load_cnn(tmp_path / "cnn-noise0.12")[1]["noise_sigma"] == 0.12
@@ -119,7 +120,7 @@ def test_git_commit_is_dirty_for_code_changes_only(tmp_path):
     import shutil
     import subprocess
 
-    from bench.checkpoints import git_commit
+    from bench.provenance import git_commit
 
     if shutil.which("git") is None:
         pytest.skip("git is not installed")

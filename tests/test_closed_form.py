@@ -9,15 +9,23 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import torch
 from torch import nn
 
 from baselines import LipschitzMargin
 from fars import ABSTAIN, FaRSClosedForm, linear_head_radius
-from fars.closed_form import (SCALAR_ROWS, HeadGeometry, _abs_max_scalar, _argmax_scalar, _radius_scalar, _radius_tensor,
-                              norm_scale, rounding_factor)
+from fars.closed_form import (
+    SCALAR_ROWS,
+    HeadGeometry,
+    _abs_max_scalar,
+    _argmax_scalar,
+    _radius_scalar,
+    _radius_tensor,
+    norm_scale,
+    rounding_factor,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -93,7 +101,7 @@ def pgd_on_sphere(head: nn.Linear, z: torch.Tensor, c: torch.Tensor, radius: tor
     for j in range(w.shape[0]):
         rows = c != j
 
-        def gap(delta: torch.Tensor) -> torch.Tensor:
+        def gap(delta: torch.Tensor, j: int = j) -> torch.Tensor:
             s = (z + delta) @ w.T + b
             return s[:, j] - s.gather(1, c[:, None])[:, 0]
 
@@ -485,7 +493,7 @@ def _exact_check(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pred
     zf = [Fraction(v) for v in z.double().tolist()]
     w = [[Fraction(v) for v in row] for row in weight.double().tolist()]
     b = [Fraction(v) for v in bias.double().tolist()]
-    logits = [sum(wi * zi for wi, zi in zip(row, zf)) + bk for row, bk in zip(w, b)]
+    logits = [sum(wi * zi for wi, zi in zip(row, zf, strict=True)) + bk for row, bk in zip(w, b, strict=True)]
     c = prediction
     r = None if math.isinf(radius) else Fraction(radius)   # infinite: no rival may have a finite distance
     for j in range(len(w)):
@@ -493,7 +501,7 @@ def _exact_check(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pred
             continue
         margin = logits[c] - logits[j]
         assert margin > 0, "the certified class is the exact argmax"
-        gap2 = sum((a - bb) ** 2 for a, bb in zip(w[c], w[j]))
+        gap2 = sum((a - bb) ** 2 for a, bb in zip(w[c], w[j], strict=True))
         if gap2 == 0:
             continue                                   # identical rows: j can never overtake c
         assert r is not None and r * r * gap2 <= margin * margin, f"radius {radius} exceeds the distance to {j}"
@@ -531,7 +539,8 @@ def test_huge_equal_biases_and_tiny_rows_are_handled():
     prediction, radius = linear_head_radius(torch.tensor([[1.0]], dtype=torch.float64), w, b)
     assert int(prediction) == ABSTAIN or float(radius) <= 1.0
     w = torch.tensor([[1e-170, 0.0], [0.0, 0.0]], dtype=torch.float64)
-    prediction, radius = linear_head_radius(torch.tensor([[1.0, 0.0]], dtype=torch.float64), w, torch.zeros(2, dtype=torch.float64))
+    prediction, radius = linear_head_radius(torch.tensor([[1.0, 0.0]], dtype=torch.float64), w,
+                                            torch.zeros(2, dtype=torch.float64))
     assert int(prediction) == 0 and 0.999 < float(radius) <= 1.0
 
 

@@ -12,16 +12,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import FlopCounterMode
 
 from baselines import CohenRS
-from bench import cost_model as cm
+from bench import env
+from bench.perf import cost_model as cm
 from fars import BackboneConfig, Certificate, FaRSMonteCarlo, SLLBackbone
-from fars.noise import MAX_BLOCK_SAMPLES, Stage, block_size
 from fars.sll import SLLDense
+from smoothing.noise import MAX_BLOCK_SAMPLES, Stage, block_size
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -118,7 +119,8 @@ def test_method_phases_count_samples_and_calls():
 def scaling_rows() -> pd.DataFrame:
     return pd.DataFrame([
         {"method": "cohen", "model": "sll+ce", "n": 100_000, "samples": 100_100, "seconds": 30.0, "batch_size": 256},
-        {"method": "fars-mc", "model": "sll+ce", "n": 100_000, "samples": 100_100, "seconds": 0.02, "batch_size": 10_000},
+        {"method": "fars-mc", "model": "sll+ce", "n": 100_000, "samples": 100_100, "seconds": 0.02,
+         "batch_size": 10_000},
         {"method": "fars-closed", "model": "sll+ce", "n": 0, "samples": 0, "seconds": 0.004, "batch_size": 1},
     ])
 
@@ -177,7 +179,7 @@ def tiny_zoo():
 
 
 def test_best_batch_size_returns_a_candidate(tiny_zoo):
-    from bench.scaling import best_batch_size
+    from bench.certify.batch_size import best_batch_size
 
     network = nn.Sequential(tiny_zoo.backbone, tiny_zoo.heads["ce"][0])
     best, frame = best_batch_size(network, (1, 28, 28), "cpu", candidates=(4, 8, 16), repeats=1)
@@ -188,8 +190,8 @@ def test_best_batch_size_returns_a_candidate(tiny_zoo):
 
 
 def test_write_cost_model_writes_table_targets_and_markdown(tiny_zoo, tmp_path):
-    from bench.datasets import load_embedded
-    from bench.scaling import scaling_table, write_cost_model
+    from bench.data import load_embedded
+    from bench.perf.scaling import scaling_table, write_cost_model
 
     images, _, indices = load_embedded(limit=1)
     scaling = scaling_table(tiny_zoo, images, indices, (10, 20), sigma=0.25, n0=5, alpha=0.01, batch_size=8, seed=0,
@@ -199,7 +201,7 @@ def test_write_cost_model_writes_table_targets_and_markdown(tiny_zoo, tmp_path):
     table, targets = write_cost_model(tiny_zoo, images, scaling, tmp_path, machine=FAKE, plain_repeats=1, echo=False)
     for name in ("cost_model.csv", "cost_model.md", "cost_targets.csv", "machine.json"):
         assert (tmp_path / name).is_file(), name
-    assert list(zip(table.method, table.n)) == list(zip(scaling.method, scaling.n))
+    assert list(zip(table.method, table.n, strict=True)) == list(zip(scaling.method, scaling.n, strict=True))
     assert (table.floor_s > 0).all() and (table.ratio_to_floor > 0).all()
     assert len(targets) == 4
     assert pd.read_csv(tmp_path / "cost_model.csv").shape[0] == len(scaling)
@@ -334,7 +336,7 @@ class Margin(nn.Module):
 
 def test_art_and_ours_agree_on_a_model_with_known_probabilities():
     pytest.importorskip("art")
-    from bench.art_compare import compare
+    from bench.perf.peers import compare
 
     sigma, n = 0.5, 2000
     images = torch.full((4, 1, 2, 2), 0.5)
@@ -351,7 +353,7 @@ def test_art_and_ours_agree_on_a_model_with_known_probabilities():
 
 def test_art_and_ours_return_the_same_capped_radius_when_every_sample_agrees():
     pytest.importorskip("art")
-    from bench.art_compare import compare
+    from bench.perf.peers import compare
     from fars import max_certifiable_radius
 
     images = torch.full((3, 1, 2, 2), 0.5)
@@ -363,7 +365,7 @@ def test_art_and_ours_return_the_same_capped_radius_when_every_sample_agrees():
 
 
 def test_allocator_tuning_is_reported_on_the_machine():
-    applied = cm.tune_cpu_allocator()
+    applied = env.tune_cpu_allocator()
     assert isinstance(applied, bool)
     machine = cm.measure_machine("cpu", matmul_size=32, copy_elements=1 << 12, normals=1 << 10, repeats=1)
-    assert machine.allocator_tuned == (applied or cm._ALLOCATOR_TUNED)
+    assert machine.allocator_tuned == (applied or env.cpu_allocator_tuned())

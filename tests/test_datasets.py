@@ -1,4 +1,4 @@
-"""Dataset layer (bench.datasets) on small fixtures made here; the real Fashion-MNIST files only where installed."""
+"""Dataset layer (bench.data) on small fixtures made here; the real Fashion-MNIST files only where installed."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import json
 import pickle
 import shutil
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 from urllib.error import URLError
@@ -17,7 +19,11 @@ import pytest
 import torch
 from PIL import Image
 
-from bench import datasets as bd
+from bench import data as bd
+from bench.data import idx as bd_idx
+from bench.data.__main__ import main as cli_main
+
+REPO = Path(__file__).resolve().parents[1]
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 HAVE_DEBIAN = all((DEBIAN_DIR / f"{n}.gz").is_file() for n in (
@@ -55,7 +61,7 @@ def make_mnist_like(folder: Path, n_train: int = 30, n_test: int = 20, gz: bool 
 @pytest.fixture
 def no_system_dirs(monkeypatch, tmp_path):
     """Hide /usr/share/datasets so that lookups see only the fixtures."""
-    monkeypatch.setattr(bd, "SYSTEM_DIRS", {"fashion-mnist": (tmp_path / "no-such-system-dir",), "mnist": ()})
+    monkeypatch.setattr(bd_idx, "SYSTEM_DIRS", {"fashion-mnist": (tmp_path / "no-such-system-dir",), "mnist": ()})
 
 
 # ------------------------------------------------------------------------------------------ registry
@@ -153,7 +159,8 @@ def test_fashion_mnist_from_torchvision_raw_dir(tmp_path, no_system_dirs, gz):
 
 def test_idx_dataset_matches_torchvision_fashion_mnist(tmp_path, no_system_dirs):
     """Our dataset and torchvision's FashionMNIST (+ ToTensor) agree item by item on the same raw files."""
-    from torchvision import datasets as tvd, transforms
+    from torchvision import datasets as tvd
+    from torchvision import transforms
 
     make_mnist_like(tmp_path / "FashionMNIST" / "raw", n_train=10, n_test=12)
     ours = bd.load_dataset("fashion-mnist", "test", data_root=tmp_path, download=False)
@@ -167,7 +174,7 @@ def test_idx_dataset_matches_torchvision_fashion_mnist(tmp_path, no_system_dirs)
 def test_lookup_order_raw_dir_then_system_dir(tmp_path, monkeypatch):
     system = tmp_path / "system"
     make_mnist_like(system, n_test=20, gz=True, seed=1)
-    monkeypatch.setattr(bd, "SYSTEM_DIRS", {"fashion-mnist": (system,), "mnist": ()})
+    monkeypatch.setattr(bd_idx, "SYSTEM_DIRS", {"fashion-mnist": (system,), "mnist": ()})
     root = tmp_path / "root"
     files = bd.find_idx_files("fashion-mnist", "test", root)
     assert files == (system / "t10k-images-idx3-ubyte.gz", system / "t10k-labels-idx1-ubyte.gz")
@@ -318,9 +325,9 @@ def test_imagefolder_resize_crop_to_224(tmp_path):
     train = bd.load_dataset("imagefolder", "train", data_root=tmp_path)
     test = bd.load_dataset("imagefolder", "test", data_root=tmp_path)  # "test" reads <root>/val
     assert train.classes == ["cat", "dog", "eel"] and len(train) == 6 and len(test) == 7
-    for x, y in (train[0], train[5], test[0]):
+    for x, _ in (train[0], train[5], test[0]):
         assert x.dtype == torch.float32 and tuple(x.shape) == (3, 224, 224)
-        assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+        assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
     # 512x256 -> resize (shorter side already 256) -> centre crop 224 = columns 144..367: half black, half white
     index = [i for i, (p, _) in enumerate(test.samples) if p.endswith("halves.png")][0]
     x, y = test[index]
@@ -346,6 +353,46 @@ def test_imagefolder_flat_tree_and_errors(tmp_path):
         bd.load_dataset("imagefolder", "test", data_root=tmp_path / "trainonly")
     with pytest.raises(bd.DatasetUnavailableError, match="not a directory"):
         bd.load_dataset("imagefolder", "test", data_root=tmp_path / "nothing")
+
+
+def test_imagefolder_hidden_folders_are_no_classes(tmp_path):
+    """A hidden folder with images (Jupyter's .ipynb_checkpoints/) is no class: labels match the class names.
+
+    torchvision's own ImageFolder lists it as class 0 and shifts every label by one, while the registry
+    reports the visible folders only; both now use the one class list of :func:`class_folders`.
+    """
+    for split in ("train", "val"):
+        for c, name in enumerate(("cat", "dog")):
+            for k in range(2):
+                save_png(tmp_path / split / name / f"{k}.png", np.full((230, 250, 3), 60 * c + 20 * k, np.uint8))
+        save_png(tmp_path / split / ".ipynb_checkpoints" / "0-checkpoint.png", np.full((230, 250, 3), 255, np.uint8))
+        (tmp_path / split / ".empty-hidden").mkdir()  # torchvision would also reject an empty "class"
+    spec = bd.dataset_spec("imagefolder", data_root=tmp_path)
+    assert spec.class_names == ("cat", "dog") and spec.num_classes == 2
+    for split in ("train", "test"):
+        ds = bd.load_dataset("imagefolder", split, data_root=tmp_path)
+        assert ds.classes == ["cat", "dog"] and ds.class_to_idx == {"cat": 0, "dog": 1} and len(ds) == 4
+        for path, label in ds.samples:
+            assert spec.class_names[label] == Path(path).parent.name  # the label names the image's folder
+        assert [y for _, y in ds.samples] == ds.targets == [0, 0, 1, 1]
+    xs, ys = bd.load_tensors("imagefolder", "test", data_root=tmp_path)
+    assert ys.tolist() == [0, 0, 1, 1] and float(xs.max()) < 1.0  # the white checkpoint image was not read
+
+
+def test_imagefolder_splits_must_share_classes(tmp_path):
+    make_imagefolder(tmp_path, classes=("cat", "dog", "eel"), splits=("train",))
+    make_imagefolder(tmp_path, classes=("cat", "eel"), splits=("val",))  # "eel" would be label 1 here, 2 in train
+    with pytest.raises(ValueError, match=r"class folders of .*val \(cat, eel\) differ from those of .*train"):
+        bd.load_dataset("imagefolder", "test", data_root=tmp_path)
+    assert len(bd.load_dataset("imagefolder", "train", data_root=tmp_path)) == 6
+
+
+def test_imagenette_ignores_hidden_folders(tmp_path):
+    for wnid in bd.IMAGENETTE_WNIDS:
+        save_png(tmp_path / "val" / wnid / f"{wnid}_0.png", np.zeros((160, 213, 3), np.uint8))
+    save_png(tmp_path / "val" / ".ipynb_checkpoints" / "x.png", np.zeros((160, 213, 3), np.uint8))
+    ds = bd.load_dataset("imagenette", "test", data_root=tmp_path, download=False)
+    assert tuple(ds.classes) == bd.IMAGENETTE_WNIDS and [y for _, y in ds.samples] == list(range(10))
 
 
 @pytest.mark.parametrize("layout", ["imagenette2-160", "imagenette2", ""])
@@ -374,9 +421,9 @@ def test_embedded_subset_shapes_and_balance():
     images, labels, indices = bd.load_embedded()
     assert images.shape == (1000, 1, 28, 28) and images.dtype == torch.float32
     assert labels.shape == (1000,) and labels.dtype == torch.int64 and indices.dtype == torch.int64
-    assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0 and float(images.max()) > 0.9
+    assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0 and float(images.max()) > 0.9
     assert torch.bincount(labels, minlength=10).tolist() == [100] * 10
-    assert 0 <= int(indices.min()) and int(indices.max()) < 10000
+    assert int(indices.min()) >= 0 and int(indices.max()) < 10000
     assert torch.all(torch.diff(indices) > 0)  # distinct, in test-set order
     # every k-th image (run.py's --skip) still spans all classes
     for skip in (2, 10):
@@ -457,14 +504,35 @@ def test_shipped_embedded_file_rebuilds_from_debian_files(tmp_path):
 
 
 def test_cli(tmp_path, capsys):
-    assert bd.main(["info", "fashion-mnist-embedded"]) == 0
+    assert cli_main(["info", "fashion-mnist-embedded"]) == 0
     out = capsys.readouterr().out
     assert "test: 1000 items" in out and "[100, 100, 100, 100, 100, 100, 100, 100, 100, 100]" in out
-    assert bd.main(["info", "no-such-set"]) == 2
+    assert cli_main(["info", "no-such-set"]) == 2
     assert "known datasets" in capsys.readouterr().err
     source = tmp_path / "src"
     make_mnist_like(source, n_test=20)
     out_path = tmp_path / "sub.npz"
-    assert bd.main(["build-embedded", "--source-dir", str(source), "--out", str(out_path), "--per-class", "2"]) == 0
+    assert cli_main(["build-embedded", "--source-dir", str(source), "--out", str(out_path), "--per-class", "2"]) == 0
     assert "20 images" in capsys.readouterr().out and out_path.with_suffix(".json").is_file()
-    assert bd.main(["list"]) == 0 and "imagenette" in capsys.readouterr().out
+    assert cli_main(["list"]) == 0 and "imagenette" in capsys.readouterr().out
+
+
+def test_cli_module_bad_input_is_one_line(tmp_path):
+    """``python -m bench.data``: a bad name or tree is one ``error:`` line on stderr, exit status 2, no traceback."""
+    for args in (["info", "no-such-set"], ["info", "imagefolder", "--data-root", str(tmp_path / "nothing")],
+                 ["build-embedded", "--source-dir", str(tmp_path), "--out", str(tmp_path / "x.npz")]):
+        done = subprocess.run([sys.executable, "-m", "bench.data", *args], cwd=REPO, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+        assert done.stdout == ""
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_paths_relative_to_the_checkout(monkeypatch, tmp_path):
+    """The code lives in bench/data/; the shipped data stays in bench/embedded/, the data root is data/."""
+    assert bd.EMBEDDED_PATH == REPO / "bench" / "embedded" / "fashion_mnist_eval.npz" and bd.EMBEDDED_PATH.is_file()
+    monkeypatch.delenv("FARS_DATA_ROOT", raising=False)
+    assert bd.default_data_root() == REPO / "data"
+    monkeypatch.setenv("FARS_DATA_ROOT", str(tmp_path))
+    assert bd.default_data_root() == tmp_path

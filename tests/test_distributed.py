@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from bench import distributed as dist_
 from bench import run as bench_run
+from bench.certify import distributed as dist_
+from bench.certify import results as bench_results
 
 REPO = Path(__file__).resolve().parent.parent
 # everything that decides a row; `time` and `seconds` are measurements
@@ -68,9 +69,10 @@ def test_two_gloo_ranks_equal_one_process_row_for_row(tiny_zoo, reference, tmp_p
 def test_a_killed_rank_loses_only_its_unfinished_example_and_resumes(tiny_zoo, reference, tmp_path):
     crashed = torchrun(2, run_args(tiny_zoo, tmp_path), {"BENCH_RUN_KILL_RANK": "1:2"})
     assert crashed.returncode != 0
-    kept = bench_run.read_lines(dist_.shard_path(tmp_path, 1))
+    kept = bench_results.read_lines(dist_.shard_path(tmp_path, 1))
     assert len(kept) == 2  # every row written before the kill survives
-    survivors = {bench_run.row_key(line) for path in dist_.shard_files(tmp_path) for line in bench_run.read_lines(path)}
+    survivors = {bench_results.row_key(line)
+                 for path in dist_.shard_files(tmp_path) for line in bench_results.read_lines(path)}
     resumed = torchrun(2, run_args(tiny_zoo, tmp_path))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     manifest = json.loads((tmp_path / "manifest.json").read_text())
@@ -102,7 +104,8 @@ def test_one_process_resumes_from_shards_of_any_rank_count(tiny_zoo, reference, 
 def test_context_comes_from_torchrun_environment():
     assert dist_.context_from_env({}) == dist_.Context(0, 1, 0)
     context = dist_.context_from_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
-    assert (context.rank, context.world_size, context.local_rank, context.distributed, context.is_main) == (3, 4, 1, True, False)
+    assert (context.rank, context.world_size, context.local_rank, context.distributed, context.is_main) == (
+        3, 4, 1, True, False)
     with pytest.raises(SystemExit, match="inconsistent"):
         dist_.context_from_env({"RANK": "4", "WORLD_SIZE": "4"})
     with pytest.raises(SystemExit, match="malformed"):
@@ -118,7 +121,10 @@ def test_round_robin_shares_partition_the_pending_work():
 
 def test_merge_orders_like_one_process_and_keeps_first_duplicate():
     order = {("a", 1): 0, ("a", 2): 1, ("b", 1): 2}
-    key = lambda line: (line.split(",")[0], int(line.split(",")[1]))
+
+    def key(line):
+        return line.split(",")[0], int(line.split(",")[1])
+
     merged = dist_.merge_rows("h", [["h", "b,1,x"], ["a,2,y", "a,1,z", "b,1,dup"], ["c,9,w"]], order, key)
     assert merged == ["a,1,z", "a,2,y", "b,1,x", "c,9,w"]
 

@@ -1,4 +1,4 @@
-"""Tests for bench.report (tables, metrics, plots, CLI) on a small hand-checked TSV."""
+"""Tests for the bench.report package (results, metrics, tables, plots, CLI) on a small hand-checked TSV."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 
 from bench import report
+from bench.report import __main__ as report_cli
+from bench.report import plots, tables
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -191,7 +193,7 @@ def test_summary_columns_and_order(summary: pd.DataFrame) -> None:
     for col in ["family", "method", "model", "sigma", "examples", *acc_cols, "acr", "abstention_rate",
                 "clean_acc", "median_seconds", "p25_seconds", "p75_seconds", "samples", "speedup_vs_cohen"]:
         assert col in summary.columns, col
-    order = list(zip(summary["family"], summary["method"], summary["model"]))
+    order = list(zip(summary["family"], summary["method"], summary["model"], strict=True))
     assert order == [
         ("cnn-noise0.25", "cohen", "cnn-noise0.25"),
         ("mlp", "lipschitz-margin", "mlp+margin"),
@@ -263,13 +265,48 @@ def test_backbone_family() -> None:
 
 
 def test_formatters() -> None:
-    assert report._fmt_speedup(1234.4) == "1234x"
-    assert report._fmt_speedup(0.998) == "1.0x"
-    assert report._fmt_speedup(float("nan")) == "—"
-    assert report._fmt_speedup_short(1234.0) == "1.2e3x"
-    assert report._fmt_seconds(0.0123) == "12.3 ms"
-    assert report._fmt_seconds(0.00045) == "450 µs"
-    assert report._fmt_seconds(2.5) == "2.5 s"
+    assert tables.fmt_speedup(1234.4) == "1234x"
+    assert tables.fmt_speedup(0.998) == "1.0x"
+    assert tables.fmt_speedup(float("nan")) == "—"
+    assert tables.fmt_speedup_short(1234.0) == "1.2e3x"
+    assert report.fmt_seconds(0.0123) == "12.3 ms"
+    assert report.fmt_seconds(0.00045) == "450 µs"
+    assert report.fmt_seconds(2.5) == "2.5 s"
+    assert report.fmt_seconds(150.0) == "2.5 min"
+    assert report.fmt_seconds(7200.0) == "2 h"
+    assert report.fmt_seconds(0.0) == "0 s"
+    assert report.fmt_seconds(math.inf) == "∞"
+    assert report.fmt_seconds(float("nan")) == "—"
+
+
+def test_markdown_table_compact() -> None:
+    # the compact form bench.perf.cost_model and bench.audit.soundness write (formerly bench/markdown.py)
+    text = report.markdown_table(["a", "b"], [[1, "x|y"], [2.5, None]])
+    assert text == "| a | b |\n| --- | --- |\n| 1 | x\\|y |\n| 2.5 | None |"
+
+
+def test_markdown_table_padded_right_aligned() -> None:
+    text = report.markdown_table(["name", "n"], [["cohen", "1"], ["fars|mc", "100"]], right_align=["n"], pad=True)
+    assert text.splitlines() == [
+        "| name     |   n |",
+        "| -------- | --: |",
+        "| cohen    |   1 |",
+        "| fars\\|mc | 100 |",
+    ]
+    frame = pd.DataFrame({"name": ["cohen", "fars|mc"], "n": ["1", "100"]})
+    assert tables.frame_markdown(frame, ["n"]) == text
+    with pytest.raises(ValueError):
+        report.markdown_table(["a", "b"], [["only one cell"]], pad=True)
+
+
+def test_package_reexports() -> None:
+    # every name the single-module bench.report exported, plus the shared table / duration formatters
+    names = ["REQUIRED_COLUMNS", "PAPER_RADII", "RUN_KEYS", "backbone_family", "read_results", "certified_accuracy",
+             "default_grid", "summarize", "write_summary", "plot_certified_accuracy", "plot_speedup", "plot_scaling",
+             "write_reports", "markdown_table", "fmt_seconds"]
+    assert set(names) <= set(report.__all__)
+    for name in report.__all__:
+        assert hasattr(report, name), name
 
 
 # ---------------------------------------------------------------------------
@@ -315,16 +352,16 @@ def _check_png(path: Path, width: int, height: int) -> None:
 
 
 def test_pngs_dimensions(reports: dict[str, Path], df: pd.DataFrame) -> None:
-    width = round(report.FIG_WIDTH * report.DPI)
+    width = round(plots.FIG_WIDTH * plots.DPI)
     labels = [
-        report._run_label(m, mo, s)
+        plots._run_label(m, mo, s)
         for m, mo, s in df[["method", "model", "sigma"]].drop_duplicates().itertuples(index=False)
     ]
-    h_ca = report._bottom_legend_height(len(labels), report._legend_ncol(labels)) * report.DPI
+    h_ca = plots._bottom_legend_height(len(labels), plots._legend_ncol(labels)) * plots.DPI
     _check_png(reports["certified_accuracy_png"], width, round(h_ca))
     n_bars = 5  # every run except the one without a cohen reference
-    _check_png(reports["speedup_png"], width, round(report._speedup_height(n_bars) * report.DPI))
-    assert report.DPI >= 150
+    _check_png(reports["speedup_png"], width, round(plots._speedup_height(n_bars) * plots.DPI))
+    assert plots.DPI >= 150
 
 
 def test_plot_with_empirical_and_scaling(tmp_path: Path, df: pd.DataFrame, summary: pd.DataFrame) -> None:
@@ -344,7 +381,7 @@ def test_plot_with_empirical_and_scaling(tmp_path: Path, df: pd.DataFrame, summa
     )
     p = report.plot_scaling(scaling, tmp_path / "scaling.png")
     assert p.stat().st_size > 10_000
-    assert mpimg.imread(p).shape[1] == round(report.FIG_WIDTH * report.DPI)
+    assert mpimg.imread(p).shape[1] == round(plots.FIG_WIDTH * plots.DPI)
 
     # no cohen reference anywhere: still writes a figure
     no_ref = summary.assign(speedup_vs_cohen=np.nan)
@@ -358,15 +395,22 @@ def test_plot_with_empirical_and_scaling(tmp_path: Path, df: pd.DataFrame, summa
 
 def test_cli_main(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _write_tsv(tmp_path / "certify.tsv")
-    assert report.main([str(tmp_path)]) == 0
+    assert report_cli.main([str(tmp_path)]) == 0
     for name in ["summary.csv", "summary.md", "certified_accuracy.csv", "certified_accuracy.png", "speedup.png"]:
         assert (tmp_path / name).is_file(), name
     assert "summary_md" in capsys.readouterr().out
 
 
+def test_cli_bad_tsv_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pd.DataFrame({"idx": [0], "label": [1]}).to_csv(tmp_path / "certify.tsv", sep="\t", index=False)
+    assert report_cli.main([str(tmp_path), "--out-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "missing required column(s)" in err and err.count("\n") == 1
+
+
 def test_cli_missing_tsv(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
-        report.main([str(tmp_path)])
+        report_cli.main([str(tmp_path)])
     assert exc.value.code == 2
 
 

@@ -4,12 +4,14 @@
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY
 
-from bench import checkpoints as ckpt
 from bench import run as bench_run
+from bench.certify import results as bench_results
+from bench.certify import runner as bench_runner
+from bench.models import checkpoints as ckpt
 from fars import SLLBackbone
 
-from conftest import TINY
 
 def args(zoo, out, *extra):
     return ["--models", str(zoo), "--out", str(out), "--num-images", "3", "--n", "20", "--n0", "5",
@@ -21,8 +23,8 @@ def test_tiny_run_writes_tsv_summary_and_plots(tiny_zoo, tmp_path):
     with_attack = [flag for flag in args(tiny_zoo, tmp_path / "run") if flag != "--no-attack"]
     out = bench_run.main(with_attack)
     rows = pd.read_csv(out / "certify.tsv", sep="\t")
-    assert list(rows.columns) == list(bench_run.COLUMNS)
-    keys = set(zip(rows.method, rows.model))
+    assert list(rows.columns) == list(bench_results.COLUMNS)
+    keys = set(zip(rows.method, rows.model, strict=True))
     assert keys == {("cohen", "sll+ce"), ("cohen", "cnn-noise0.25"), ("fars-mc", "sll+ce"), ("fars-mc", "sll+mlp"),
                     ("fars-closed", "sll+ce"), ("lipschitz-margin", "sll+ce")}
     assert len(rows) == 6 * 3
@@ -45,7 +47,7 @@ def test_tiny_run_writes_tsv_summary_and_plots(tiny_zoo, tmp_path):
 def test_interrupted_run_resumes_without_redoing_rows(tiny_zoo, tmp_path, monkeypatch):
     out = tmp_path / "run"
     calls = {"n": 0}
-    original = bench_run.format_row
+    original = bench_runner.format_row
 
     def crash_after_four(*a, **k):
         calls["n"] += 1
@@ -53,14 +55,14 @@ def test_interrupted_run_resumes_without_redoing_rows(tiny_zoo, tmp_path, monkey
             raise KeyboardInterrupt
         return original(*a, **k)
 
-    monkeypatch.setattr(bench_run, "format_row", crash_after_four)
+    monkeypatch.setattr(bench_runner, "format_row", crash_after_four)
     with pytest.raises(KeyboardInterrupt):
         bench_run.main(args(tiny_zoo, out, "--methods", "cohen", "fars-closed"))
     partial = pd.read_csv(out / "certify.tsv", sep="\t")
     assert len(partial) == 4
     with open(out / "certify.tsv", "a") as handle:  # a row cut in half by a crash is dropped on resume
         handle.write("7\t3\t3\t0.1")
-    monkeypatch.setattr(bench_run, "format_row", original)
+    monkeypatch.setattr(bench_runner, "format_row", original)
     certified = []
     real_certify_all = bench_run.certify_all
 
@@ -87,6 +89,40 @@ def test_changed_configuration_is_not_mixed_into_old_results(tiny_zoo, tmp_path)
     with pytest.raises(SystemExit, match="different configuration"):
         bench_run.main(args(tiny_zoo, out, "--methods", "fars-closed", "--seed", "3"))
     bench_run.main(args(tiny_zoo, out, "--methods", "fars-closed", "--seed", "3", "--overwrite"))
+
+
+def test_resume_identifies_models_by_content_not_by_path(tiny_zoo, tmp_path):
+    import json
+    import shutil
+
+    out = tmp_path / "run"
+    bench_run.main(args(tiny_zoo, out, "--methods", "fars-closed"))
+    config = json.loads((out / "manifest.json").read_text())["config"]
+    assert str(tmp_path) not in json.dumps(config)       # nothing machine-specific is compared
+    assert set(config["models"]) >= {"sll-backbone", "head-ce"} and len(config["images"]) == 64
+    # the same checkpoints in another folder: the run resumes
+    copy = tmp_path / "copy-of-models"
+    shutil.copytree(tiny_zoo, copy)
+    bench_run.main(args(copy, out, "--methods", "fars-closed"))
+    assert json.loads((out / "manifest.json").read_text())["rows_written_by_last_invocation"] == 0
+    # the ce head retrained (other weights, same name) between two invocations: refused, not mixed in
+    from bench.models.networks import HeadConfig, build_head
+
+    torch.manual_seed(1)
+    config = HeadConfig("ce", 8, 10, hidden=8)
+    backbone_sha = ckpt.read_sidecar(copy / "sll-backbone")["state_sha256"]
+    ckpt.save_checkpoint(build_head(config), copy / "head-ce", {
+        "kind": "head", "architecture": config.to_dict(), "backbone_sha256": backbone_sha})
+    with pytest.raises(SystemExit, match=r"different configuration \(differs in: models\)"):
+        bench_run.main(args(copy, out, "--methods", "fars-closed"))
+
+
+def test_results_without_a_manifest_are_not_resumed(tiny_zoo, tmp_path):
+    out = tmp_path / "run"
+    bench_run.main(args(tiny_zoo, out, "--methods", "fars-closed"))
+    (out / "manifest.json").unlink()
+    with pytest.raises(SystemExit, match="no manifest.json"):
+        bench_run.main(args(tiny_zoo, out, "--methods", "fars-closed", "--n", "40"))
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -121,28 +157,29 @@ def test_mismatched_checkpoint_folder_is_a_clear_error(tmp_path):
 
 
 def test_scaling_table_times_each_method_and_n(tiny_zoo):
-    from bench.datasets import load_embedded
-    from bench.scaling import scaling_table
-    from bench.zoo import load_zoo
+    from bench.data import load_embedded
+    from bench.models import load_zoo
+    from bench.perf.scaling import scaling_table
 
     zoo = load_zoo(tiny_zoo)
     images, _, indices = load_embedded(limit=2)
     table = scaling_table(zoo, images, indices, (10, 40), sigma=0.25, n0=5, alpha=0.01, batch_size=16, seed=0,
                           methods=("cohen", "fars-mc", "fars-closed"), progress=False)
-    assert list(zip(table.method, table.n)) == [("cohen", 10), ("fars-mc", 10), ("cohen", 40), ("fars-mc", 40),
-                                                ("fars-closed", 0)]
+    assert list(zip(table.method, table.n, strict=True)) == [("cohen", 10), ("fars-mc", 10), ("cohen", 40),
+                                                             ("fars-mc", 40), ("fars-closed", 0)]
     assert list(table.samples) == [15, 15, 45, 45, 0]
     assert (table.seconds > 0).all() and (table.images == 2).all()
     assert (table.seconds_p25 <= table.seconds).all() and (table.seconds <= table.seconds_p75).all()
 
 
 def test_every_cnn_sigma_gets_its_own_cohen_run(tmp_path):
-    from bench.models import CNNConfig, SmallCNN
-    from bench.zoo import MonteCarloSettings, build_runs, load_zoo
+    from bench.certify.runs import MonteCarloSettings, build_runs
+    from bench.models import load_zoo
+    from bench.models.networks import CNNConfig, SmallCNN
 
     torch.manual_seed(0)
     backbone = SLLBackbone(TINY)
-    meta = ckpt.save_checkpoint(backbone, tmp_path / "sll-backbone", {
+    ckpt.save_checkpoint(backbone, tmp_path / "sll-backbone", {
         "kind": "backbone", "architecture": TINY.to_dict(), "lipschitz": {"declared": 1.0, "audited_lower_bound": 0.5}})
     for sigma in (0.12, 0.25, 0.5):
         config = CNNConfig(width=2, hidden=4)

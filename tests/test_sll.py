@@ -118,7 +118,7 @@ def test_sll_dense_extreme_log_q_spreads(log_q):
         layer.bias.fill_(1.0)
     t = layer.rescaling()
     assert bool(torch.isfinite(t).all()) and bool((t >= 0).all())
-    for i in range(10):
+    for _ in range(10):
         assert jacobian_norm(layer, torch.randn(5)) <= 1 + TOL64
     assert audit64(layer, torch.randn(16, 5)).lower_bound <= 1 + TOL
 

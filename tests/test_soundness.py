@@ -11,8 +11,8 @@ from entmax import sparsemax
 from torch import nn
 
 from baselines import CohenRS, LipschitzMargin
-from bench.pgd import PGDConfig
-from bench.soundness import (
+from bench.audit.pgd import PGDConfig
+from bench.audit.soundness import (
     audit_certificates,
     audit_paper_criterion,
     lipschitz_audit,
@@ -23,7 +23,7 @@ from bench.soundness import (
     summarize_smoothed,
 )
 from fars import FaRSClosedForm
-from fars.certificate import Certificate
+from smoothing.certificate import Certificate
 
 CONFIG = PGDConfig(steps=30, restarts=2, targets=None)
 
@@ -63,7 +63,8 @@ def test_an_unsound_certificate_is_caught_and_the_sound_one_is_not():
     assert (good["ratio"] >= 1 - 1e-6).all()
     assert bad["broken"].sum() == len(x) and bad["broken_confirmed"].all()
     # the margin certificate (looser than the exact one) is sound too
-    margin = LipschitzMargin(network, lipschitz=math.nextafter(float(torch.linalg.matrix_norm(head.weight.detach().double(), 2)), math.inf))
+    head_norm = float(torch.linalg.matrix_norm(head.weight.detach().double(), 2))
+    margin = LipschitzMargin(network, lipschitz=math.nextafter(head_norm, math.inf))
     cert = margin.certify(x)
     assert not audit_certificates(network, x, cert.prediction, cert.radius, config=CONFIG)["broken"].any()
     frame = pd.concat([good.assign(method="fars-closed"), bad.assign(method="doubled")]).assign(
@@ -174,4 +175,5 @@ def test_lipschitz_audit_reports_sidecar_and_fresh_figures():
     assert audit["confirms"] and audit["sidecar_lower_bound"] == 0.85
     assert abs(audit["fresh_jacobian"] - 0.9) < 1e-3
     too_small = {"name": "toy", "lipschitz": {"declared": 0.5}}
-    assert not lipschitz_audit(backbone, torch.rand(3, 1, 4, 4), too_small, power_iterations=20, pair_steps=10)["confirms"]
+    assert not lipschitz_audit(backbone, torch.rand(3, 1, 4, 4), too_small, power_iterations=20,
+                               pair_steps=10)["confirms"]

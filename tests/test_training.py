@@ -1,12 +1,13 @@
 """Training loop: a short run lowers the loss, and an interrupted run resumes to the same weights."""
 
-import torch
-import torch.nn.functional as F
+import contextlib
 
-from bench.train import fit
+import torch
+
+from bench.models.networks import backbone_training_head
+from bench.models.training import fit
 from fars import BackboneConfig, SLLBackbone
 from fars.losses import sll_loss
-from bench.models import backbone_training_head
 
 CPU = torch.device("cpu")
 
@@ -48,7 +49,7 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path):
     train(full, 3, tmp_path / "full.pt", x, y)
     assert torch.load(tmp_path / "full.pt", weights_only=False)["epoch"] == 3
     # a crash right after epoch 1 is saved: the resume file holds epoch 1, the run stops there
-    import bench.train as bt
+    import bench.models.training as bt
 
     interrupted = make_model()
 
@@ -66,17 +67,15 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path):
 
     bt.torch.save = save_then_maybe_stop
     try:
-        try:
+        with contextlib.suppress(Stop):
             train(interrupted, 3, tmp_path / "int.pt", x, y)
-        except Stop:
-            pass
     finally:
         bt.torch.save = original
     assert torch.load(tmp_path / "int.pt", weights_only=False)["epoch"] == 1
     resumed = make_model()
     history = train(resumed, 3, tmp_path / "int.pt", x, y)
     assert len(history) == 3
-    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
 
 
@@ -85,9 +84,10 @@ def test_train_command_writes_loadable_checkpoints_with_true_sidecars(tmp_path):
     recorded accuracy is what the loaded model scores."""
     import pytest
 
-    from bench.datasets import DatasetUnavailableError, load_tensors
-    from bench.train import accuracy, main
-    from bench.zoo import load_zoo
+    from bench.data import DatasetUnavailableError, load_tensors
+    from bench.models import load_zoo
+    from bench.models.training import accuracy
+    from bench.train import main
 
     try:
         x_test, y_test = load_tensors("fashion-mnist", "test", limit=200, download=False)

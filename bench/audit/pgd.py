@@ -31,13 +31,13 @@ below it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from fars.smoothing import evaluating
+from smoothing.certificate import evaluating
 
 Classifier = Callable[[torch.Tensor], torch.Tensor]
 
@@ -126,7 +126,7 @@ class AttackResult:
         self.distance[idx[better]] = dist[hit][better]
         self.adversarial[idx[better]] = point.detach()[hit][better]
 
-    def merge(self, rows: torch.Tensor, other: "AttackResult") -> None:
+    def merge(self, rows: torch.Tensor, other: AttackResult) -> None:
         """Fold the result of an attack on the subset ``rows`` into this one, keeping the shorter adversarial."""
         better = other.success & (other.distance < self.distance[rows])
         keep = rows[better]
@@ -320,7 +320,10 @@ def pgd_attack(model: Classifier, x: torch.Tensor, y: torch.Tensor, eps: float |
             rows = (~result.success & (eps_t > 0)).nonzero()[:, 0]
             if rows.numel() == 0:
                 return result
-            target = None if kind is None else targets[rows, kind]
+            target: torch.Tensor | None = None
+            if kind is not None:
+                assert targets is not None  # kinds holds target columns only when there are targets
+                target = targets[rows, kind]
             run = l2_pgd(model, x[rows], y[rows], eps_t[rows], steps=config.steps, step_scale=config.step_scale,
                          target=target, random_start=random_start, generator=generator)
             result.merge(rows, run)

@@ -1,4 +1,4 @@
-"""``python -m bench.attack``: empirical robustness (Table 2) and the soundness audits of a certification run.
+"""Empirical robustness (Table 2) and the soundness audits of a certification run (``python -m bench.attack``).
 
 Reads ``RESULTS/certify.tsv`` and ``RESULTS/manifest.json`` (written by ``python -m bench.run``), attacks
 the same images with the same models, and writes next to them:
@@ -15,19 +15,19 @@ the same images with the same models, and writes next to them:
 * ``soundness.md`` (also inserted into ``summary.md``) and ``certified_accuracy.png`` redrawn with the
   empirical curves (dashed).
 
-See :mod:`bench.pgd` for the attacks and :mod:`bench.soundness` for what each check guarantees.
+See :mod:`bench.audit.pgd` for the attacks and :mod:`bench.audit.soundness` for what each check guarantees.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,8 +35,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from smoothing import MonteCarloCertifier
+
+from ..certify.runs import MonteCarloSettings, build_runs
+from ..env import portable_path
+from ..models.zoo import ModelZoo
+from ..report import PAPER_RADII, plot_certified_accuracy, read_results
 from .pgd import PGDConfig, min_norm_attack, pgd_attack, rank_targets
-from .report import PAPER_RADII, plot_certified_accuracy, read_results
 from .soundness import (
     AUDIT_FACTOR,
     DETERMINISTIC_METHODS,
@@ -51,7 +56,6 @@ from .soundness import (
     summarize_smoothed,
     write_soundness_markdown,
 )
-from .zoo import ModelZoo, MonteCarloSettings, build_runs, load_zoo
 
 __all__ = [
     "DEFAULT_RADII",
@@ -61,7 +65,7 @@ __all__ = [
     "robustness_curve",
     "run_robustness",
     "update_summary",
-    "main",
+    "soundness_failures",
 ]
 
 #: Radii of Table 2 (the paper's), always attacked.
@@ -178,7 +182,8 @@ def empirical_robustness(model: nn.Module, x: torch.Tensor, labels: torch.Tensor
             hit = result.success.cpu()
             cpu_sub = sub.cpu()
             distance[cpu_sub] = torch.minimum(distance[cpu_sub], result.distance.cpu())
-            broken_at[cpu_sub[hit]] = torch.minimum(broken_at[cpu_sub[hit]], torch.tensor(float(eps), dtype=torch.float64))
+            broken_at[cpu_sub[hit]] = torch.minimum(broken_at[cpu_sub[hit]],
+                                                    torch.tensor(float(eps), dtype=torch.float64))
     bar.close()
     return pd.DataFrame({
         "idx": torch.as_tensor(indices).cpu().numpy(), "label": labels.cpu().numpy(),
@@ -207,7 +212,8 @@ def robustness_curve(examples: pd.DataFrame, attacked: Sequence[float], upto: fl
         for r, pgd in points:
             robust = int((ok & (dist > r)).sum())
             rows.append({"model": model, "radius": r, "accuracy": robust / len(g), "robust": robust,
-                         "examples": len(g), "pgd": pgd, "attack": settings if pgd else "adversarial points found at other radii"})
+                         "examples": len(g), "pgd": pgd,
+                         "attack": settings if pgd else "adversarial points found at other radii"})
     frame = pd.DataFrame(rows).sort_values(["model", "radius"], kind="mergesort")
     return frame.drop_duplicates(["model", "radius"]).reset_index(drop=True)
 
@@ -229,9 +235,30 @@ def _run_key(method: str, model: str, sigma: float) -> str:
     return f"{method}|{model}|{'-' if (sigma is None or math.isnan(sigma)) else f'{sigma:g}'}"
 
 
+@dataclass
+class _Context:
+    """What every stage of :func:`run_robustness` reads: the attacked images and the certify results."""
+
+    zoo: ModelZoo
+    results: pd.DataFrame
+    x: torch.Tensor
+    y: torch.Tensor
+    idx: torch.Tensor
+    where: dict[int, int]
+    models: list[str]
+    settings: RobustnessSettings
+    out: Path
+    progress: bool
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    def write_csv(self, name: str, frame: pd.DataFrame) -> None:
+        self.paths[name.replace(".", "_")] = self.out / name
+        frame.to_csv(self.out / name, index=False)
+
+
 def run_robustness(zoo: ModelZoo, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor,
                    certify_tsv: str | Path, out: str | Path, mc: MonteCarloSettings,
-                   settings: RobustnessSettings = RobustnessSettings(), progress: bool = True,
+                   settings: RobustnessSettings | None = None, progress: bool = True,
                    verbose: bool = True) -> dict[str, Path]:
     """Attack the certified examples of ``certify_tsv`` and write every robustness and soundness output to ``out``.
 
@@ -243,143 +270,176 @@ def run_robustness(zoo: ModelZoo, images: torch.Tensor, labels: torch.Tensor, in
         out: output folder (usually the folder of ``certify_tsv``).
         mc: the Monte Carlo settings of the certification run (n0, n, alpha, batch size, seed): the
             smoothed-classifier check re-estimates predictions with ``n`` fresh samples at level ``alpha``.
-        settings: attack sizes (see :class:`RobustnessSettings`).
+        settings: attack sizes (see :class:`RobustnessSettings`; default: its defaults).
         progress: tqdm bars on stderr. verbose: print the tables and the verdict.
 
     Returns the written paths by name (``robustness_csv``, ``sanity_csv``, ``soundness_csv``,
     ``paper_criterion_csv``, ``smoothed_attack_csv``, ``lipschitz_audit_json``, ``soundness_md``,
     ``certified_accuracy_png``, ...). Does not touch ``certify.tsv``. ``summary.md`` is updated by
     :func:`update_summary` when it exists.
+
+    Raises:
+        FileNotFoundError: ``certify_tsv`` does not exist.
     """
+    settings = RobustnessSettings() if settings is None else settings
     certify_tsv, out = Path(certify_tsv), Path(out)
     if not certify_tsv.is_file():
         raise FileNotFoundError(f"no certification results at {certify_tsv}; run `python -m bench.run` first")
     out.mkdir(parents=True, exist_ok=True)
     results = read_results(certify_tsv)
     started = time.perf_counter()
-    radii = settings.attack_radii()
     wanted = sorted(set(int(i) for i in results["idx"]))
     x, y, idx = _select(images, labels, indices, wanted)
-    where = {int(i): p for p, i in enumerate(idx.tolist())}
-    models = sorted(results["model"].unique())
-    paths: dict[str, Path] = {}
-    log = (lambda *a: print(*a, file=sys.stderr)) if verbose else (lambda *a: None)
+    ctx = _Context(zoo, results, x, y, idx, {int(i): p for p, i in enumerate(idx.tolist())},
+                   sorted(results["model"].unique()), settings, out, progress)
+    examples, curve = _empirical_stage(ctx)
+    distance_of = {(r.model, int(r.idx)): float(r.distance) for r in examples.itertuples()}
+    soundness = _deterministic_audit_stage(ctx, distance_of)
+    paper_frame = _paper_criterion_stage(ctx, distance_of)
+    smooth_frame = _smoothed_stage(ctx, mc)
+    lip = _lipschitz_stage(ctx, verbose)
+    table, violations = _sanity_stage(ctx, examples)
+    _report_stage(ctx, curve, seconds=time.perf_counter() - started, certify_tsv=certify_tsv)
+    if verbose:
+        _print_report(out, curve, soundness, paper_frame, summarize_smoothed(smooth_frame), table, violations, lip)
+        print(f"\nwrote {', '.join(sorted(p.name for p in ctx.paths.values()))} in {out}")
+    return ctx.paths
 
-    # 1. empirical robustness of every model (minimum-norm search + PGD at every radius)
+
+def _empirical_stage(ctx: _Context) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """1. Empirical robustness of every model: minimum-norm search + PGD at every radius."""
+    radii = ctx.settings.attack_radii()
     frames = []
-    for model in tqdm(models, desc="attack models", disable=not progress, file=sys.stderr):
-        net = classifier(zoo, model)
-        frame = empirical_robustness(net, x, y, idx, radii, settings.pgd, min_norm_steps=settings.min_norm_steps,
-                                     progress=progress, desc=model)
+    for model in tqdm(ctx.models, desc="attack models", disable=not ctx.progress, file=sys.stderr):
+        net = classifier(ctx.zoo, model)
+        frame = empirical_robustness(net, ctx.x, ctx.y, ctx.idx, radii, ctx.settings.pgd,
+                                     min_norm_steps=ctx.settings.min_norm_steps, progress=ctx.progress, desc=model)
         frames.append(frame.assign(model=model))
     examples = pd.concat(frames, ignore_index=True)
     examples = examples[["model"] + [c for c in examples.columns if c != "model"]]
-    distance_of = {(r.model, int(r.idx)): float(r.distance) for r in examples.itertuples()}
-    finite = results["radius"].to_numpy(float)
+    finite = ctx.results["radius"].to_numpy(float)
     finite = finite[np.isfinite(finite)]
     upto = float(finite.max()) if finite.size else None
-    curve = robustness_curve(examples, radii, upto=upto, settings=settings.pgd.describe())
-    paths["robustness_csv"] = out / "robustness.csv"
-    curve.to_csv(paths["robustness_csv"], index=False)
-    paths["robustness_examples_csv"] = out / "robustness_examples.csv"
-    examples.to_csv(paths["robustness_examples_csv"], index=False)
+    curve = robustness_curve(examples, radii, upto=upto, settings=ctx.settings.pgd.describe())
+    ctx.write_csv("robustness.csv", curve)
+    ctx.write_csv("robustness_examples.csv", examples)
+    return examples, curve
 
-    # 2. deterministic certificates at 0.999 r (every restart, untargeted + audit targets)
+
+def _deterministic_audit_stage(ctx: _Context, distance_of: dict[tuple[str, int], float]) -> pd.DataFrame:
+    """2. Deterministic certificates attacked at 0.999 r (every restart, untargeted + audit targets)."""
     audits = []
-    det = results[results["method"].isin(DETERMINISTIC_METHODS)]
+    det = ctx.results[ctx.results["method"].isin(DETERMINISTIC_METHODS)]
     groups = list(det.groupby(["method", "model"], sort=True))
-    for (method, model), g in tqdm(groups, desc="audit 0.999r", disable=not progress, file=sys.stderr):
+    for (method, model), g in tqdm(groups, desc="audit 0.999r", disable=not ctx.progress, file=sys.stderr):
         g = g.sort_values("idx")
-        rows = torch.tensor([where[int(i)] for i in g["idx"]], dtype=torch.int64)
+        rows = torch.tensor([ctx.where[int(i)] for i in g["idx"]], dtype=torch.int64)
         known = torch.tensor([distance_of.get((model, int(i)), math.inf) for i in g["idx"]], dtype=torch.float64)
-        frame = audit_certificates(classifier(zoo, model), x[rows.to(x.device)], torch.tensor(g["predict"].to_numpy()),
-                                   torch.tensor(g["radius"].to_numpy()), config=settings.audit_config(),
-                                   factor=settings.factor, known_distance=known)
+        frame = audit_certificates(classifier(ctx.zoo, model), ctx.x[rows.to(ctx.x.device)],
+                                   torch.tensor(g["predict"].to_numpy()), torch.tensor(g["radius"].to_numpy()),
+                                   config=ctx.settings.audit_config(), factor=ctx.settings.factor,
+                                   known_distance=known)
         audits.append(frame.assign(method=method, model=model, idx=g["idx"].to_numpy(), label=g["label"].to_numpy()))
     audit_frame = pd.concat(audits, ignore_index=True) if audits else pd.DataFrame(
         columns=["method", "model", "idx", "attacked", "broken", "broken_confirmed", "ratio"])
     soundness = summarize_audit(audit_frame)
-    paths["soundness_csv"] = out / "soundness.csv"
-    soundness.to_csv(paths["soundness_csv"], index=False)
-    paths["soundness_examples_csv"] = out / "soundness_examples.csv"
+    ctx.write_csv("soundness.csv", soundness)
     lead = ["method", "model", "idx", "label"]
-    audit_frame[[c for c in lead if c in audit_frame] + [c for c in audit_frame.columns if c not in lead]].to_csv(
-        paths["soundness_examples_csv"], index=False)
+    ctx.write_csv("soundness_examples.csv", audit_frame[[c for c in lead if c in audit_frame]
+                                                        + [c for c in audit_frame.columns if c not in lead]])
+    return soundness
 
-    # 3. the public FaRS code's criterion on every linear head that was certified
+
+def _paper_criterion_stage(ctx: _Context, distance_of: dict[tuple[str, int], float]) -> pd.DataFrame:
+    """3. The public FaRS code's criterion on every linear head that was certified."""
     paper = []
-    for model in models:
+    for model in ctx.models:
         kind = model[4:] if model.startswith("sll+") else None
-        if kind is None or kind not in zoo.heads or not isinstance(zoo.heads[kind][0], nn.Linear):
+        if kind is None or kind not in ctx.zoo.heads:
             continue
-        known = torch.tensor([distance_of[(model, int(i))] for i in idx.tolist()], dtype=torch.float64)
-        frame = audit_paper_criterion(zoo.backbone, zoo.heads[kind][0], x, y, TABLE_RADII, indices=idx,
-                                      known_distance=known, lipschitz=zoo.lipschitz)
+        head = ctx.zoo.heads[kind][0]
+        if not isinstance(head, nn.Linear):
+            continue
+        known = torch.tensor([distance_of[(model, int(i))] for i in ctx.idx.tolist()], dtype=torch.float64)
+        frame = audit_paper_criterion(ctx.zoo.backbone, head, ctx.x, ctx.y, TABLE_RADII,
+                                      indices=ctx.idx, known_distance=known, lipschitz=ctx.zoo.lipschitz)
         paper.append(frame.assign(model=model, criterion="fars-paper-criterion"))
     paper_frame = pd.concat(paper, ignore_index=True) if paper else pd.DataFrame(
         columns=["model", "variant", "eps", "claimed", "broken"])
     lead = ["criterion", "model", "variant", "eps"]
     paper_frame = paper_frame[[c for c in lead if c in paper_frame] + [c for c in paper_frame.columns if c not in lead]]
-    paths["paper_criterion_csv"] = out / "paper_criterion.csv"
-    paper_frame.to_csv(paths["paper_criterion_csv"], index=False)
+    ctx.write_csv("paper_criterion.csv", paper_frame)
+    return paper_frame
 
-    # 4. Monte Carlo certificates: attack on the smoothed classifier, fresh PREDICT
+
+def _smoothed_stage(ctx: _Context, mc: MonteCarloSettings) -> pd.DataFrame:
+    """4. Monte Carlo certificates: attack on the smoothed classifier, then a fresh PREDICT."""
     smooth = []
-    mc_rows = results[results["method"].isin(MONTE_CARLO_METHODS)]
+    mc_rows = ctx.results[ctx.results["method"].isin(MONTE_CARLO_METHODS)]
+    settings = ctx.settings
     if settings.mc_sample > 0 and len(mc_rows):
         sigmas = tuple(sorted(set(float(s) for s in mc_rows["sigma"].dropna())))
         methods = tuple(m for m in MONTE_CARLO_METHODS if m in set(mc_rows["method"]))
-        heads = tuple(k for k in zoo.heads if f"sll+{k}" in set(mc_rows["model"]))
-        runs = {r.key: r for r in build_runs(zoo, methods, sigmas, mc, heads or tuple(zoo.heads))}
+        heads = tuple(k for k in ctx.zoo.heads if f"sll+{k}" in set(mc_rows["model"]))
+        runs = {r.key: r for r in build_runs(ctx.zoo, methods, sigmas, mc, heads or tuple(ctx.zoo.heads))}
         rng = np.random.default_rng(settings.seed)
         groups = list(mc_rows.groupby(["method", "model", "sigma"], sort=True))
-        for (method, model, sigma), g in tqdm(groups, desc="smoothed attack", disable=not progress, file=sys.stderr):
+        for (method, model, sigma), g in tqdm(groups, desc="smoothed attack", disable=not ctx.progress,
+                                              file=sys.stderr):
             run = runs.get(_run_key(method, model, sigma))
             certified = g[(g["predict"] >= 0) & (g["radius"] > 0) & np.isfinite(g["radius"])].sort_values("idx")
             if run is None or certified.empty:
                 continue
             take = certified.iloc[np.sort(rng.choice(len(certified), min(settings.mc_sample, len(certified)),
                                                      replace=False))]
-            rows = torch.tensor([where[int(i)] for i in take["idx"]], dtype=torch.int64)
-            frame = smoothed_attack_check(run.certifier, x[rows.to(x.device)], torch.tensor(take["predict"].to_numpy()),
+            rows = torch.tensor([ctx.where[int(i)] for i in take["idx"]], dtype=torch.int64)
+            certifier = run.certifier
+            assert isinstance(certifier, MonteCarloCertifier)  # build_runs makes cohen/fars-mc Monte Carlo certifiers
+            frame = smoothed_attack_check(certifier, ctx.x[rows.to(ctx.x.device)],
+                                          torch.tensor(take["predict"].to_numpy()),
                                           torch.tensor(take["radius"].to_numpy()), torch.tensor(take["idx"].to_numpy()),
                                           samples=settings.smooth_samples, steps=settings.smooth_steps,
                                           factor=settings.factor, seed=settings.seed)
             smooth.append(frame.assign(method=method, model=model, sigma=sigma, alpha=mc.alpha))
     smooth_frame = pd.concat(smooth, ignore_index=True) if smooth else pd.DataFrame(
         columns=["method", "model", "sigma", "idx", "changed", "abstained", "alpha"])
-    paths["smoothed_attack_csv"] = out / "smoothed_attack.csv"
-    summarize_smoothed(smooth_frame).to_csv(paths["smoothed_attack_csv"], index=False)
-    paths["smoothed_attack_examples_csv"] = out / "smoothed_attack_examples.csv"
-    smooth_frame.to_csv(paths["smoothed_attack_examples_csv"], index=False)
+    ctx.write_csv("smoothed_attack.csv", summarize_smoothed(smooth_frame))
+    ctx.write_csv("smoothed_attack_examples.csv", smooth_frame)
+    return smooth_frame
 
-    # 5. Lipschitz audit of the backbone at the evaluated images
-    if progress:
-        log(f"Lipschitz audit of the backbone on {min(settings.lipschitz_images, len(x))} images ...")
-    lip = lipschitz_audit(zoo.backbone, x[:settings.lipschitz_images], zoo.backbone_meta, seed=settings.seed)
-    paths["lipschitz_audit_json"] = out / "lipschitz_audit.json"
-    paths["lipschitz_audit_json"].write_text(json.dumps(lip, indent=2) + "\n")
 
-    # 6. sanity check: empirical >= certified
-    table, violations = sanity_check(results, examples, [0.0, *radii], rtol=1 - settings.factor)
-    paths["sanity_csv"] = out / "sanity.csv"
-    table.to_csv(paths["sanity_csv"], index=False)
-    paths["sanity_violations_csv"] = out / "sanity_violations.csv"
-    violations.to_csv(paths["sanity_violations_csv"], index=False)
+def _lipschitz_stage(ctx: _Context, verbose: bool) -> dict[str, Any]:
+    """5. Lipschitz audit of the backbone at the evaluated images."""
+    if ctx.progress and verbose:
+        print(f"Lipschitz audit of the backbone on {min(ctx.settings.lipschitz_images, len(ctx.x))} images ...",
+              file=sys.stderr)
+    lip = lipschitz_audit(ctx.zoo.backbone, ctx.x[:ctx.settings.lipschitz_images], ctx.zoo.backbone_meta,
+                          seed=ctx.settings.seed)
+    ctx.paths["lipschitz_audit_json"] = ctx.out / "lipschitz_audit.json"
+    ctx.paths["lipschitz_audit_json"].write_text(json.dumps(lip, indent=2) + "\n")
+    return lip
 
-    # 7. reports
-    described = settings.describe() | {"seconds": round(time.perf_counter() - started, 1),
-                                       "images": int(len(x)), "certify_tsv": str(certify_tsv)}
-    paths["attack_settings_json"] = out / "attack_settings.json"
-    paths["attack_settings_json"].write_text(json.dumps(described, indent=2) + "\n")
-    paths["soundness_md"] = write_soundness_markdown(out)
-    paths["certified_accuracy_png"] = plot_certified_accuracy(results, out / "certified_accuracy.png", empirical=curve)
-    if (out / "summary.md").is_file():
-        paths["summary_md"] = update_summary(out)
-    if verbose:
-        _print_report(out, curve, soundness, paper_frame, summarize_smoothed(smooth_frame), table, violations, lip)
-        print(f"\nwrote {', '.join(sorted(p.name for p in paths.values()))} in {out}")
-    return paths
+
+def _sanity_stage(ctx: _Context, examples: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """6. Sanity check: empirical >= certified accuracy at every radius."""
+    table, violations = sanity_check(ctx.results, examples, [0.0, *ctx.settings.attack_radii()],
+                                     rtol=1 - ctx.settings.factor)
+    ctx.write_csv("sanity.csv", table)
+    ctx.write_csv("sanity_violations.csv", violations)
+    return table, violations
+
+
+def _report_stage(ctx: _Context, curve: pd.DataFrame, seconds: float, certify_tsv: Path) -> None:
+    """7. Settings, soundness.md, the certified-accuracy plot with the empirical curves, summary.md."""
+    described = ctx.settings.describe() | {"seconds": round(seconds, 1), "images": int(len(ctx.x)),
+                                           "certify_tsv": portable_path(certify_tsv)}
+    ctx.paths["attack_settings_json"] = ctx.out / "attack_settings.json"
+    ctx.paths["attack_settings_json"].write_text(json.dumps(described, indent=2) + "\n")
+    ctx.paths["soundness_md"] = write_soundness_markdown(ctx.out)
+    ctx.paths["certified_accuracy_png"] = plot_certified_accuracy(ctx.results, ctx.out / "certified_accuracy.png",
+                                                                  empirical=curve)
+    if (ctx.out / "summary.md").is_file():
+        ctx.paths["summary_md"] = update_summary(ctx.out)
 
 
 def update_summary(out: str | Path) -> Path:
@@ -423,7 +483,8 @@ def _print_report(out: Path, curve: pd.DataFrame, soundness: pd.DataFrame, paper
     pd.set_option("display.max_columns", 30)
     table_radii = curve[curve["pgd"] & curve["radius"].isin((0.0,) + TABLE_RADII)]
     print("\nEmpirical robust accuracy (Table 2 radii):")
-    print(table_radii.pivot_table(index="model", columns="radius", values="accuracy").to_string(float_format="{:.3f}".format))
+    pivot = table_radii.pivot_table(index="model", columns="radius", values="accuracy")
+    print(pivot.to_string(float_format="{:.3f}".format))
     print("\nDeterministic certificates attacked at 0.999 r:")
     print(soundness.drop(columns=["broken_ids"]).to_string(index=False) if len(soundness) else "(none)")
     print("\nfars-paper-criterion (public FaRS code's test; audit only):")
@@ -432,7 +493,8 @@ def _print_report(out: Path, curve: pd.DataFrame, soundness: pd.DataFrame, paper
     print("\nMonte Carlo certificates, attack on the smoothed classifier + fresh PREDICT:")
     print(smooth.drop(columns=["changed_ids"]).to_string(index=False) if len(smooth) else "(none)")
     print(f"\nLipschitz audit ({lip['backbone']}, declared {lip['declared']:g}): sidecar lower bound "
-          f"{lip.get('sidecar_lower_bound')}, fresh jacobian {lip['fresh_jacobian']:.4f} / pairs {lip['fresh_pairs']:.4f} "
+          f"{lip.get('sidecar_lower_bound')}, fresh jacobian {lip['fresh_jacobian']:.4f} / "
+          f"pairs {lip['fresh_pairs']:.4f} "
           f"on {lip['fresh_inputs']} images -> {'confirms' if lip['confirms'] else 'EXCEEDS THE DECLARED CONSTANT'}")
     guaranteed = table[table["guaranteed"]]
     info = violations[~violations["guaranteed"].astype(bool)] if len(violations) else violations
@@ -459,132 +521,3 @@ def _print_report(out: Path, curve: pd.DataFrame, soundness: pd.DataFrame, paper
         for (method, model, sigma), h in info.groupby(["method", "model", "sigma"], dropna=False):
             print(f"    {method} {model} sigma={sigma:g}: examples {';'.join(str(i) for i in h['idx'][:20])}"
                   + (" ..." if len(h) > 20 else ""))
-
-
-# ------------------------------------------------------------------------------ CLI
-
-
-def _targets(text: str) -> int | None:
-    if text.lower() == "all":
-        return None
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0 or 'all'")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    defaults = RobustnessSettings()
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.attack",
-        description=(
-            "Empirical robustness and soundness audit of a certification run. Reads RESULTS/certify.tsv and "
-            "RESULTS/manifest.json (from `python -m bench.run`), attacks the same images with the same models "
-            "(l2: a minimum-norm search, then PGD with restarts, untargeted + runner-up targets, at each radius), "
-            "and writes robustness.csv (empirical robust accuracy per model and radius, Table 2), sanity.csv "
-            "(certified vs empirical accuracy of every method, violations with example ids), soundness.csv "
-            "(fars-closed and lipschitz-margin certificates attacked at 0.999 r: broken must be 0), "
-            "paper_criterion.csv (the public FaRS code's non-certificate `logit_y / ||W|| > eps` and its "
-            "sparsemax variant: how many of its claims the attack breaks), smoothed_attack.csv (SmoothAdv-style "
-            "attack on the smoothed classifiers of cohen and fars-mc at 0.999 r, re-estimated with fresh noise, "
-            "rate vs alpha), lipschitz_audit.json, soundness.md (also inserted into summary.md), and redraws "
-            "certified_accuracy.png with the empirical curves dashed. Exit status 3 when a deterministic "
-            "certificate is broken or the sanity check fails for one."),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--results", type=Path, required=True,
-                        help="run folder holding certify.tsv and manifest.json, e.g. results/fashion-mnist/quick")
-    parser.add_argument("--models", type=Path, default=None,
-                        help="checkpoint folder (default: the one recorded in manifest.json)")
-    parser.add_argument("--out", type=Path, default=None, help="where to write (default: --results)")
-    parser.add_argument("--radii", type=float, nargs="+", default=list(defaults.radii),
-                        help="l2 radii (pixel space) where the full PGD runs; 0.05 0.1 0.2 0.3 are always added")
-    parser.add_argument("--steps", type=int, default=defaults.pgd.steps, help="PGD steps per run")
-    parser.add_argument("--restarts", type=int, default=defaults.pgd.restarts,
-                        help="PGD runs per attack kind (first from x, the others from random points in the ball)")
-    parser.add_argument("--targets", type=_targets, default=defaults.pgd.targets,
-                        help="runner-up classes attacked with a targeted run each, besides the untargeted run "
-                             "('all': every other class)")
-    parser.add_argument("--audit-targets", type=_targets, default=defaults.audit_targets,
-                        help="runner-up targets in the 0.999 r audit of deterministic certificates (every restart "
-                             "runs untargeted + these); 'all': every other class")
-    parser.add_argument("--min-norm-steps", type=int, default=defaults.min_norm_steps,
-                        help="steps of the minimum-norm search run on every example first")
-    parser.add_argument("--mc-sample", type=int, default=defaults.mc_sample,
-                        help="certified examples per Monte Carlo run attacked on the smoothed classifier (0: skip)")
-    parser.add_argument("--smooth-samples", type=int, default=defaults.smooth_samples,
-                        help="noise draws per step of the smoothed-classifier attack")
-    parser.add_argument("--smooth-steps", type=int, default=defaults.smooth_steps,
-                        help="steps of the smoothed-classifier attack")
-    parser.add_argument("--lipschitz-images", type=int, default=defaults.lipschitz_images,
-                        help="images of the fresh Lipschitz audit of the backbone")
-    parser.add_argument("--seed", type=int, default=0, help="seed of random starts and of the sampled examples")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, or auto")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads on the CPU")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return parser
-
-
-def _load_manifest(results: Path, parser: argparse.ArgumentParser) -> dict[str, Any]:
-    tsv, manifest = results / "certify.tsv", results / "manifest.json"
-    if not tsv.is_file():
-        parser.error(f"no certify.tsv in {results}: run `python -m bench.run --out {results}` first "
-                     "(this command attacks the examples a certification run certified)")
-    if not manifest.is_file():
-        parser.error(f"no manifest.json in {results}: it records which images and Monte Carlo settings "
-                     "certify.tsv used; re-run `python -m bench.run` to write it")
-    return json.loads(manifest.read_text())
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    checks = [(args.steps >= 1, "--steps must be >= 1"), (args.restarts >= 1, "--restarts must be >= 1"),
-              (all(r > 0 and math.isfinite(r) for r in args.radii), "--radii must be > 0"),
-              (args.min_norm_steps >= 1, "--min-norm-steps must be >= 1"), (args.mc_sample >= 0, "--mc-sample must be >= 0"),
-              (args.smooth_samples >= 1 and args.smooth_steps >= 1, "--smooth-samples/--smooth-steps must be >= 1"),
-              (args.lipschitz_images >= 1, "--lipschitz-images must be >= 1"), (args.threads >= 1, "--threads must be >= 1")]
-    for ok, message in checks:
-        if not ok:
-            parser.error(message)
-    manifest = _load_manifest(args.results, parser)
-    torch.set_num_threads(args.threads)
-    from . import checkpoints as ckpt
-    from .run import load_images
-    from .train import resolve_device
-
-    config = manifest.get("config", {})
-    models = args.models or Path(config.get("models", ""))
-    try:
-        zoo = load_zoo(models)
-    except (ckpt.CheckpointError, OSError) as err:
-        parser.error(f"cannot load the models from {models}: {err} (pass --models)")
-    device = resolve_device(args.device)
-    zoo.to(device)
-    image_args = argparse.Namespace(dataset=config.get("dataset", "fashion-mnist"),
-                                    data_root=None if config.get("data_root") is None else Path(config["data_root"]),
-                                    num_images=int(config.get("num_images", 10**9)), skip=int(config.get("skip", 1)))
-    images, labels, indices = load_images(image_args)
-    mc_record = manifest.get("monte_carlo", {})
-    mc = MonteCarloSettings(n0=int(mc_record.get("n0", config.get("n0", 100))),
-                            n=int(mc_record.get("n", config.get("n", 1000))),
-                            alpha=float(mc_record.get("alpha", config.get("alpha", 0.001))),
-                            batch_size=int(mc_record.get("batch_size", 1000)),
-                            seed=int(mc_record.get("seed", config.get("seed", 0))))
-    settings = RobustnessSettings(
-        radii=tuple(args.radii),
-        pgd=PGDConfig(steps=args.steps, restarts=args.restarts, targets=args.targets, seed=args.seed),
-        audit_targets=args.audit_targets, min_norm_steps=args.min_norm_steps, mc_sample=args.mc_sample,
-        smooth_samples=args.smooth_samples, smooth_steps=args.smooth_steps, lipschitz_images=args.lipschitz_images,
-        seed=args.seed)
-    out = args.out or args.results
-    try:
-        run_robustness(zoo, images.to(device), labels, indices, args.results / "certify.tsv", out, mc, settings,
-                       progress=not args.no_progress)
-    except (ValueError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 3 if soundness_failures(out) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -33,8 +33,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,11 +46,11 @@ from torch import nn
 from baselines import CohenRS
 from fars import FaRSMonteCarlo
 from fars.audit import audit_lipschitz
-from fars.certificate import ABSTAIN
-from fars.noise import check_seed
-from fars.smoothing import MonteCarloCertifier
+from smoothing.certificate import ABSTAIN
+from smoothing.monte_carlo import MonteCarloCertifier
+from smoothing.noise import check_seed
 
-from .markdown import markdown_table
+from ..report import markdown_table
 from .pgd import PGDConfig, flat_norm, min_norm_attack, pgd_attack, rank_targets, smoothed_pgd
 
 __all__ = [
@@ -135,7 +136,8 @@ def audit_certificates(model: nn.Module, x: torch.Tensor, prediction: torch.Tens
     if min_norm_steps > 0 and rows.numel():
         found = min_norm_attack(model, x[rows], prediction[rows], steps=min_norm_steps, targets=1)
         distance[rows] = torch.minimum(distance[rows], found.distance.cpu())
-    if known_distance is not None:  # distances against the model's own answer at x: valid where it is the certified class
+    # distances against the model's own answer at x: valid where it is the certified class
+    if known_distance is not None:
         known = torch.as_tensor(known_distance, dtype=torch.float64).cpu()
         same = clean.cpu() == prediction.cpu()
         distance = torch.where(same, torch.minimum(distance, known), distance)
@@ -465,8 +467,8 @@ def soundness_markdown(out: str | Path) -> str:
                   "`broken` must be 0: an adversarial point inside a certified ball disproves the certificate. "
                   "`min ratio`: smallest (adversarial distance found) / (certified radius) over the certified "
                   "examples (>= 1 for a sound certificate; close to 1 = tight certificate and strong attack).", "",
-                  _table(snd, ["method", "model", "certified", "certified_correct", "broken", "broken_confirmed", "min_ratio",
-                               "min_ratio_idx", "median_ratio", "no_adversarial"]), ""]
+                  _table(snd, ["method", "model", "certified", "certified_correct", "broken", "broken_confirmed",
+                               "min_ratio", "min_ratio_idx", "median_ratio", "no_adversarial"]), ""]
     path = out / "paper_criterion.csv"
     if path.is_file():
         pc = pd.read_csv(path, keep_default_na=False, na_values=[""])
@@ -489,7 +491,8 @@ def soundness_markdown(out: str | Path) -> str:
     if path.is_file():
         san = pd.read_csv(path, keep_default_na=False, na_values=[""])
         guaranteed = san[san["guaranteed"].astype(str).str.lower() == "true"]
-        g_bad = int(guaranteed["violations"].sum()) + int((~guaranteed["holds"].astype(str).str.lower().eq("true")).sum())
+        holds = guaranteed["holds"].astype(str).str.lower().eq("true")
+        g_bad = int(guaranteed["violations"].sum()) + int((~holds).sum())
         o_bad, o_runs = 0, 0
         viol_path = out / "sanity_violations.csv"
         if viol_path.is_file():
@@ -512,11 +515,13 @@ def soundness_markdown(out: str | Path) -> str:
         parts += ["### Lipschitz audit of the backbone", "",
                   "Lower bounds on the l2 Lipschitz constant (any value above the declared constant would "
                   "break every FaRS certificate):", "",
-                  "| backbone | declared | sidecar: Jacobian / pairs (inputs) | fresh: Jacobian / pairs (inputs) | confirms |",
+                  "| backbone | declared | sidecar: Jacobian / pairs (inputs) | fresh: Jacobian / pairs (inputs) "
+                  "| confirms |",
                   "| --- | --- | --- | --- | --- |",
                   f"| {lip['backbone']} | {lip['declared']:g} | {_num(lip.get('sidecar_jacobian'))} / "
                   f"{_num(lip.get('sidecar_pairs'))} ({lip.get('sidecar_inputs')}) | {_num(lip['fresh_jacobian'])} / "
-                  f"{_num(lip['fresh_pairs'])} ({lip['fresh_inputs']}) | {'yes' if lip['confirms'] else '**NO**'} |", ""]
+                  f"{_num(lip['fresh_pairs'])} ({lip['fresh_inputs']}) | "
+                  f"{'yes' if lip['confirms'] else '**NO**'} |", ""]
     return "\n".join(parts).rstrip("\n") + "\n"
 
 

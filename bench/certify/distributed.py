@@ -15,7 +15,7 @@ How a sharded run works
    the summary and plots.
 
 An example's noise depends only on the global seed and the example's dataset index (see
-:mod:`fars.noise`), so which rank certifies it does not change its result: the merged file equals a
+:mod:`smoothing.noise`), so which rank certifies it does not change its result: the merged file equals a
 one-process run row for row (timing columns aside). A rank that dies loses only the example it was
 certifying; running the same command again resumes every shard, with any number of processes.
 
@@ -28,9 +28,10 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -110,8 +111,9 @@ def check_shared_folder(out: Path, context: Context) -> None:
     if not context.distributed:
         return
     token_file = out / SHARD_DIR / ".token"
-    token = uuid.uuid4().hex if context.is_main else None
+    token: str | None = None
     if context.is_main:
+        token = uuid.uuid4().hex
         token_file.parent.mkdir(parents=True, exist_ok=True)
         token_file.write_text(token)
     token = all_gather(context, token)[0]

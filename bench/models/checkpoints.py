@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import platform
-import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -21,8 +19,11 @@ from torch import nn
 from fars import BackboneConfig, SLLBackbone
 from fars.audit import LipschitzAudit
 
-from .datasets import sha256_file
-from .models import CNNConfig, HeadConfig, SmallCNN, build_head
+from ..files import sha256_file
+from ..provenance import git_commit, package_versions
+from .networks import CNNConfig, HeadConfig, SmallCNN, build_head
+
+_ModuleT = TypeVar("_ModuleT", bound=nn.Module)
 
 FORMAT = 1
 #: Relative slack allowed between an audited lower bound and the declared Lipschitz constant (float round-off).
@@ -31,39 +32,6 @@ AUDIT_TOLERANCE = 1e-4
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used as asked (missing, corrupted, or mismatched)."""
-
-
-def git_commit(root: Path | None = None) -> str:
-    """The commit of the code that ran: ``git describe`` of HEAD, with ``-dirty`` when tracked files
-    outside ``results/`` have uncommitted changes (a regeneration rewrites ``results/`` while it runs,
-    which says nothing about the code), or 'unknown' outside a git checkout. ``root``: the checkout
-    (default: this project's)."""
-    root = Path(__file__).resolve().parent.parent if root is None else Path(root)
-
-    def git(*args: str) -> str:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=root, timeout=10)
-        return out.stdout.strip() if out.returncode == 0 else ""
-
-    try:
-        commit = git("describe", "--always", "--abbrev=12")
-        if not commit:
-            return "unknown"
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
-        return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def package_versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    versions = {"python": platform.python_version()}
-    for name in ("torch", "torchvision", "numpy", "scipy", "statsmodels", "entmax"):
-        try:
-            versions[name] = md.version(name)
-        except md.PackageNotFoundError:
-            versions[name] = "absent"
-    return versions
 
 
 def paths(stem: str | Path) -> tuple[Path, Path]:
@@ -114,7 +82,7 @@ def read_sidecar(stem: str | Path, kind: str | None = None) -> dict[str, Any]:
     return sidecar
 
 
-def _load_state(model: nn.Module, stem: str | Path) -> nn.Module:
+def _load_state(model: _ModuleT, stem: str | Path) -> _ModuleT:
     weights, _ = paths(stem)
     state = torch.load(weights, map_location="cpu", weights_only=True)
     expected = model.state_dict()

@@ -1,4 +1,4 @@
-"""Train the default models: ``python -m bench.train [all|backbone|heads|cnn] ...``.
+"""Training of the default models (the command is ``python -m bench.train [all|backbone|heads|cnn] ...``).
 
 Two-stage FaRS recipe (as in the paper, scaled to the dataset): an SLL backbone trained with SLL's
 margin loss, then frozen; heads trained on its embeddings (``ce``, ``sparsemax``, ``margin``, ``mlp``).
@@ -9,12 +9,12 @@ no normalisation layer). Every run is seeded, shows progress, and resumes from i
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -24,11 +24,10 @@ from tqdm.auto import tqdm
 from fars import BackboneConfig, SLLBackbone, audit_lipschitz
 from fars.losses import certified_margin_loss, head_sparsemax_loss, sll_loss
 
+from ..data import dataset_spec, load_tensors
 from . import checkpoints as ckpt
-from .datasets import dataset_spec, load_tensors
-from .models import HEAD_KINDS, CNNConfig, HeadConfig, SmallCNN, backbone_training_head, build_head
+from .networks import HEAD_KINDS, CNNConfig, HeadConfig, SmallCNN, backbone_training_head, build_head
 
-DEFAULT_DIR = Path(__file__).resolve().parent / "embedded" / "models"
 DEFAULT_SIGMAS = (0.12, 0.25, 0.5)
 
 
@@ -51,16 +50,6 @@ class TrainConfig:
     train_limit: int | None = None
     test_limit: int | None = None
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; otherwise the named device (checked)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {name}: CUDA is not available on this machine")
-    return device
 
 
 def fit(name: str, model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
@@ -148,6 +137,7 @@ def train_backbone(cfg: TrainConfig, out: Path, device: torch.device, progress: 
     spec = dataset_spec(cfg.dataset)
     x_train, y_train = load_tensors(cfg.dataset, "train", limit=cfg.train_limit)
     x_test, y_test = load_tensors(cfg.dataset, "test", limit=cfg.test_limit)
+    assert spec.num_classes is not None  # only imagefolder lacks it, and load_tensors refuses it without data_root
     torch.manual_seed(cfg.seed)
     backbone = SLLBackbone(cfg.backbone)
     train_head = backbone_training_head(cfg.backbone.embedding_dim, spec.num_classes)
@@ -179,6 +169,7 @@ def _head_loss(kind: str, head: nn.Module, cfg: TrainConfig, lipschitz: float
     if kind == "sparsemax":
         return lambda z, y, _: head_sparsemax_loss(head(z), y)
     if kind == "margin":
+        assert isinstance(head, nn.Linear)  # build_head makes every non-mlp head an nn.Linear
         return lambda z, y, _: certified_margin_loss(head(z), y, head.weight, cfg.head_margin_epsilon, lipschitz)
     # mlp: certified by Monte Carlo in embedding space, so trained under that noise (Cohen's recipe)
     return lambda z, y, _: F.cross_entropy(head(z + cfg.head_mlp_sigma * torch.randn_like(z)), y)
@@ -192,6 +183,7 @@ def train_heads(cfg: TrainConfig, out: Path, device: torch.device, kinds: tuple[
     spec = dataset_spec(cfg.dataset)
     x_train, y_train = load_tensors(cfg.dataset, "train", limit=cfg.train_limit)
     x_test, y_test = load_tensors(cfg.dataset, "test", limit=cfg.test_limit)
+    assert spec.num_classes is not None  # only imagefolder lacks it, and load_tensors refuses it without data_root
     z_train, z_test = embed(backbone, x_train, device), embed(backbone, x_test, device)
     results = []
     for kind in kinds:
@@ -199,7 +191,7 @@ def train_heads(cfg: TrainConfig, out: Path, device: torch.device, kinds: tuple[
         config = HeadConfig(kind, bb_meta["architecture"]["embedding_dim"], spec.num_classes)
         head = build_head(config).to(device)
         history = fit(f"head-{kind}", head, _head_loss(kind, head, cfg, backbone.lipschitz), z_train, y_train,
-                      cfg.head_epochs, lambda: torch.optim.SGD(head.parameters(), lr=cfg.head_lr, momentum=0.9),
+                      cfg.head_epochs, partial(torch.optim.SGD, head.parameters(), lr=cfg.head_lr, momentum=0.9),
                       cfg.batch_size, cfg.seed, device, out / f"head-{kind}.resume.pt", progress)
         acc = accuracy(head, z_test, y_test, device)
         sidecar = ckpt.save_checkpoint(head.cpu(), out / f"head-{kind}", {
@@ -224,15 +216,22 @@ def train_cnns(cfg: TrainConfig, out: Path, device: torch.device, progress: bool
     c, h, _ = spec.input_shape
     x_train, y_train = load_tensors(cfg.dataset, "train", limit=cfg.train_limit)
     x_test, y_test = load_tensors(cfg.dataset, "test", limit=cfg.test_limit)
+    assert spec.num_classes is not None  # only imagefolder lacks it, and load_tensors refuses it without data_root
     results = []
     for sigma in cfg.cnn_sigmas:
         torch.manual_seed(cfg.seed)
         config = CNNConfig(in_channels=c, image_size=h, num_classes=spec.num_classes)
         model = SmallCNN(config).to(device)
         name = cnn_name(sigma)
-        history = fit(name, model, lambda x, y, _, m=model, s=sigma: F.cross_entropy(m(x + s * torch.randn_like(x)), y),
-                      x_train, y_train, cfg.cnn_epochs,
-                      lambda m=model: torch.optim.SGD(m.parameters(), lr=cfg.cnn_lr, momentum=0.9, weight_decay=1e-4),
+
+        def noisy_loss(x: torch.Tensor, y: torch.Tensor, _: int, m: nn.Module = model,
+                       s: float = sigma) -> torch.Tensor:
+            return F.cross_entropy(m(x + s * torch.randn_like(x)), y)
+
+        def make_optimizer(m: nn.Module = model) -> torch.optim.Optimizer:
+            return torch.optim.SGD(m.parameters(), lr=cfg.cnn_lr, momentum=0.9, weight_decay=1e-4)
+
+        history = fit(name, model, noisy_loss, x_train, y_train, cfg.cnn_epochs, make_optimizer,
                       cfg.batch_size, cfg.seed, device, out / f"{name}.resume.pt", progress)
         noisy = accuracy(model, x_test, y_test, device, noise_sigma=sigma, seed=cfg.seed)
         clean = accuracy(model, x_test, y_test, device)
@@ -246,57 +245,3 @@ def train_cnns(cfg: TrainConfig, out: Path, device: torch.device, progress: bool
         print(f"[{name}] test accuracy clean {clean:.4f}, under its own noise {noisy:.4f}", file=sys.stderr)
         results.append(sidecar)
     return results
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.train",
-        description="Train the harness's default models (SLL backbone, FaRS heads, Cohen's noise-trained CNNs). "
-                    "Seeded and resumable: re-running an interrupted command continues from the last epoch.")
-    parser.add_argument("what", nargs="?", default="all", choices=("all", "backbone", "heads", "cnn"),
-                        help="which models to train (heads need the backbone in --out); default: all")
-    parser.add_argument("--dataset", default="fashion-mnist", help="dataset name (default: fashion-mnist)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_DIR, help=f"checkpoint folder (default: {DEFAULT_DIR})")
-    parser.add_argument("--seed", type=int, default=0, help="global seed (default: 0)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--backbone-epochs", type=int, default=TrainConfig.backbone_epochs)
-    parser.add_argument("--head-epochs", type=int, default=TrainConfig.head_epochs)
-    parser.add_argument("--cnn-epochs", type=int, default=TrainConfig.cnn_epochs)
-    parser.add_argument("--heads", nargs="+", default=list(HEAD_KINDS), choices=HEAD_KINDS, help="head kinds to train")
-    parser.add_argument("--sigmas", nargs="+", type=float, default=list(DEFAULT_SIGMAS),
-                        help="noise levels of Cohen's CNNs (default: 0.12 0.25 0.5)")
-    parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training images (smoke tests)")
-    parser.add_argument("--test-limit", type=int, default=None,
-                        help="evaluate on the first N test images only (smoke tests; shipped models use all)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    for name in ("backbone_epochs", "head_epochs", "cnn_epochs"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
-    if any(s <= 0 for s in args.sigmas):
-        parser.error("--sigmas must all be > 0")
-    return args
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    spec = dataset_spec(args.dataset)
-    c, h, _ = spec.input_shape
-    backbone_cfg = BackboneConfig(in_channels=c, image_size=h)
-    cfg = TrainConfig(dataset=args.dataset, seed=args.seed, backbone_epochs=args.backbone_epochs,
-                      head_epochs=args.head_epochs, cnn_epochs=args.cnn_epochs, cnn_sigmas=tuple(args.sigmas),
-                      train_limit=args.train_limit, test_limit=args.test_limit, backbone=backbone_cfg)
-    device = resolve_device(args.device)
-    torch.manual_seed(args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    progress = not args.no_progress
-    if args.what in ("all", "backbone"):
-        train_backbone(cfg, args.out, device, progress)
-    if args.what in ("all", "heads"):
-        train_heads(cfg, args.out, device, tuple(args.heads), progress)
-    if args.what in ("all", "cnn"):
-        train_cnns(cfg, args.out, device, progress)
-
-
-if __name__ == "__main__":
-    main()

@@ -35,13 +35,12 @@ fars-mc within 2x of its floor and at least 1000x faster than cohen at n = 100,0
 
 from __future__ import annotations
 
-import ctypes
 import datetime as _dt
 import math
-import os
-import platform
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from functools import partial
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,14 +50,15 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
-from fars.certificate import module_device, timed
 from fars.closed_form import head_geometry, linear_head_radius
-from fars.monte_carlo import FaRSMonteCarlo, split_first_linear
+from fars.monte_carlo import FaRSMonteCarlo, _Layers, split_first_linear
+from smoothing.certificate import module_device, timed
 
-from .markdown import markdown_table
+from ..certify.batch_size import best_seconds, plain_batch
+from ..env import cpu_allocator_tuned, device_name
+from ..report import fmt_seconds, markdown_table
 
 FP32_BYTES = 4
-_ALLOCATOR_TUNED = False
 #: issue 6's targets: the n they are stated at, and their limits
 TARGET_N = 100_000
 COHEN_OVERHEAD_LIMIT = 1.25
@@ -85,26 +85,10 @@ class Machine:
         return asdict(self)
 
     def describe(self) -> str:
-        return (f"{self.name}: fp32 matmul {self.matmul_flops / 1e9:.1f} GFLOP/s, copy {self.bandwidth / 1e9:.1f} GB/s, "
+        return (f"{self.name}: fp32 matmul {self.matmul_flops / 1e9:.1f} GFLOP/s, "
+                f"copy {self.bandwidth / 1e9:.1f} GB/s, "
                 f"randn {self.normal_rate / 1e6:.0f} M normals/s, {self.threads} torch threads"
                 + (", glibc malloc thresholds raised (tune_cpu_allocator)" if self.allocator_tuned else ""))
-
-
-def device_label(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-
-
-def best_seconds(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
-    """Fastest of ``repeats`` timed calls of ``fn`` (device synchronised), after one warm-up call."""
-    fn()
-    best = math.inf
-    for _ in range(max(1, repeats)):
-        with timed(device) as elapsed:
-            fn()
-        best = min(best, elapsed[0])
-    return best
 
 
 def measure_machine(device: torch.device | str = "cpu", *, matmul_size: int | None = None,
@@ -124,42 +108,19 @@ def measure_machine(device: torch.device | str = "cpu", *, matmul_size: int | No
         a = torch.rand(size, size, device=device)
         b = torch.rand(size, size, device=device)
         out = torch.empty(size, size, device=device)
-        matmul = 2.0 * size ** 3 / best_seconds(lambda: torch.mm(a, b, out=out), device, repeats)
+        matmul = 2.0 * size ** 3 / best_seconds(partial(torch.mm, a, b, out=out), device, repeats)
         del a, b, out
         src = torch.rand(elements, device=device)
         dst = torch.empty_like(src)
-        bandwidth = 2.0 * elements * FP32_BYTES / best_seconds(lambda: dst.copy_(src), device, repeats)
+        bandwidth = 2.0 * elements * FP32_BYTES / best_seconds(partial(dst.copy_, src), device, repeats)
         del src, dst
         generator = torch.Generator(device=device)
         generator.manual_seed(0)
         sample = torch.empty(count, device=device)
-        rate = count / best_seconds(lambda: sample.normal_(generator=generator), device, repeats)
+        rate = count / best_seconds(partial(sample.normal_, generator=generator), device, repeats)
         del sample
-    return Machine(str(device), device_label(device), torch.get_num_threads(), matmul, bandwidth, rate, _ALLOCATOR_TUNED)
-
-
-def tune_cpu_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30) -> bool:
-    """Keep freed tensor memory inside the process (glibc malloc); True when applied.
-
-    By default glibc serves large blocks with fresh ``mmap`` pages and gives freed memory back to the
-    system, so every eager op that allocates a large activation pays page faults (the kernel zeroes
-    each page): on the 2-core CPU this cost a third of Cohen's time (3.7 M faults, 6 s of system time
-    for 3,100 samples) and varied from process to process. Raising the mmap and trim thresholds
-    (``mallopt``; process-wide, benchmark processes only) makes repeated batches reuse memory. Blocks
-    above 32 MiB (glibc's cap) are still mapped afresh. No effect on results; a no-op off glibc.
-    """
-    global _ALLOCATOR_TUNED
-    if platform.system() != "Linux":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        applied = bool(libc.mallopt(m_mmap_threshold, int(mmap_threshold)) == 1
-                       and libc.mallopt(m_trim_threshold, int(trim_threshold)) == 1)
-    except (OSError, AttributeError):
-        return False
-    _ALLOCATOR_TUNED = _ALLOCATOR_TUNED or applied
-    return applied
+    return Machine(str(device), device_name(device), torch.get_num_threads(), matmul, bandwidth, rate,
+                   cpu_allocator_tuned())
 
 
 # --- counting a forward pass -------------------------------------------------------------------
@@ -231,8 +192,9 @@ def forward_cost(module: nn.Module, example: torch.Tensor, batches: tuple[int, i
     try:
         inputs = [example.expand(b, *example.shape[1:]).contiguous() for b in (small, large)]
         with torch.inference_mode():
-            module(inputs[0])  # steady state, as after certify's warm-up: SLL factors memoised (fars.memo.WeightDerived)
-        (f_small, b_small), (f_large, b_large) = (count(lambda x=x: module(x)) for x in inputs)
+            # steady state, as after certify's warm-up: SLL factors memoised (fars.memo.WeightDerived)
+            module(inputs[0])
+        (f_small, b_small), (f_large, b_large) = (count(partial(module, x)) for x in inputs)
     finally:
         module.train(mode)
     span = large - small
@@ -254,12 +216,13 @@ class Phase:
     normals: float = 0.0
 
     def floor(self, machine: Machine) -> float:
-        return max(self.flops / machine.matmul_flops, self.bytes / machine.bandwidth) + self.normals / machine.normal_rate
+        roofline = max(self.flops / machine.matmul_flops, self.bytes / machine.bandwidth)
+        return roofline + self.normals / machine.normal_rate
 
     def bound(self, machine: Machine) -> str:
         terms = {"compute": self.flops / machine.matmul_flops, "memory": self.bytes / machine.bandwidth,
                  "rng": self.normals / machine.normal_rate}
-        return max(terms, key=terms.get)
+        return max(terms, key=lambda k: terms[k])
 
 
 @dataclass(frozen=True)
@@ -279,7 +242,8 @@ class NetworkCosts:
     factor_flops: int             # the projected sampler's Gram matrix W W^T, once per certify call
 
 
-def network_costs(backbone: nn.Module, head: nn.Module, input_shape: Sequence[int], sampler: str = "auto") -> NetworkCosts:
+def network_costs(backbone: nn.Module, head: nn.Module, input_shape: Sequence[int],
+                  sampler: str = "auto") -> NetworkCosts:
     """Count the backbone and head of the network (FlopCounterMode and :class:`ByteCounter`)."""
     device = module_device(backbone)
     x = torch.rand(1, *input_shape, device=device)
@@ -291,11 +255,18 @@ def network_costs(backbone: nn.Module, head: nn.Module, input_shape: Sequence[in
         classes = int(head.eval()(embedding).shape[1])
     mc = FaRSMonteCarlo(backbone, head, 1.0, sampler=sampler)
     if mc.sampler == "projected":
-        first, rest = split_first_linear(head)  # type: ignore[misc]
+        split = split_first_linear(head)
+        assert split is not None  # FaRSMonteCarlo picks the projected sampler only for a splittable head
+        first, rest = split
         k = first.out_features
         first_cost = forward_cost(first, embedding)
-        rest_module = rest if isinstance(rest, nn.Module) else nn.Sequential(*rest.layers)
-        rest_cost = ZERO_COST if isinstance(rest_module, nn.Identity) else forward_cost(rest_module, torch.rand(1, k, device=device))
+        if isinstance(rest, nn.Module):
+            rest_module: nn.Module = rest
+        else:
+            assert isinstance(rest, _Layers)  # split_first_linear's rest: nn.Identity or _Layers
+            rest_module = nn.Sequential(*rest.layers)
+        rest_cost = (ZERO_COST if isinstance(rest_module, nn.Identity)
+                     else forward_cost(rest_module, torch.rand(1, k, device=device)))
         factor_flops = 2 * k * k * first.in_features
     else:
         k, first_cost, rest_cost, factor_flops = int(z.shape[1]), ZERO_COST, head_cost, 0
@@ -366,14 +337,6 @@ def plain_forward_seconds(model: nn.Module, inputs: torch.Tensor, repeats: int =
     return float(np.median(times))
 
 
-def plain_batch(input_shape: Sequence[int], batch_size: int, device: torch.device, seed: int = 0) -> torch.Tensor:
-    """A batch of noisy-looking inputs: uniform [0, 1] pixels plus N(0, 0.25^2) noise (as Cohen's samples)."""
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
-    x = torch.rand(batch_size, *input_shape, generator=generator, device=device)
-    return x + 0.25 * torch.randn(x.shape, generator=generator, device=device)
-
-
 @dataclass(frozen=True)
 class PlainForward:
     """Reference times of the plain network (backbone + head), measured once per run."""
@@ -404,12 +367,14 @@ def paired_single_image(network: nn.Module, certifier, images: torch.Tensor, ind
 
     Each round times, for each image, ``calls`` back-to-back plain forwards of ``network`` and
     ``calls`` back-to-back ``certifier.certify`` calls (the certificate's own ``seconds``, which covers
-    the whole call), each block after one untimed call; which block goes first alternates by round. Both are timed warm, as in a loop over a test set, and under the same
+    the whole call), each block after one untimed call; which block goes first alternates by round.
+    Both are timed warm, as in a loop over a test set, and under the same
     drift of the machine: a shared 2-core machine changes speed by several percent within seconds, more
     than the gap being measured when the two are timed at different moments.
     """
     device = images.device
-    plain, certify = [], []
+    plain: list[float] = []
+    certify: list[float] = []
     mode = network.training
     network.eval()
     try:
@@ -417,7 +382,7 @@ def paired_single_image(network: nn.Module, certifier, images: torch.Tensor, ind
             for i in range(len(images)):
                 image, index = images[i:i + 1], indices[i:i + 1]
 
-                def forwards() -> None:
+                def forwards(image: torch.Tensor = image) -> None:
                     with torch.inference_mode():
                         network(image)
                         for _ in range(max(1, calls)):
@@ -425,11 +390,12 @@ def paired_single_image(network: nn.Module, certifier, images: torch.Tensor, ind
                                 network(image)
                             plain.append(elapsed[0])
 
-                def certifies() -> None:
+                def certifies(image: torch.Tensor = image, index: torch.Tensor = index) -> None:
                     certifier.certify(image, indices=index)
                     certify.extend(certifier.certify(image, indices=index).seconds for _ in range(max(1, calls)))
 
-                for block in ((forwards, certifies) if r % 2 == 0 else (certifies, forwards)):   # alternate who goes first
+                # alternate which block goes first
+                for block in ((forwards, certifies) if r % 2 == 0 else (certifies, forwards)):
                     block()
     finally:
         network.train(mode)
@@ -459,7 +425,7 @@ def cost_table(costs: NetworkCosts, scaling: pd.DataFrame, machine: Machine, pla
         total = Phase(sum(p.flops for p in phases.values()), sum(p.bytes for p in phases.values()),
                       sum(p.normals for p in phases.values()))
         floor = sum(floors.values())
-        dominant = max(floors, key=floors.get)
+        dominant = max(floors, key=lambda k: floors[k])
         seconds = float(record["seconds"])
         reference, ref_kind = math.nan, ""
         if method == "cohen":
@@ -467,7 +433,8 @@ def cost_table(costs: NetworkCosts, scaling: pd.DataFrame, machine: Machine, pla
         elif method == "fars-closed":
             reference, ref_kind = plain.single, "single-image forward"
         rows.append({
-            "method": method, "model": record.get("model", ""), "n": n, "samples": n0 + n if method != "fars-closed" else 0,
+            "method": method, "model": record.get("model", ""), "n": n,
+            "samples": n0 + n if method != "fars-closed" else 0,
             "batch_size": bs if method != "fars-closed" else 1,
             "sampler": costs.sampler if method == "fars-mc" else "",
             "flops_backbone": phases["backbone"].flops, "flops_head": phases["head"].flops,
@@ -507,7 +474,8 @@ def targets_table(table: pd.DataFrame, target_n: int = TARGET_N) -> pd.DataFrame
     out = []
 
     def add(name: str, method: str, row: pd.Series | None, value: float, limit: float, kind: str, note: str) -> None:
-        met = None if row is None or not np.isfinite(value) else bool(value <= limit if kind == "max" else value >= limit)
+        met = (None if row is None or not np.isfinite(value)
+               else bool(value <= limit if kind == "max" else value >= limit))
         out.append({"target": name, "method": method, "n": None if row is None else int(row["n"]),
                     "value": value, "limit": limit, "kind": "<=" if kind == "max" else ">=", "met": met, "note": note})
 
@@ -522,7 +490,8 @@ def targets_table(table: pd.DataFrame, target_n: int = TARGET_N) -> pd.DataFrame
         same_n = table[(table["method"] == "cohen") & (table["n"] == mc["n"])]
         if not same_n.empty:
             speedup = float(same_n.iloc[0]["seconds"]) / float(mc["seconds"])
-    add("cohen time / fars-mc time (same network, same n)", "fars-mc", mc, speedup, FARS_MC_SPEEDUP_LIMIT, "min", note_s)
+    add("cohen time / fars-mc time (same network, same n)", "fars-mc", mc, speedup, FARS_MC_SPEEDUP_LIMIT, "min",
+        note_s)
     closed, note_f = at("fars-closed")
     add("fars-closed time / plain single-image forward", "fars-closed", closed,
         math.nan if closed is None else float(closed["ratio_to_reference"]), FARS_CLOSED_FORWARD_LIMIT, "max", note_f)
@@ -530,16 +499,6 @@ def targets_table(table: pd.DataFrame, target_n: int = TARGET_N) -> pd.DataFrame
 
 
 # --- formatting ---------------------------------------------------------------------------------
-
-def fmt_seconds(s: float) -> str:
-    if s is None or not np.isfinite(s):
-        return "—"
-    if s < 1e-3:
-        return f"{s * 1e6:.3g} µs"
-    if s < 1:
-        return f"{s * 1e3:.3g} ms"
-    return f"{s:.3g} s"
-
 
 def fmt_count(x: float) -> str:
     if x is None or not np.isfinite(x):
@@ -569,7 +528,8 @@ def cost_markdown(table: pd.DataFrame, targets: pd.DataFrame, machine: Machine, 
         "measured/reference": table["ratio_to_reference"].map(fmt_ratio),
     })
     goals = pd.DataFrame({
-        "target": targets["target"], "n": targets["n"].map(lambda v: "—" if v is None or pd.isna(v) or not v else f"{int(v):,}"),
+        "target": targets["target"],
+        "n": targets["n"].map(lambda v: "—" if v is None or pd.isna(v) or not v else f"{int(v):,}"),
         "value": targets["value"].map(fmt_ratio), "limit": targets["kind"] + " " + targets["limit"].map(fmt_ratio),
         "met": targets["met"].map(lambda m: "n/a" if m is None or pd.isna(m) else ("MET" if m else "NOT MET")),
         "note": targets["note"],
@@ -601,7 +561,7 @@ def cost_markdown(table: pd.DataFrame, targets: pd.DataFrame, machine: Machine, 
 
 
 __all__ = [
-    "Machine", "measure_machine", "tune_cpu_allocator", "ByteCounter", "count", "ForwardCost", "forward_cost", "Phase", "NetworkCosts",
+    "Machine", "measure_machine", "ByteCounter", "count", "ForwardCost", "forward_cost", "Phase", "NetworkCosts",
     "network_costs", "method_phases", "plain_forward_seconds", "plain_batch", "PlainForward", "measure_plain_forward",
     "paired_single_image",
     "cost_table", "targets_table", "cost_markdown",

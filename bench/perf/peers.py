@@ -1,11 +1,11 @@
-"""``python -m bench.art_compare``: our Cohen RS side by side with IBM ART's on the same network.
+"""Our Cohen RS side by side with IBM ART's on the same network (the command is ``python -m bench.art_compare``).
 
 Certifies K images of the embedded evaluation set with :class:`baselines.CohenRS` and with the
 Adversarial Robustness Toolbox's ``PyTorchRandomizedSmoothing.certify`` (a test/benchmark-only
 dependency, imported lazily) on the same SLL network ``sll+ce`` at the same sigma, n0, n and alpha, and
 writes per-image radii and times, a two-sample Kolmogorov-Smirnov test of the two radius distributions,
 a paired Wilcoxon test of the radius differences, the fraction of equal predictions and the speed ratio
-to ``art_comparison.csv`` and ``art_comparison.md`` (default ``results/fashion-mnist/art``).
+to ``art_comparison.csv`` and ``art_comparison.md`` (default ``runs/fashion-mnist/art``).
 
 How ART's certify maps onto ours (ART 1.20, ``RandomizedSmoothingMixin.certify``):
 
@@ -25,7 +25,6 @@ How ART's certify maps onto ours (ART 1.20, ``RandomizedSmoothingMixin.certify``
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import sys
@@ -39,13 +38,7 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from baselines import CohenRS
-from fars.certificate import timed
-
-from . import checkpoints as ckpt
-from .datasets import load_embedded
-from .train import DEFAULT_DIR, resolve_device
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from smoothing.certificate import timed
 
 
 class ARTMissing(ImportError):
@@ -106,7 +99,7 @@ def summarize(frame: pd.DataFrame, settings: dict[str, Any]) -> dict[str, Any]:
     """Agreement and speed statistics of a :func:`compare` frame.
 
     The radii are compared at 9 significant digits: ours are lowered by up to ~2e-10 relative (at n = 10^6)
-    so that the floating-point bound stays below the exact one (``fars.smoothing.BOUND_SLACK`` and
+    so that the floating-point bound stays below the exact one (``smoothing.statistics.BOUND_SLACK`` and
     ``RADIUS_SLACK``), ART's are not; that difference is not a disagreement between the two methods'
     statistics (a capped radius would otherwise never tie).
     """
@@ -169,78 +162,10 @@ def write(frame: pd.DataFrame, summary: dict[str, Any], out: Path, device_name: 
     (out / "art_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
-def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.art_compare", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Certify the same images with our CohenRS and IBM ART's PyTorchRandomizedSmoothing on sll+ce "
-                    "(same sigma, n0, n, alpha); compare radii (KS test), predictions and seconds per image.")
-    parser.add_argument("--models", type=Path, default=DEFAULT_DIR, help="checkpoint folder")
-    parser.add_argument("--images", type=int, default=20, help="images certified by both (K)")
-    parser.add_argument("--skip", type=int, default=10, help="take every SKIP-th image of the evaluation set")
-    parser.add_argument("--sigma", type=float, default=0.25, help="noise level (pixel space)")
-    parser.add_argument("--n0", type=int, default=100, help="selection samples (ART's sample_size)")
-    parser.add_argument("--n", type=int, default=10_000, help="estimation samples (ART's certify(n=...))")
-    parser.add_argument("--alpha", type=float, default=0.001, help="failure probability")
-    parser.add_argument("--batch-size", default="auto",
-                        help="noisy samples per forward pass, the same for both: an integer, or 'auto' for the "
-                             "throughput-best batch of a plain forward on this device (bench.scaling.best_batch_size)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    parser.add_argument("--seed", type=int, default=0, help="our noise seed, and NumPy's global seed for ART")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "fashion-mnist" / "art")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    if args.batch_size != "auto" and (not str(args.batch_size).isdigit() or int(args.batch_size) < 1):
-        parser.error("--batch-size must be an integer >= 1 or 'auto'")
-    if min(args.images, args.skip, args.n0, args.n) < 1 or args.sigma <= 0 or not 0 < args.alpha < 1:
-        parser.error("--images, --skip, --n0, --n must be >= 1, --sigma > 0, --alpha in (0, 1)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from .cost_model import tune_cpu_allocator
-
-    allocator_tuned = tune_cpu_allocator()  # page-fault churn otherwise dominates CPU timings (both sides alike)
-    try:
-        art_smoothing_class()
-    except ARTMissing as err:
-        raise SystemExit(str(err)) from None
-    from .run import device_name
-    from .zoo import load_zoo
-
-    device = resolve_device(args.device)
-    try:
-        zoo = load_zoo(args.models).to(device)
-    except ckpt.CheckpointError as err:
-        raise SystemExit(f"cannot load the models: {err}") from None
-    if "ce" not in zoo.heads:
-        raise SystemExit(f"{args.models} has no head-ce checkpoint")
-    network = torch.nn.Sequential(zoo.backbone, zoo.heads["ce"][0]).eval()
-    images, labels, indices = load_embedded()
-    pick = torch.arange(0, len(images), args.skip)[:args.images]
-    if args.batch_size == "auto":
-        from .scaling import best_batch_size
-
-        batch_size, _ = best_batch_size(network, tuple(images.shape[1:]), device, max_samples=args.n + args.n0)
-    else:
-        batch_size = int(args.batch_size)
-    frame, summary = compare(network, images[pick].to(device), labels[pick], indices[pick], args.sigma, args.n0,
-                             args.n, args.alpha, batch_size, args.seed, progress=not args.no_progress)
-    name = device_name(device)
-    summary.update(device=str(device), device_name=name, art_version=_art_version(), torch_threads=torch.get_num_threads(),
-                   allocator_tuned=allocator_tuned,
-                   versions=ckpt.package_versions(), git_commit=ckpt.git_commit())
-    write(frame, summary, args.out, name)
-    print((args.out / "art_comparison.md").read_text())
-    return args.out
-
-
-def _art_version() -> str:
+def art_version() -> str:
     try:
         import art
 
         return str(art.__version__)
     except Exception:  # noqa: BLE001 - informational only
         return "unknown"
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,87 @@
+"""``python -m bench.art_compare``: our Cohen RS side by side with IBM ART's on the same network.
+
+Command-line leaf over :mod:`bench.perf.peers` (which says how ART's CERTIFY maps onto ours).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from .certify.batch_size import best_batch_size
+from .data import load_embedded
+from .env import EMBEDDED_MODELS, device_name, resolve_device, runs_dir, tune_cpu_allocator
+from .models import CheckpointError, load_zoo
+from .perf.peers import ARTMissing, art_smoothing_class, art_version, compare, write
+from .provenance import git_commit, package_versions
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.art_compare", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Certify the same images with our CohenRS and IBM ART's PyTorchRandomizedSmoothing on sll+ce "
+                    "(same sigma, n0, n, alpha); compare radii (KS test), predictions and seconds per image.")
+    parser.add_argument("--models", type=Path, default=EMBEDDED_MODELS, help="checkpoint folder")
+    parser.add_argument("--images", type=int, default=20, help="images certified by both (K)")
+    parser.add_argument("--skip", type=int, default=10, help="take every SKIP-th image of the evaluation set")
+    parser.add_argument("--sigma", type=float, default=0.25, help="noise level (pixel space)")
+    parser.add_argument("--n0", type=int, default=100, help="selection samples (ART's sample_size)")
+    parser.add_argument("--n", type=int, default=10_000, help="estimation samples (ART's certify(n=...))")
+    parser.add_argument("--alpha", type=float, default=0.001, help="failure probability")
+    parser.add_argument("--batch-size", default="auto",
+                        help="noisy samples per forward pass, the same for both: an integer, or 'auto' for the "
+                             "throughput-best batch of a plain forward on this device "
+                             "(bench.certify.batch_size.best_batch_size)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    parser.add_argument("--seed", type=int, default=0, help="our noise seed, and NumPy's global seed for ART")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: runs/fashion-mnist/art; the committed reference is "
+                             "results/fashion-mnist/art)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    if args.batch_size != "auto" and (not str(args.batch_size).isdigit() or int(args.batch_size) < 1):
+        parser.error("--batch-size must be an integer >= 1 or 'auto'")
+    if min(args.images, args.skip, args.n0, args.n) < 1 or args.sigma <= 0 or not 0 < args.alpha < 1:
+        parser.error("--images, --skip, --n0, --n must be >= 1, --sigma > 0, --alpha in (0, 1)")
+    if args.threads < 0:
+        parser.error("--threads must be >= 0")
+    if args.out is None:
+        args.out = runs_dir("fashion-mnist", "art")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    allocator_tuned = tune_cpu_allocator()  # page-fault churn otherwise dominates CPU timings (both sides alike)
+    try:
+        art_smoothing_class()
+    except ARTMissing as err:
+        raise SystemExit(str(err)) from None
+    device = resolve_device(args.device)
+    try:
+        zoo = load_zoo(args.models).to(device)
+    except CheckpointError as err:
+        raise SystemExit(f"cannot load the models: {err}") from None
+    if "ce" not in zoo.heads:
+        raise SystemExit(f"{args.models} has no head-ce checkpoint")
+    network = torch.nn.Sequential(zoo.backbone, zoo.heads["ce"][0]).eval()
+    images, labels, indices = load_embedded()
+    pick = torch.arange(0, len(images), args.skip)[:args.images]
+    if args.batch_size == "auto":
+        batch_size, _ = best_batch_size(network, tuple(images.shape[1:]), device, max_samples=args.n + args.n0)
+    else:
+        batch_size = int(args.batch_size)
+    frame, summary = compare(network, images[pick].to(device), labels[pick], indices[pick], args.sigma, args.n0,
+                             args.n, args.alpha, batch_size, args.seed, progress=not args.no_progress)
+    name = device_name(device)
+    summary.update(device=str(device), device_name=name, art_version=art_version(),
+                   torch_threads=torch.get_num_threads(),
+                   allocator_tuned=allocator_tuned,
+                   versions=package_versions(), git_commit=git_commit())
+    write(frame, summary, args.out, name)
+    print((args.out / "art_comparison.md").read_text())
+    return args.out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""The per-example results file of a run (``certify.tsv``): its format, reading, resuming and merging.
+
+One tab-separated row per (run, example): Cohen et al.'s columns ``idx label predict radius correct
+time`` plus ``method model sigma samples seconds``. Rows are appended and flushed one by one, so an
+interrupted run loses at most the row being written (a partial last line is cut on resume).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from . import distributed as dist_
+from .runs import Run
+
+COLUMNS = ("idx", "label", "predict", "radius", "correct", "time", "method", "model", "sigma", "samples", "seconds")
+
+
+def row_key(line: str) -> tuple[str, int]:
+    """(run key, dataset index) of a data line of the results TSV."""
+    f = dict(zip(COLUMNS, line.split("\t"), strict=False))  # a short row reads missing fields as absent
+    sigma = float(f["sigma"]) if f["sigma"] not in ("", "nan") else math.nan
+    return f"{f['method']}|{f['model']}|{'-' if math.isnan(sigma) else f'{sigma:g}'}", int(f["idx"])
+
+
+def read_lines(tsv: Path, repair: bool = False) -> list[str]:
+    """The complete data lines of a results TSV (none if it does not exist).
+
+    A partial last line (a crash in the middle of a write) is ignored; with ``repair`` it is also cut
+    from the file, which only the process that appends to ``tsv`` may do.
+    """
+    if not tsv.is_file():
+        return []
+    text = tsv.read_text()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+        if repair:
+            tsv.write_text(text)
+    lines = text.splitlines()
+    if not lines or tuple(lines[0].split("\t")) != COLUMNS:
+        raise SystemExit(f"{tsv} is not a results file of this harness (unexpected header); use --overwrite or --out")
+    return lines[1:]
+
+
+def read_done(tsv: Path, *more: Path) -> set[tuple[str, int]]:
+    """(run key, idx) of the complete rows in ``tsv`` and the files ``more`` (read only); repairs ``tsv``."""
+    lines = read_lines(tsv, repair=True)
+    for path in more:
+        lines += read_lines(path)
+    return {row_key(line) for line in lines}
+
+
+def format_row(run: Run, idx: int, label: int, prediction: int, radius: float, seconds: float, samples: int) -> str:
+    correct = int(prediction == label)
+    sigma = "" if math.isnan(run.sigma) else f"{run.sigma:g}"
+    values = (idx, label, prediction, f"{radius:.6g}", correct, str(_dt.timedelta(seconds=seconds)), run.method,
+              run.model, sigma, samples, f"{seconds:.6g}")
+    return "\t".join(str(v) for v in values) + "\n"
+
+
+def merge_results(out: Path, tsv: Path, runs: list[Run], indices: torch.Tensor) -> int:
+    """Merge ``tsv`` and every shard file into ``tsv`` in one-process order (atomic); removes the shards.
+
+    Returns the number of data rows of the merged file.
+    """
+    shards = dist_.shard_files(out)
+    order = {(run.key, int(idx)): r * len(indices) + p for r, run in enumerate(runs) for p, idx in enumerate(indices)}
+    header = "\t".join(COLUMNS)
+    lines = dist_.merge_rows(header, [read_lines(tsv)] + [read_lines(s) for s in shards], order, row_key)
+    tmp = tsv.with_name(tsv.name + ".merging")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write("\n".join([header, *lines]) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, tsv)
+    for shard in shards:
+        shard.unlink()
+    folder = out / dist_.SHARD_DIR
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+    return len(lines)

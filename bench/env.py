@@ -1,0 +1,117 @@
+"""Settings shared by every part of the harness: folders, device choice, numeric policy, process tuning.
+
+This module imports nothing from ``bench``; every other module may import it.
+
+Folders:
+
+* :data:`REPO_ROOT` is the checkout (or the installed tree) the code runs from;
+* :data:`EMBEDDED_MODELS` holds the shipped default checkpoints (read-only for commands);
+* :data:`REFERENCE_RESULTS` is ``results/`` of the checkout: the committed reference outputs, written
+  only when a command is given ``--out results/...`` explicitly (``make results``);
+* :func:`runs_dir` is where commands write by default: ``runs/`` under the current directory, which
+  git ignores, so a default run never touches a tracked file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EMBEDDED_MODELS = Path(__file__).resolve().parent / "embedded" / "models"
+REFERENCE_RESULTS = REPO_ROOT / "results"
+
+
+def runs_dir(*parts: str) -> Path:
+    """Default output folder of a command: ``./runs/<parts...>`` (``runs/`` is git-ignored)."""
+    return Path.cwd() / "runs" / Path(*parts)
+
+
+def portable_path(path: str | Path) -> str:
+    """``path`` as it may be stored in a file that travels: relative to :data:`REPO_ROOT` when inside it.
+
+    Paths outside the checkout (a user's own data or models) are returned as given, absolute: they
+    are the user's, and stored only in the outputs of the user's own runs, never compared for a
+    resume (models and images are identified by their content there).
+    """
+    resolved = Path(path).resolve()
+    try:
+        return resolved.relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(resolved)
+
+
+def stored_path(text: str | None) -> Path | None:
+    """The path :func:`portable_path` stored as ``text`` (relative ones are under :data:`REPO_ROOT`)."""
+    if text is None:
+        return None
+    path = Path(text)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; otherwise the named device (checked).
+
+    Raises:
+        SystemExit: a CUDA device was asked for on a machine without CUDA.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    """Human-readable device: the GPU's name, or the CPU with its core and thread counts."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    return f"CPU ({cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def full_fp32() -> dict[str, bool]:
+    """Certify in true fp32: no TF32 in CUDA matmuls and convolutions (PyTorch enables it for cuDNN convs).
+
+    Returns the settings, for the manifest. Lower precision stays an explicit opt-in (``CohenRS(precision=)``).
+    """
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return {"cuda_matmul_tf32": torch.backends.cuda.matmul.allow_tf32, "cudnn_tf32": torch.backends.cudnn.allow_tf32}
+
+
+_ALLOCATOR_TUNED = False
+
+
+def tune_cpu_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30) -> bool:
+    """Keep freed tensor memory inside the process (glibc malloc); True when applied.
+
+    By default glibc serves large blocks with fresh ``mmap`` pages and gives freed memory back to the
+    system, so every eager op that allocates a large activation pays page faults (the kernel zeroes
+    each page): on the 2-core CPU this cost a third of Cohen's time (3.7 M faults, 6 s of system time
+    for 3,100 samples) and varied from process to process. Raising the mmap and trim thresholds
+    (``mallopt``; process-wide, benchmark processes only) makes repeated batches reuse memory. Blocks
+    above 32 MiB (glibc's cap) are still mapped afresh. No effect on results; a no-op off glibc.
+    """
+    global _ALLOCATOR_TUNED
+    if platform.system() != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        applied = bool(libc.mallopt(m_mmap_threshold, int(mmap_threshold)) == 1
+                       and libc.mallopt(m_trim_threshold, int(trim_threshold)) == 1)
+    except (OSError, AttributeError):
+        return False
+    _ALLOCATOR_TUNED = _ALLOCATOR_TUNED or applied
+    return applied
+
+
+def cpu_allocator_tuned() -> bool:
+    """Whether :func:`tune_cpu_allocator` was applied in this process."""
+    return _ALLOCATOR_TUNED

@@ -1,0 +1,230 @@
+"""Markdown tables, number formatters and the ``summary.csv`` / ``summary.md`` writer.
+
+:func:`markdown_table` is the one markdown-table writer of the benchmark
+reports (plain GitHub-flavoured markdown, no extra dependency);
+:func:`fmt_seconds` the one human-readable duration format.  The ``fmt_*``
+helpers return ``'—'`` for a missing value (None / NaN).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from .metrics import RUN_KEYS
+
+# ---------------------------------------------------------------------------
+# Markdown tables
+# ---------------------------------------------------------------------------
+
+
+def markdown_table(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    right_align: Collection[str] = (),
+    pad: bool = False,
+) -> str:
+    """A GitHub-flavoured markdown table: a header of ``columns`` and one line per row.
+
+    Cells are ``str(value)`` with ``'|'`` escaped as ``'\\|'``; header names are
+    written as given.  By default cells are not padded and the separator cells
+    are ``---``.  With ``pad=True`` every column is padded to its widest cell
+    (at least 3 characters) so the source lines up, and every row must have one
+    cell per column (``ValueError`` otherwise).  Columns named in
+    ``right_align`` get a ``--:`` separator (and, padded, right-justified cells).
+    No trailing newline.
+    """
+    header = [str(c) for c in columns]
+    cells = [[str(v).replace("|", "\\|") for v in row] for row in rows]
+    right = [c in right_align for c in header]
+    if pad:
+        widths = [max([3, len(h)] + [len(r[i]) for r in cells if i < len(r)]) for i, h in enumerate(header)]
+    else:
+        widths = [3] * len(header)
+
+    def line(vals: Sequence[str]) -> str:
+        if pad:
+            vals = [v.rjust(w) if r else v.ljust(w) for v, w, r in zip(vals, widths, right, strict=True)]
+        return "| " + " | ".join(vals) + " |"
+
+    sep = ["-" * (w - 1) + ":" if r else "-" * w for w, r in zip(widths, right, strict=True)]
+    return "\n".join([line(header), line(sep), *(line(r) for r in cells)])
+
+
+def frame_markdown(frame: pd.DataFrame, right_align: Collection[str] = ()) -> str:
+    """:func:`markdown_table` of a frame of cell values (columns as header), padded for reading."""
+    return markdown_table([str(c) for c in frame.columns], frame.itertuples(index=False), right_align, pad=True)
+
+
+# ---------------------------------------------------------------------------
+# Number formatters
+# ---------------------------------------------------------------------------
+
+
+def fmt_seconds(s: float) -> str:
+    """Human/engineering format of a duration: '850 µs', '12.3 ms', '1.05 s', '2.5 min', '1.2 h'.
+
+    ``s`` in seconds; three significant digits; ``'0 s'`` for 0, ``'∞'`` for an
+    infinite duration, ``'—'`` when missing.
+    """
+    if s is None or pd.isna(s):
+        return "—"
+    s = float(s)
+    if math.isinf(s):
+        return "∞"
+    if s == 0:
+        return "0 s"
+    if s < 1e-3:
+        return f"{s * 1e6:.3g} µs"
+    if s < 1:
+        return f"{s * 1e3:.3g} ms"
+    if s < 60:
+        return f"{s:.3g} s"
+    if s < 3600:
+        return f"{s / 60:.3g} min"
+    return f"{s / 3600:.3g} h"
+
+
+def fmt_pct(x: float) -> str:
+    """A fraction as a percentage with one decimal: 0.8123 -> '81.2%'."""
+    return "—" if x is None or pd.isna(x) else f"{100.0 * float(x):.1f}%"
+
+
+def fmt_speedup(x: float) -> str:
+    """Table format of a speed-up factor: '1234x', '12x', '3.4x', '0.52x'."""
+    if x is None or pd.isna(x):
+        return "—"
+    x = float(x)
+    if math.isinf(x):
+        return "∞"
+    if x >= 10:
+        return f"{x:.0f}x"
+    if x >= 0.995:
+        return f"{x:.1f}x"
+    return f"{x:.2g}x"
+
+
+def fmt_speedup_short(x: float) -> str:
+    """Compact annotation of a speed-up factor: '1.2e3x', '45x', '1.0x', '0.5x'."""
+    if math.isinf(x):
+        return "∞"
+    if x >= 1000:
+        e = int(math.floor(math.log10(x)))
+        m = x / 10**e
+        if round(m, 1) >= 10:  # 9.96e3 -> 1.0e4
+            m, e = m / 10, e + 1
+        return f"{m:.1f}e{e}x"
+    if x >= 10:
+        return f"{x:.0f}x"
+    return f"{x:.2g}x" if x < 0.995 else f"{x:.1f}x"
+
+
+def fmt_log_tick(v: float, _pos: object = None) -> str:
+    """Tick label on a log speed-up axis: 0.1x, 1x, 10x, 100x, 1e3x, 1e4x."""
+    if v <= 0 or not math.isfinite(v):
+        return ""
+    e = math.log10(v)
+    if abs(e - round(e)) < 1e-6 and round(e) >= 3:
+        return f"1e{int(round(e))}x"
+    return f"{v:g}x"
+
+
+def fmt_sigma(s: float) -> str:
+    """A noise level: 0.25 -> '0.25'; '—' for a deterministic run (NaN sigma)."""
+    return "—" if s is None or pd.isna(s) else f"{float(s):g}"
+
+
+def fmt_acr(x: float) -> str:
+    """An average certified radius with three decimals; '∞' when infinite."""
+    if x is None or pd.isna(x):
+        return "—"
+    return "∞" if math.isinf(float(x)) else f"{float(x):.3f}"
+
+
+# ---------------------------------------------------------------------------
+# summary.md / summary.csv
+# ---------------------------------------------------------------------------
+
+_SUMMARY_LEGEND = (
+    "# Certification summary\n\n"
+    "One row per run (method, model, σ). `acc@R`: certified accuracy at l2 radius R "
+    "(pixel space, [0,1] pixel scale; abstentions count as wrong; `acc@0` is the clean accuracy "
+    "of the certified predictions, also shown as `clean`). `ACR`: average certified radius "
+    "(radius of correct predictions, 0 otherwise; ∞ if a correct prediction has an infinite radius). "
+    "`abstain`: abstention rate. `s/img`: wall-clock seconds per image (median and 25th–75th percentile). "
+    "`samples`: network evaluations per input (0 = deterministic). `speedup vs Cohen`: median s/img of the "
+    "Cohen et al. runs on the same backbone family divided by this run's median (— = no Cohen run "
+    "on that family).\n\n"
+)
+
+
+def summary_markdown(summary: pd.DataFrame) -> str:
+    """Markdown view of :func:`~bench.report.metrics.summarize` output (numbers formatted for reading).
+
+    A short legend, then one right-aligned table row per run; ends with a newline.
+    """
+    acc_cols = [c for c in summary.columns if c.startswith("cert_acc@")]
+    view = pd.DataFrame(
+        {
+            "method": summary["method"].astype(str),
+            "model": summary["model"].astype(str),
+            "σ": summary["sigma"].map(fmt_sigma),
+            "n": summary["examples"].map(lambda v: f"{int(v)}"),
+            **{("acc@" + c.split("@", 1)[1]): summary[c].map(fmt_pct) for c in acc_cols},
+            "ACR": summary["acr"].map(fmt_acr),
+            "abstain": summary["abstention_rate"].map(fmt_pct),
+            "clean": summary["clean_acc"].map(fmt_pct),
+            "s/img (median)": summary["median_seconds"].map(fmt_seconds),
+            "s/img (p25–p75)": [
+                f"{fmt_seconds(a)} – {fmt_seconds(b)}"
+                for a, b in zip(summary["p25_seconds"], summary["p75_seconds"], strict=True)
+            ],
+            "samples": summary["samples"].map(lambda v: f"{int(v):,}" if int(v) else "0 (det.)"),
+            "speedup vs Cohen": summary["speedup_vs_cohen"].map(fmt_speedup),
+        }
+    )
+    right = [c for c in view.columns if c not in ("method", "model")]
+    return _SUMMARY_LEGEND + frame_markdown(view, right) + "\n"
+
+
+def write_summary(
+    summary: pd.DataFrame,
+    out_dir: str | Path,
+    curves: pd.DataFrame | None = None,
+) -> dict[str, Path]:
+    """Write ``summary.csv`` and ``summary.md`` (and ``certified_accuracy.csv``).
+
+    Parameters
+    ----------
+    summary:
+        Output of :func:`~bench.report.metrics.summarize`.  ``summary.csv`` holds it verbatim
+        (fractions, seconds, raw speed-ups); ``summary.md`` is a readable
+        markdown table (percentages with one decimal, durations as
+        µs/ms/s/min, speed-ups like ``1234x``) preceded by a short legend.
+    out_dir:
+        Directory (created if needed).
+    curves:
+        Optional long-format certified-accuracy grid (output of
+        :func:`~bench.report.metrics.certified_accuracy`), written as ``certified_accuracy.csv``
+        with columns ``method, model, sigma, radius, certified_accuracy``.
+
+    Returns
+    -------
+    dict[str, pathlib.Path]
+        ``{'summary_csv', 'summary_md'[, 'certified_accuracy_csv']}``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {
+        "summary_csv": out_dir / "summary.csv",
+        "summary_md": out_dir / "summary.md",
+    }
+    summary.to_csv(paths["summary_csv"], index=False)
+    paths["summary_md"].write_text(summary_markdown(summary), encoding="utf-8")
+    if curves is not None:
+        paths["certified_accuracy_csv"] = out_dir / "certified_accuracy.csv"
+        curves[[*RUN_KEYS, "radius", "certified_accuracy"]].to_csv(paths["certified_accuracy_csv"], index=False)
+    return paths

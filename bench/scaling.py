@@ -1,0 +1,121 @@
+"""``python -m bench.scaling``: seconds per image versus n, and the cost model (floors, targets).
+
+Command-line leaf over :mod:`bench.perf.scaling` and :mod:`bench.perf.cost_model`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .certify.batch_size import FARS_BATCH_SIZE, best_batch_size
+from .data import load_embedded
+from .env import EMBEDDED_MODELS, device_name, full_fp32, portable_path, resolve_device, runs_dir, tune_cpu_allocator
+from .models import CheckpointError, load_zoo
+from .perf.scaling import DEFAULT_NS, scaling_table, write_cost_model
+from .provenance import git_commit, package_versions
+from .report import plot_scaling
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.scaling", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Seconds per image versus n for cohen and fars-mc on the same SLL network, with fars-closed "
+                    "as the flat floor. Writes scaling.csv and scaling.png, then the cost model (flops, bytes, the "
+                    "machine's floor, measured/floor and the issue-6 targets): cost_model.csv/md, cost_targets.csv.")
+    parser.add_argument("--models", type=Path, default=EMBEDDED_MODELS, help="checkpoint folder")
+    parser.add_argument("--ns", type=int, nargs="+", default=list(DEFAULT_NS), help="values of n to time")
+    parser.add_argument("--images", type=int, default=3, help="images timed per point (median reported)")
+    parser.add_argument("--sigma", type=float, default=0.25, help="noise level")
+    parser.add_argument("--n0", type=int, default=100, help="selection samples (capped at n)")
+    parser.add_argument("--alpha", type=float, default=0.001, help="failure probability")
+    parser.add_argument("--batch-size", type=int, default=1000, help="noisy samples per forward pass (both methods)")
+    parser.add_argument("--cohen-batch-size", default="auto",
+                        help="cohen's batch size: an integer, or 'auto' to search the throughput-best batch of a plain "
+                             "forward of the network on this device")
+    parser.add_argument("--fars-batch-size", type=int, default=FARS_BATCH_SIZE, help="fars-mc's batch size")
+    parser.add_argument("--cohen-compile", action="store_true",
+                        help="opt-in: run cohen's network through torch.compile (logits differ at round-off level)")
+    parser.add_argument("--cohen-precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                        help="opt-in lower precision for cohen's forward (autocast); recorded in the results")
+    parser.add_argument("--no-cost-model", action="store_true", help="skip the cost model (cost_model.csv/md)")
+    parser.add_argument("--methods", nargs="+", default=["cohen", "fars-mc", "fars-closed"],
+                        choices=["cohen", "fars-mc", "fars-closed"], help="methods to time")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    parser.add_argument("--seed", type=int, default=0, help="global seed; with an image's index it fixes its noise")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch intra-op CPU threads (0: torch's default); the machine is measured with the same")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: runs/fashion-mnist/scaling; the committed reference is "
+                             "results/fashion-mnist/scaling, written by `make results`)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    if any(n < 1 for n in args.ns) or args.images < 1 or args.sigma <= 0 or not 0 < args.alpha < 1:
+        parser.error("--ns and --images must be >= 1, --sigma > 0, --alpha in (0, 1)")
+    if args.batch_size < 1 or args.fars_batch_size < 1:
+        parser.error("batch sizes must be >= 1")
+    if args.cohen_batch_size not in (None, "auto") and (not str(args.cohen_batch_size).isdigit()
+                                                        or int(args.cohen_batch_size) < 1):
+        parser.error("--cohen-batch-size must be an integer >= 1 or 'auto'")
+    if args.threads < 0:
+        parser.error("--threads must be >= 0")
+    if args.out is None:
+        args.out = runs_dir("fashion-mnist", "scaling")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    allocator_tuned = tune_cpu_allocator()
+    precision = full_fp32()
+    device = resolve_device(args.device)
+    try:
+        zoo = load_zoo(args.models).to(device)
+    except CheckpointError as err:
+        raise SystemExit(f"cannot load the models: {err}") from None
+    if "ce" not in zoo.heads:
+        raise SystemExit(f"{args.models} has no head-ce checkpoint")
+    images, _, indices = load_embedded(limit=args.images)
+    images = images.to(device)
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    search = None
+    cohen_bs = args.batch_size
+    if args.cohen_batch_size == "auto":
+        network = torch.nn.Sequential(zoo.backbone, zoo.heads["ce"][0])
+        cohen_bs, search = best_batch_size(network, tuple(images.shape[1:]), device,
+                                           max_samples=max(args.ns) + min(args.n0, max(args.ns)))
+        print(f"cohen batch size: {cohen_bs} (throughput of a plain forward)\n{search.to_string(index=False)}",
+              file=sys.stderr)
+    elif args.cohen_batch_size is not None:
+        cohen_bs = int(args.cohen_batch_size)
+    table = scaling_table(zoo, images, indices, tuple(sorted(args.ns)), args.sigma, args.n0, args.alpha,
+                          args.batch_size, args.seed, tuple(args.methods), progress=not args.no_progress,
+                          cohen_batch_size=cohen_bs, fars_batch_size=args.fars_batch_size,
+                          cohen_compile=args.cohen_compile, cohen_precision=args.cohen_precision)
+    args.out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out / "scaling.csv", index=False)
+    if search is not None:
+        search.to_csv(args.out / "batch_search.csv", index=False)
+    plot_scaling(table, args.out / "scaling.png", title=f"Seconds per image versus n ({device_name(device)})")
+    config = {k: (portable_path(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    config["models"] = zoo.fingerprint()
+    manifest: dict[str, Any] = {
+        "config": config, "models_dir": portable_path(args.models),
+        "device": str(device), "device_name": device_name(device), "versions": package_versions(),
+        "git_commit": git_commit(), "started": started,
+        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    manifest.update(allocator_tuned=allocator_tuned, torch_threads=torch.get_num_threads(), precision=precision)
+    print(table.to_string(index=False))
+    if not args.no_cost_model:
+        _, targets = write_cost_model(zoo, images, table, args.out, batch_size=cohen_bs, indices=indices)
+        manifest["targets"] = {row["target"]: row["met"] for row in targets.to_dict("records")}
+    manifest["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return args.out
+
+
+if __name__ == "__main__":
+    main()

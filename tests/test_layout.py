@@ -1,0 +1,152 @@
+"""The package layout: the import graph of ``bench`` follows the pipeline and has no cycle.
+
+Walks the source with ``ast`` (nothing is imported), resolves relative imports, and checks:
+
+* no import cycle among the modules of ``bench``;
+* the commands (``bench/run.py``, ``attack.py``, ``scaling.py``, ``art_compare.py``, ``train.py`` and
+  every ``__main__.py``) are leaves: no module imports them;
+* ``bench.env`` imports nothing from ``bench``;
+* the pipeline's order: a stage never imports a later stage or a side branch
+  (data -> models -> certify -> report; audit and perf may import the stages, not the reverse);
+* ``fars``, ``baselines`` and ``smoothing`` never import ``bench``.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMANDS = {"bench.run", "bench.attack", "bench.scaling", "bench.art_compare", "bench.train"}
+#: what each part of bench may import from bench (besides itself, env, files and provenance)
+ALLOWED = {
+    "bench.data": set(),
+    "bench.models": {"bench.data"},
+    "bench.certify": {"bench.data", "bench.models"},
+    "bench.report": {"bench.certify"},
+    "bench.audit": {"bench.data", "bench.models", "bench.certify", "bench.report"},
+    "bench.perf": {"bench.data", "bench.models", "bench.certify", "bench.report"},
+}
+SHARED = {"bench", "bench.env", "bench.files", "bench.provenance"}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def modules(package: str) -> dict[str, Path]:
+    return {module_name(p): p for p in sorted((ROOT / package).rglob("*.py"))}
+
+
+def imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The modules of ``known`` that ``name`` (at ``path``) imports, anywhere in its body."""
+    is_package = path.name == "__init__.py"
+    found: set[str] = set()
+
+    def resolve(target: str) -> None:
+        while target and target not in known:   # `from bench.data.registry import X` -> bench.data.registry
+            target = target.rpartition(".")[0]
+        if target:
+            found.add(target)
+
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                resolve(alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".") if is_package else name.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            for alias in node.names:   # `from . import checkpoints` imports the submodule
+                if f"{source}.{alias.name}" in known:
+                    found.add(f"{source}.{alias.name}")
+                else:
+                    resolve(source)
+    found.discard(name)
+    return found
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    mods = modules("bench")
+    known = set(mods)
+    return {name: imports(name, path, known) for name, path in mods.items()}
+
+
+def part(name: str) -> str:
+    return ".".join(name.split(".")[:2])
+
+
+def test_bench_has_no_import_cycle(graph: dict[str, set[str]]) -> None:
+    state: dict[str, int] = {}   # 1: on the current path, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):] + [nxt]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+
+
+def test_commands_are_leaves(graph: dict[str, set[str]]) -> None:
+    commands = {m for m in graph if m in COMMANDS or m.endswith(".__main__")}
+    assert commands >= COMMANDS, f"missing commands: {sorted(COMMANDS - commands)}"
+    offenders = {m: sorted(deps & commands) for m, deps in graph.items() if deps & commands}
+    assert not offenders, f"modules importing a command-line module: {offenders}"
+
+
+def test_env_imports_nothing_from_bench(graph: dict[str, set[str]]) -> None:
+    assert graph["bench.env"] == set()
+    assert graph["bench.provenance"] <= {"bench.env"}
+    assert graph["bench.files"] == set()
+
+
+def test_stages_import_only_earlier_stages(graph: dict[str, set[str]]) -> None:
+    problems = []
+    for module, deps in graph.items():
+        owner = part(module)
+        if owner not in ALLOWED:
+            continue
+        for dep in deps:
+            target = part(dep)
+            if target == owner or dep in SHARED:
+                continue
+            if target not in ALLOWED[owner]:
+                problems.append(f"{module} imports {dep}")
+    assert not problems, "imports against the pipeline's order:\n" + "\n".join(sorted(problems))
+
+
+@pytest.mark.parametrize("package", ["fars", "baselines", "smoothing"])
+def test_core_packages_do_not_import_the_harness(package: str) -> None:
+    offenders = []
+    for name, path in modules(package).items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            offenders += [f"{name} imports {t}" for t in targets if t == "bench" or t.startswith("bench.")]
+    assert not offenders, offenders
+
+
+def test_the_walker_sees_relative_imports() -> None:
+    """The checks above are only as good as the import walk: it must resolve relative imports."""
+    mods = modules("bench")
+    deps = imports("bench.run", mods["bench.run"], set(mods))
+    assert "bench.certify.runner" in deps and "bench.env" in deps
