@@ -109,20 +109,22 @@ def main(argv: list[str] | None = None) -> int:
     manifest = _load_manifest(args.results, parser)
     torch.set_num_threads(args.threads)
     config = manifest.get("config", {})
-    models = args.models or stored_path(manifest.get("models_dir"))
+    # runs of earlier versions stored the models' folder as config["models"]; now config holds their hashes
+    recorded = config.get("models")
+    models = args.models or stored_path(manifest.get("models_dir") or (recorded if isinstance(recorded, str) else None))
     if models is None:
         parser.error(f"{args.results / 'manifest.json'} does not say where its models are: pass --models")
     try:
         zoo = load_zoo(models)
     except (CheckpointError, OSError) as err:
         parser.error(f"cannot load the models from {models}: {err} (pass --models)")
-    if config.get("models") not in (None, zoo.fingerprint()):
+    if isinstance(recorded, dict) and recorded != zoo.fingerprint():
         parser.error(f"the checkpoints in {models} are not the ones {args.results} was certified with "
                      "(content hashes differ); pass --models with the right folder")
     device = resolve_device(args.device)
     zoo.to(device)
     images, labels, indices = select_images(config.get("dataset", "fashion-mnist"),
-                                            stored_path(manifest.get("data_root")),
+                                            stored_path(manifest.get("data_root", config.get("data_root"))),
                                             num_images=int(config.get("num_images", 10**9)),
                                             skip=int(config.get("skip", 1)))
     mc_record = manifest.get("monte_carlo", {})

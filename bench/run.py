@@ -173,8 +173,8 @@ def _run(args: argparse.Namespace, context: dist_.Context) -> Path:
     zoo, images, labels, indices = _load_inputs(args, device)
     config = run_config(args, zoo, images, labels, indices)
     _prepare_output(args.out, config, args.overwrite, context)
-    runs, mc = _build_runs(args, zoo, tuple(images.shape[1:]), device, context)
-    manifest = _start_manifest(args, config, zoo, runs, mc, device, context, process, len(images))
+    runs, mc, batch_sizes = _build_runs(args, zoo, tuple(images.shape[1:]), device, context)
+    manifest = _start_manifest(args, config, zoo, runs, mc, batch_sizes, device, context, process, len(images))
     timings = _certify_stage(args, runs, images, labels, indices, context)
     if not context.is_main:
         return args.out
@@ -219,16 +219,16 @@ def _prepare_output(out: Path, config: dict[str, Any], overwrite: bool, context:
 
 
 def _build_runs(args: argparse.Namespace, zoo: ModelZoo, image_shape: tuple[int, ...], device: torch.device,
-                context: dist_.Context) -> tuple[list[Run], MonteCarloSettings]:
-    """Every run of the chosen methods, heads and sigmas, with its batch size set."""
+                context: dist_.Context) -> tuple[list[Run], MonteCarloSettings, dict[str, int]]:
+    """Every run of the chosen methods, heads and sigmas, with its batch size set (returned by run key)."""
     default_batch = 1000 if args.batch_size == "auto" else int(args.batch_size)
     mc = MonteCarloSettings(n0=args.n0, n=args.n, alpha=args.alpha, batch_size=default_batch, seed=args.seed)
     runs = build_runs(zoo, tuple(args.methods), tuple(args.sigma), mc, tuple(args.heads))
     if not runs:
         raise SystemExit("no run matches the chosen --methods/--heads/--sigma and the available models")
-    args.batch_sizes = choose_batch_sizes(runs, args.batch_size, image_shape, device, args.n0 + args.n,
-                                          progress=not args.no_progress and context.is_main)
-    return runs, mc
+    batch_sizes = choose_batch_sizes(runs, args.batch_size, image_shape, device, args.n0 + args.n,
+                                     progress=not args.no_progress and context.is_main)
+    return runs, mc, batch_sizes
 
 
 def _now() -> str:
@@ -236,13 +236,13 @@ def _now() -> str:
 
 
 def _start_manifest(args: argparse.Namespace, config: dict[str, Any], zoo: ModelZoo, runs: list[Run],
-                    mc: MonteCarloSettings, device: torch.device, context: dist_.Context, process: dict[str, Any],
-                    images: int) -> dict[str, Any]:
+                    mc: MonteCarloSettings, batch_sizes: dict[str, int], device: torch.device,
+                    context: dist_.Context, process: dict[str, Any], images: int) -> dict[str, Any]:
     """The manifest as the run starts (rank 0 writes it; ``first_started`` survives resumes)."""
     manifest = {
         "config": config, "preset": args.preset, "monte_carlo": asdict(mc), "device": str(device),
         "device_name": device_name(device), "torch_threads": torch.get_num_threads(),
-        "processes": context.world_size, "batch_sizes": args.batch_sizes, "precision": process["precision"],
+        "processes": context.world_size, "batch_sizes": batch_sizes, "precision": process["precision"],
         "cpu_allocator_tuned": process["cpu_allocator_tuned"],
         "versions": package_versions(), "git_commit": git_commit(),
         "models_dir": portable_path(args.models),

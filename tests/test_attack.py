@@ -201,6 +201,27 @@ def test_cli_on_a_tiny_run_writes_every_output(tiny_zoo, tmp_path, capsys):
     assert (out / "summary.md").read_text().count(robustness.SUMMARY_BEGIN) == 1
 
 
+def test_cli_finds_the_models_of_the_run_and_refuses_other_ones(tiny_zoo, tmp_path, capsys):
+    out = tmp_path / "run"
+    bench_run.main(["--models", str(tiny_zoo), "--out", str(out), "--num-images", "2", "--methods", "fars-closed",
+                    "--heads", "ce", "--scaling-ns", "--no-progress", "--no-attack"])
+    cheap = ["--steps", "2", "--restarts", "1", "--min-norm-steps", "2", "--mc-sample", "0",
+             "--lipschitz-images", "2", "--radii", "0.5", "--no-progress"]
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    # a manifest of an earlier version: the models' folder in config["models"], no models_dir
+    old = {**manifest, "config": {**manifest["config"], "models": str(tiny_zoo)}}
+    del old["models_dir"]
+    manifest_path.write_text(json.dumps(old))
+    assert bench_attack.main(["--results", str(out), *cheap]) == 0
+    # models whose content differs from the run's are refused with a clear message
+    other = {**manifest, "config": {**manifest["config"], "models": {"sll-backbone": "0" * 64}}}
+    manifest_path.write_text(json.dumps(other))
+    with pytest.raises(SystemExit) as info:
+        bench_attack.main(["--results", str(out), *cheap])
+    assert info.value.code == 2 and "not the ones" in capsys.readouterr().err
+
+
 def test_cli_explains_a_missing_certify_tsv(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         bench_attack.main(["--results", str(tmp_path)])
