@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from smoothing.certificate import NonFiniteScoresError
+
 from .audit.robustness import RobustnessSettings, run_robustness, soundness_failures
 from .certify import distributed as dist_
 from .certify.manifest import ResumeError, check_resumable, read_manifest, write_manifest
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> Path:
     dist_.init(context, args.dist_timeout_hours)
     try:
         return _run(args, context)
-    except (ResumeError, CheckpointError) as err:
+    except (ResumeError, CheckpointError, NonFiniteScoresError) as err:
         raise SystemExit(f"error: {err}") from None
     finally:
         dist_.shutdown(context)

@@ -191,13 +191,27 @@ def flush_subnormal(radius: torch.Tensor) -> torch.Tensor:
     return radius.masked_fill(radius < SMALLEST_NORMAL, 0.0)
 
 
+class NonFiniteScoresError(ValueError):
+    """A model returned NaN or infinite scores: no vote or margin may be built on them."""
+
+
 def call_model(model: Callable[[torch.Tensor], Any], x: torch.Tensor, what: str) -> torch.Tensor:
     """Run ``model`` (a module, or any callable such as a compiled module) on ``x`` and check that it
-    returns a finite batch [B, K] of scores."""
+    returns a finite batch [B, K] of scores.
+
+    Raises:
+        ValueError: the output is not a [B, K] tensor for the B inputs.
+        NonFiniteScoresError: a score is NaN or infinite. ``argmax`` counts NaN as maximal, so such
+            scores would vote for a class (and certify it at the largest radius) instead of failing.
+    """
     out = model(x)
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"{what} must return scores of shape [B, K] for a batch of {x.shape[0]}, got {shape}")
+    if not bool(torch.isfinite(out).all()):
+        raise NonFiniteScoresError(f"{what} returned non-finite scores (NaN or inf) on {x.shape[0]} input(s); "
+                                   "check its weights and, for sampled methods, that sigma is not too large "
+                                   "for float32")
     return out
 
 
@@ -288,6 +302,7 @@ class timed:  # noqa: N801 (used like a function: ``with timed(device) as elapse
 
 __all__ = [
     "ABSTAIN",
+    "NonFiniteScoresError",
     "INDEX_MAX",
     "UNIT",
     "SMALLEST_NORMAL",

@@ -117,6 +117,25 @@ def test_resume_identifies_models_by_content_not_by_path(tiny_zoo, tmp_path):
         bench_run.main(args(copy, out, "--methods", "fars-closed"))
 
 
+def test_a_head_with_a_nan_weight_is_a_clear_error_not_a_certificate(tiny_zoo, tmp_path):
+    import math
+    import shutil
+
+    from bench.models.networks import HeadConfig, build_head
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_zoo, models)
+    config = HeadConfig("ce", 8, 10, hidden=8)
+    head = build_head(config)
+    with torch.no_grad():
+        head.weight[3, 0] = math.nan
+    ckpt.save_checkpoint(head, models / "head-ce", {
+        "kind": "head", "architecture": config.to_dict(),
+        "backbone_sha256": ckpt.read_sidecar(models / "sll-backbone")["state_sha256"]})
+    with pytest.raises(SystemExit, match="non-finite scores"):
+        bench_run.main(args(models, tmp_path / "run", "--methods", "fars-mc", "--heads", "ce"))
+
+
 def test_results_without_a_manifest_are_not_resumed(tiny_zoo, tmp_path):
     out = tmp_path / "run"
     bench_run.main(args(tiny_zoo, out, "--methods", "fars-closed"))

@@ -385,3 +385,49 @@ def test_subnormal_radii_are_reported_as_zero():
     assert certified.all() and (radius == 0).all()
     certified, radius = radius_from_counts(np.array([85, 95, 100]), 100, 1.0, 0.001, lipschitz=1e308)
     assert certified.all() and (radius == 0).all()
+
+
+# --- non-finite scores never vote ---------------------------------------------------------------------
+
+class _Poisoned(nn.Module):
+    """A classifier whose scores are non-finite: NaN everywhere, or one entry set to ``value``."""
+
+    def __init__(self, value: float, everywhere: bool) -> None:
+        super().__init__()
+        self.inner, self.value, self.everywhere = linear(), value, everywhere
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = self.inner(x)
+        if self.everywhere:
+            return torch.full_like(scores, self.value)
+        return scores.index_fill(1, torch.tensor([K - 1]), self.value)   # the last class, on every sample
+
+
+@pytest.mark.parametrize("value, everywhere", [(math.nan, True), (math.nan, False), (math.inf, False),
+                                               (-math.inf, False)])
+@pytest.mark.parametrize("method", ["cohen-certify", "cohen-predict", "fars-mc-certify", "fars-mc-predict",
+                                    "lipschitz-margin"])
+def test_non_finite_scores_are_refused_not_certified(method, value, everywhere):
+    """argmax counts NaN as maximal, so NaN scores used to certify class 0 at the largest radius."""
+    from smoothing.certificate import NonFiniteScoresError
+
+    model = _Poisoned(value, everywhere)
+    kind, _, call = method.rpartition("-") if method != "lipschitz-margin" else ("lipschitz-margin", "", "certify")
+    if kind == "cohen":
+        certifier = CohenRS(model, sigma=0.5, n0=5, n=20)
+    elif kind == "fars-mc":
+        certifier = FaRSMonteCarlo(nn.Identity(), model, sigma=0.5, n0=5, n=20, sampler="direct")
+    else:
+        certifier = LipschitzMargin(model, lipschitz=1.0)
+    with pytest.raises(NonFiniteScoresError, match="non-finite scores"):
+        getattr(certifier, call)(torch.rand(2, D))
+
+
+def test_a_nan_weight_in_the_backbone_is_refused_by_fars_mc():
+    backbone = nn.Linear(D, D)
+    with torch.no_grad():
+        backbone.weight[0, 0] = math.nan
+    for sampler in ("direct", "projected"):
+        certifier = FaRSMonteCarlo(backbone, linear(), sigma=0.5, n0=5, n=20, sampler=sampler)
+        with pytest.raises(ValueError, match="non-finite"):
+            certifier.certify(torch.rand(2, D))
