@@ -57,11 +57,14 @@ def resolve_device(name: str) -> torch.device:
     """'auto' -> CUDA when available, else CPU; otherwise the named device (checked).
 
     Raises:
-        SystemExit: a CUDA device was asked for on a machine without CUDA.
+        SystemExit: an unknown device name, or a CUDA device on a machine without CUDA.
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SystemExit(f"--device {name}: not a device name (auto, cpu, cuda, cuda:1, ...)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device {name}: CUDA is not available on this machine")
     return device

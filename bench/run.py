@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip", type=int, default=None, help="certify every SKIP-th image of the evaluation set")
     parser.add_argument("--scaling-ns", type=int, nargs="*", default=None,
                         help="after certifying, time cohen and fars-mc on sll+ce at these n (seconds per image "
-                             "versus n, with fars-closed as the floor) and write scaling.csv/png; none: skip")
+                             "versus n, with fars-closed as the floor) and write scaling.csv/png; the flag with "
+                             "no value skips the sweep")
     parser.add_argument("--scaling-images", type=int, default=2, help="images timed per point of the scaling sweep")
     parser.add_argument("--batch-size", default="auto",
                         help="noisy samples per forward pass: an integer for every Monte Carlo method, or 'auto': "

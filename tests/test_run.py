@@ -209,3 +209,8 @@ def test_every_cnn_sigma_gets_its_own_cohen_run(tmp_path):
     runs = build_runs(zoo, ("cohen",), (0.12, 0.25, 0.5), MonteCarloSettings(5, 10, 0.01, 8, 0))
     assert [(r.model, r.sigma) for r in runs] == [("cnn-noise0.12", 0.12), ("cnn-noise0.25", 0.25),
                                                    ("cnn-noise0.50", 0.5)]
+
+
+def test_an_unknown_device_is_one_clear_line(tiny_zoo, tmp_path):
+    with pytest.raises(SystemExit, match="not a device name"):
+        bench_run.main(args(tiny_zoo, tmp_path / "run", "--device", "tpu"))
