@@ -105,3 +105,27 @@ def test_train_command_writes_loadable_checkpoints_with_true_sidecars(tmp_path):
     cnn, meta = zoo.cnns[0.25]
     assert meta["clean_accuracy"] == accuracy(cnn, x_test, y_test, CPU)
     assert zoo.backbone_meta["lipschitz"]["audited_lower_bound"] <= 1.0 + 1e-4
+
+
+class _Payload:
+    """Unpickling this object creates a file: the way a crafted ``*.resume.pt`` would run code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_crafted_resume_file_cannot_run_code(tmp_path):
+    import pickle
+
+    import pytest
+
+    marker = tmp_path / "pwned"
+    resume = tmp_path / "crafted.resume.pt"
+    torch.save({"model": _Payload(marker)}, resume)
+    x, y = tiny_problem()
+    with pytest.raises(pickle.UnpicklingError):
+        train(make_model(), 1, resume, x, y)
+    assert not marker.exists()

@@ -69,7 +69,8 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tens
     history: list[float] = []
     start = 0
     if resume_path.is_file():
-        state = torch.load(resume_path, map_location="cpu", weights_only=False)
+        # weights_only: a resume file is data (tensors, numbers, lists), never code to unpickle
+        state = torch.load(resume_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
