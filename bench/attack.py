@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     images, labels, indices = select_images(config.get("dataset", "fashion-mnist"),
                                             stored_path(manifest.get("data_root", config.get("data_root"))),
                                             num_images=int(config.get("num_images", 10**9)),
-                                            skip=int(config.get("skip", 1)))
+                                            skip=int(config.get("skip", 1)), exact=False)
     mc_record = manifest.get("monte_carlo", {})
     mc = MonteCarloSettings(n0=int(mc_record.get("n0", config.get("n0", 100))),
                             n=int(mc_record.get("n", config.get("n", 1000))),

@@ -203,7 +203,10 @@ def _load_inputs(args: argparse.Namespace, device: torch.device
         zoo = load_zoo(args.models).to(device)
     except CheckpointError as err:
         raise SystemExit(f"cannot load the models: {err}") from None
-    images, labels, indices = select_images(args.dataset, args.data_root, args.num_images, args.skip)
+    try:
+        images, labels, indices = select_images(args.dataset, args.data_root, args.num_images, args.skip)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     return zoo, images.to(device), labels, indices
 
 

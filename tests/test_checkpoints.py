@@ -142,3 +142,20 @@ def test_git_commit_is_dirty_for_code_changes_only(tmp_path):
     assert git_commit(tmp_path) == clean
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_commit(tmp_path) == clean + "-dirty"
+
+
+def test_a_head_saved_under_another_kinds_name_is_refused(tmp_path):
+    """head-ce.{pt,json} holding the margin head (files copied or swapped) must not run as the ce head."""
+    import shutil
+
+    from bench.env import EMBEDDED_MODELS
+    from bench.models import load_zoo
+
+    for name in ("sll-backbone", "head-ce", "head-margin"):
+        for suffix in (".pt", ".json"):
+            shutil.copy(EMBEDDED_MODELS / f"{name}{suffix}", tmp_path / f"{name}{suffix}")
+    assert sorted(load_zoo(tmp_path).heads) == ["ce", "margin"]
+    for suffix in (".pt", ".json"):
+        shutil.copy(EMBEDDED_MODELS / f"head-margin{suffix}", tmp_path / f"head-ce{suffix}")
+    with pytest.raises(ckpt.CheckpointError, match="renamed or swapped"):
+        load_zoo(tmp_path)

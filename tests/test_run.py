@@ -214,3 +214,10 @@ def test_every_cnn_sigma_gets_its_own_cohen_run(tmp_path):
 def test_an_unknown_device_is_one_clear_line(tiny_zoo, tmp_path):
     with pytest.raises(SystemExit, match="not a device name"):
         bench_run.main(args(tiny_zoo, tmp_path / "run", "--device", "tpu"))
+
+
+def test_more_images_than_the_test_set_holds_is_refused(tiny_zoo, tmp_path):
+    """Silently certifying 100 images while the manifest says 5,000 would misreport the run."""
+    with pytest.raises(SystemExit, match="5000 images requested"):
+        bench_run.main(args(tiny_zoo, tmp_path / "run", "--num-images", "5000", "--skip", "10"))
+    assert not (tmp_path / "run" / "certify.tsv").exists()

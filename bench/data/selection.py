@@ -12,20 +12,34 @@ from .embedded import load_embedded
 from .registry import load_dataset
 
 
-def select_images(dataset: str, data_root: str | Path | None, num_images: int, skip: int
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def select_images(dataset: str, data_root: str | Path | None, num_images: int, skip: int, *,
+                  exact: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(images [N, C, H, W] float32 in [0, 1], labels [N] int64, dataset indices [N] int64) of a run.
 
     ``fashion-mnist`` without a ``data_root`` (and ``fashion-mnist-embedded``) reads the embedded
     1,000-image subset shipped with the harness; other datasets are read with :func:`load_dataset`.
-    The images are test images ``0, skip, 2 skip, ...``, at most ``num_images`` of them.
+    The images are test images ``0, skip, 2 skip, ...``: ``num_images`` of them, or (``exact=False``)
+    at most that many.
+
+    Raises:
+        ValueError: ``exact`` and the test set holds fewer than ``num_images`` images at that spacing
+            (a run would otherwise certify fewer images than its configuration says).
     """
-    if dataset == "fashion-mnist-embedded" or (dataset == "fashion-mnist" and data_root is None):
+    embedded = dataset == "fashion-mnist-embedded" or (dataset == "fashion-mnist" and data_root is None)
+    if embedded:
         images, labels, indices = load_embedded()
-        pick = torch.arange(0, len(images), skip)[:num_images]
+        available = len(images)
+    else:
+        test = load_dataset(dataset, "test", data_root=data_root)
+        available = len(test)
+    wanted = list(range(0, available, skip))[:num_images]
+    if exact and len(wanted) < num_images:
+        raise ValueError(f"{num_images} images requested (one test image in {skip}) but the "
+                         f"{'embedded ' if embedded else ''}{dataset} test set of {available} images has only "
+                         f"{len(wanted)} at that spacing; lower the number of images or the skip")
+    if embedded:
+        pick = torch.tensor(wanted, dtype=torch.int64)
         return images[pick], labels[pick], indices[pick]
-    test = load_dataset(dataset, "test", data_root=data_root)
-    wanted = list(range(0, len(test), skip))[:num_images]
     items = [test[i] for i in wanted]
     return (torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items]),
             torch.tensor(wanted, dtype=torch.int64))

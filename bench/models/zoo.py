@@ -62,7 +62,15 @@ def load_zoo(directory: str | Path) -> ModelZoo:
     zoo = ModelZoo(backbone, meta)
     for kind in HEAD_KINDS:
         if (directory / f"head-{kind}.json").is_file():
-            zoo.heads[kind] = ckpt.load_head(directory / f"head-{kind}", meta)
+            head, head_meta = ckpt.load_head(directory / f"head-{kind}", meta)
+            # the file name decides how the head is used (which method, which label in the results):
+            # a head of another kind saved under this name (a swapped or copied pair of files) is refused
+            recorded = (head_meta.get("architecture", {}).get("kind"), head_meta.get("name", f"head-{kind}"))
+            if recorded != (kind, f"head-{kind}"):
+                raise ckpt.CheckpointError(
+                    f"{directory / f'head-{kind}'} holds the {recorded[0]!r} head saved as {recorded[1]!r}, "
+                    f"not a {kind!r} head: the checkpoint files were renamed or swapped")
+            zoo.heads[kind] = (head, head_meta)
     for sidecar in sorted(directory.glob("cnn-noise*.json")):
         model, cnn_meta = ckpt.load_cnn(sidecar.with_suffix(""))
         zoo.cnns[float(cnn_meta["noise_sigma"])] = (model, cnn_meta)
