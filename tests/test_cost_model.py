@@ -269,14 +269,24 @@ class ConstantScores(nn.Module):
         return self.scores.expand(x.shape[0], -1) + 0 * x.flatten(1)[:, :1]
 
 
-@pytest.mark.parametrize("scores, winner", [([1.0, 1.0, 0.0], 0), ([0.0, 2.0, 2.0], 1),
-                                            ([0.0, float("nan"), float("nan")], 1), ([-0.0, 0.0, -1.0], 0)])
+@pytest.mark.parametrize("scores, winner", [([1.0, 1.0, 0.0], 0), ([0.0, 2.0, 2.0], 1), ([-0.0, 0.0, -1.0], 0)])
 def test_votes_go_to_the_first_maximal_class_like_argmax(scores, winner):
-    """The vote uses max(dim).indices: ties and NaN resolve exactly as argmax does."""
+    """The vote uses max(dim).indices: ties resolve exactly as argmax does."""
     assert int(torch.tensor([scores]).argmax(dim=1)) == winner
     counts = CohenRS(ConstantScores(scores), 0.5, n0=5, n=20, batch_size=8).sample_counts(
         torch.zeros(2, 4), torch.arange(2), 20, Stage.ESTIMATION)
     assert counts[:, winner].tolist() == [20, 20]
+
+
+def test_nan_scores_do_not_vote():
+    """argmax counts NaN as maximal; a NaN score must stop the count instead of voting for its class."""
+    from smoothing.certificate import NonFiniteScoresError
+
+    certifier = CohenRS(ConstantScores([0.0, float("nan"), float("nan")]), 0.5, n0=5, n=20, batch_size=8)
+    with pytest.raises(NonFiniteScoresError):
+        certifier.sample_counts(torch.zeros(2, 4), torch.arange(2), 20, Stage.ESTIMATION)
+    with pytest.raises(NonFiniteScoresError):
+        certifier.class_counts(torch.zeros(2, 4), torch.arange(2), 20, Stage.ESTIMATION, torch.tensor([1, 1]))
 
 
 # --- memory bounded by the batch, not by n ---------------------------------------------------------
