@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from .certify.batch_size import best_batch_size
+from .cli_help import DefaultsHelpFormatter
 from .data import load_embedded
 from .env import EMBEDDED_MODELS, device_name, resolve_device, runs_dir, tune_cpu_allocator
 from .models import CheckpointError, load_zoo
@@ -20,7 +21,7 @@ from .provenance import git_commit, package_versions
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.art_compare", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="python -m bench.art_compare", formatter_class=DefaultsHelpFormatter,
         description="Certify the same images with our CohenRS and IBM ART's PyTorchRandomizedSmoothing on sll+ce "
                     "(same sigma, n0, n, alpha); compare radii (KS test), predictions and seconds per image.")
     parser.add_argument("--models", type=Path, default=EMBEDDED_MODELS, help="checkpoint folder")

@@ -17,6 +17,7 @@ import torch
 from .audit.pgd import PGDConfig
 from .audit.robustness import RobustnessSettings, run_robustness, soundness_failures
 from .certify.runs import MonteCarloSettings
+from .cli_help import DefaultsHelpFormatter
 from .data.selection import select_images
 from .env import resolve_device, stored_path
 from .models import CheckpointError, load_zoo
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
             "rate vs alpha), lipschitz_audit.json, soundness.md (also inserted into summary.md), and redraws "
             "certified_accuracy.png with the empirical curves dashed. Exit status 3 when a deterministic "
             "certificate is broken or the sanity check fails for one."),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--results", type=Path, required=True,
                         help="run folder holding certify.tsv and manifest.json, e.g. results/fashion-mnist/quick")
     parser.add_argument("--models", type=Path, default=None,

@@ -35,6 +35,7 @@ from .certify.manifest import ResumeError, check_resumable, read_manifest, write
 from .certify.results import merge_results, read_done, read_lines
 from .certify.runner import certify_all, choose_batch_sizes, timing_markdown, timing_summary
 from .certify.runs import METHODS, MonteCarloSettings, Run, build_runs
+from .cli_help import DefaultsHelpFormatter
 from .data import DATASETS
 from .data.selection import images_fingerprint, select_images
 from .env import EMBEDDED_MODELS, device_name, full_fp32, portable_path, resolve_device, runs_dir, tune_cpu_allocator
@@ -61,12 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "TSV, summary tables and plots. Re-running the same command resumes an interrupted run. "
                     "Launch with `torchrun --nproc-per-node N -m bench.run ...` to shard the images over N "
                     "processes (one GPU each when there are several); the merged results equal a one-process run.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick",
                         help="quick: CPU-sized n and image count; paper: n0=100, n=100000, alpha=0.001, 500 images. "
                              "Flags below override the preset.")
     parser.add_argument("--dataset", default="fashion-mnist", choices=sorted(DATASETS),
-                        help="fashion-mnist uses the embedded 1,000-image evaluation subset shipped with the repo")
+                        help="fashion-mnist without --data-root uses the embedded 1,000-image evaluation subset "
+                             "shipped with the repo (fashion-mnist-embedded names it explicitly); with --data-root, "
+                             "the full test set found there")
     parser.add_argument("--data-root", type=Path, default=None,
                         help="dataset folder for datasets other than the embedded one")
     parser.add_argument("--models", type=Path, default=None,
@@ -109,7 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--dist-timeout-hours", type=float, default=48.0,
                         help="under torchrun: how long a rank that finished its shard waits for the others")
+    _preset_defaults_in_help(parser)
     return parser
+
+
+def _preset_defaults_in_help(parser: argparse.ArgumentParser) -> None:
+    """Say in ``--help`` what each preset sets a preset-driven flag to."""
+    for action in parser._actions:
+        if action.dest in PRESETS["quick"]:
+            values = "; ".join(f"{name}: {_show(preset[action.dest])}" for name, preset in PRESETS.items())
+            action.help = f"{action.help} (default from --preset, {values})"
+
+
+def _show(value: Any) -> str:
+    return " ".join(f"{v:g}" for v in value) if isinstance(value, list) else f"{value:g}"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

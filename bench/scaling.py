@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .certify.batch_size import FARS_BATCH_SIZE, best_batch_size
+from .cli_help import DefaultsHelpFormatter
 from .data import load_embedded
 from .env import EMBEDDED_MODELS, device_name, full_fp32, portable_path, resolve_device, runs_dir, tune_cpu_allocator
 from .models import CheckpointError, load_zoo
@@ -25,7 +26,7 @@ from .report import plot_scaling
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.scaling", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="python -m bench.scaling", formatter_class=DefaultsHelpFormatter,
         description="Seconds per image versus n for cohen and fars-mc on the same SLL network, with fars-closed "
                     "as the flat floor. Writes scaling.csv and scaling.png, then the cost model (flops, bytes, the "
                     "machine's floor, measured/floor and the issue-6 targets): cost_model.csv/md, cost_targets.csv.")
