@@ -11,6 +11,7 @@ from smoothing.certificate import (
     UNIT,
     Certificate,
     call_model,
+    check_finite_scores,
     check_indices,
     check_inputs,
     check_positive,
@@ -44,6 +45,7 @@ class LipschitzMargin:
             check_indices(indices, x.shape[0])
             with torch.inference_mode(), evaluating(self.model):
                 scores = call_model(self.model, x, "model")
+                check_finite_scores(torch.isfinite(scores).all(), "model")
                 if scores.shape[1] < 2:
                     raise ValueError("the model returns a single score per input; a margin needs >= 2 classes")
                 top2 = scores.double().topk(2, dim=1)

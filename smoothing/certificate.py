@@ -197,22 +197,30 @@ class NonFiniteScoresError(ValueError):
 
 def call_model(model: Callable[[torch.Tensor], Any], x: torch.Tensor, what: str) -> torch.Tensor:
     """Run ``model`` (a module, or any callable such as a compiled module) on ``x`` and check that it
-    returns a finite batch [B, K] of scores.
+    returns a batch [B, K] of scores (finiteness is checked by :func:`check_finite_scores`, once per
+    forward for a single pass, once per stage for Monte Carlo, so no device sync per batch).
 
     Raises:
         ValueError: the output is not a [B, K] tensor for the B inputs.
-        NonFiniteScoresError: a score is NaN or infinite. ``argmax`` counts NaN as maximal, so such
-            scores would vote for a class (and certify it at the largest radius) instead of failing.
     """
     out = model(x)
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"{what} must return scores of shape [B, K] for a batch of {x.shape[0]}, got {shape}")
-    if not bool(torch.isfinite(out).all()):
-        raise NonFiniteScoresError(f"{what} returned non-finite scores (NaN or inf) on {x.shape[0]} input(s); "
-                                   "check its weights and, for sampled methods, that sigma is not too large "
-                                   "for float32")
     return out
+
+
+def check_finite_scores(finite: torch.Tensor | bool, what: str) -> None:
+    """Refuse scores that are not all finite; ``finite`` is ``torch.isfinite(scores).all()`` (or the
+    AND of it over several batches, kept on the device until this one check).
+
+    Raises:
+        NonFiniteScoresError: a score was NaN or infinite. ``argmax`` counts NaN as maximal, so such
+            scores would vote for a class (and certify it at the largest radius) instead of failing.
+    """
+    if not bool(finite):
+        raise NonFiniteScoresError(f"{what} returned non-finite scores (NaN or inf); check its weights and, for "
+                                   "sampled methods, that sigma is not too large for float32")
 
 
 def validate_classifier(model: torch.nn.Module, what: str) -> torch.nn.Module:
@@ -317,6 +325,7 @@ __all__ = [
     "check_indices",
     "flush_subnormal",
     "call_model",
+    "check_finite_scores",
     "validate_classifier",
     "evaluating",
     "synchronize",

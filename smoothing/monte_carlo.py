@@ -30,6 +30,7 @@ from .certificate import (
     Certificate,
     check_alpha,
     check_count,
+    check_finite_scores,
     check_indices,
     check_inputs,
     check_positive,
@@ -122,13 +123,20 @@ class MonteCarloCertifier:
                             "float64 (low-precision sampling can break the guarantee, Voracek & Hein 2023)")
         source = NoiseSource(self.seed, stage, indices, num, self._noise_shape(centers),
                              centers.device, centers.dtype)
+        # non-finite scores must not vote; the flag stays on the device (no sync per batch) and is
+        # checked once, after the last batch, before the consumer returns any count
+        finite = torch.ones((), dtype=torch.bool, device=centers.device)
         for batch in source.batches(self.batch_size):
             row = batch.row
             if row is not None:   # one example: its center broadcasts over the batch (no gather)
-                yield row, self._classify(self._perturb(centers[row:row + 1], batch.noise))
+                key: int | torch.Tensor = row
+                scores = self._classify(self._perturb(centers[row:row + 1], batch.noise))
             else:
-                rows = batch.rows()
-                yield rows, self._classify(self._perturb(centers.index_select(0, rows), batch.noise))
+                key = batch.rows()
+                scores = self._classify(self._perturb(centers.index_select(0, key), batch.noise))
+            finite &= torch.isfinite(scores).all()
+            yield key, scores
+        check_finite_scores(finite, "the base classifier")
 
     def sample_counts(self, centers: torch.Tensor, indices: torch.Tensor, num: int, stage: Stage) -> torch.Tensor:
         """Class counts int64 [B, K] of the base classifier over ``num`` noisy samples per center."""

@@ -431,3 +431,26 @@ def test_a_nan_weight_in_the_backbone_is_refused_by_fars_mc():
         certifier = FaRSMonteCarlo(backbone, linear(), sigma=0.5, n0=5, n=20, sampler=sampler)
         with pytest.raises(ValueError, match="non-finite"):
             certifier.certify(torch.rand(2, D))
+
+
+class _NaNOnce(nn.Module):
+    """NaN on one sample of the first forward batch only: the check must span every batch of a stage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner, self.calls = linear(), 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        scores = self.inner(x)
+        return scores.index_fill(0, torch.tensor([0]), math.nan) if self.calls == 1 else scores
+
+
+@pytest.mark.parametrize("stage_call", ["certify", "predict"])
+def test_one_nan_sample_in_an_early_batch_is_refused(stage_call):
+    from smoothing.certificate import NonFiniteScoresError
+
+    certifier = CohenRS(_NaNOnce(), sigma=0.5, n0=5, n=20, batch_size=4)
+    with pytest.raises(NonFiniteScoresError):
+        getattr(certifier, stage_call)(torch.rand(1, D))
+    assert certifier.model.calls > 1      # the NaN batch was not the last one
