@@ -225,6 +225,7 @@ def _fail_os(*args, **kwargs):
     ("mnist", "torchvision.datasets.mnist", _fail_os, "MNIST/raw"),
     ("cifar10", "torchvision.datasets.cifar", _fail_url, ""),
     ("cifar10", "torchvision.datasets.cifar", _fail_os, ""),
+    ("cifar100", "torchvision.datasets.cifar", _fail_url, ""),
     ("imagenette", "torchvision.datasets.imagenette", _fail_url, ""),
 ])
 def test_download_failure_gives_clear_message(tmp_path, monkeypatch, no_system_dirs, name, module, fail, folder):
@@ -263,17 +264,8 @@ def make_cifar10(root: Path, per_batch: int = 4, seed: int = 0) -> dict:
     return batches
 
 
-@pytest.fixture
-def md5_not_checked(monkeypatch):
-    """torchvision checks each CIFAR file's MD5; the fixtures are not the real files, so check existence only."""
-    import os
-
-    import torchvision.datasets.cifar as tv_cifar
-
-    monkeypatch.setattr(tv_cifar, "check_integrity", lambda fpath, md5=None: os.path.isfile(fpath))
-
-
-def test_cifar10_fake_batches(tmp_path, md5_not_checked):
+def test_cifar10_fake_batches(tmp_path):
+    """The fixtures take the path real files take: bench.data reads the pickles itself (no MD5 to switch off)."""
     batches = make_cifar10(tmp_path)
     train = bd.load_dataset("cifar10", "train", data_root=tmp_path, download=False)
     test = bd.load_dataset("cifar10", "test", data_root=tmp_path, download=False)
@@ -289,10 +281,16 @@ def test_cifar10_fake_batches(tmp_path, md5_not_checked):
     assert bd.load_tensors("cifar10", "test", tmp_path, limit=3, download=False)[0].shape == (3, 3, 32, 32)
 
 
-def test_cifar10_corrupted_without_download_says_where(tmp_path):
-    make_cifar10(tmp_path)  # real MD5 check: the fixture files do not match
-    with pytest.raises(bd.DatasetUnavailableError, match="cifar10 not found or corrupted under .*cifar-10-batches-py"):
+def test_cifar10_missing_or_corrupted_says_which(tmp_path):
+    with pytest.raises(bd.DatasetUnavailableError, match=r"cifar10 not found under .*cifar-10-batches-py \(missing "
+                       r"test_batch, batches.meta\) and download=False; extract cifar-10-python.tar.gz"):
         bd.load_dataset("cifar10", "test", data_root=tmp_path, download=False)
+    make_cifar10(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "test_batch"
+    batch.write_bytes(batch.read_bytes()[:-100])  # truncated
+    with pytest.raises(bd.DatasetFormatError, match=r"test_batch: not a readable CIFAR pickle"):
+        bd.load_dataset("cifar10", "test", data_root=tmp_path, download=False)
+    assert len(bd.load_dataset("cifar10", "train", data_root=tmp_path, download=False)) == 20
 
 
 # ------------------------------------------------------------------------------------------ ImageFolder / Imagenette

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["SPLITS", "DatasetUnavailableError", "EmbeddedDataError", "IdxFormatError", "default_data_root",
-           "resolve_root", "short_reason"]
+__all__ = ["SPLITS", "CorruptImageError", "DatasetFormatError", "DatasetUnavailableError", "EmbeddedDataError",
+           "IdxFormatError", "default_data_root", "resolve_root", "short_reason"]
 
 SPLITS = ("train", "test")
 
@@ -22,8 +22,20 @@ class DatasetUnavailableError(RuntimeError):
     """The data set's files are not on this machine and could not be downloaded (the message says where to put them)."""
 
 
-class IdxFormatError(ValueError):
+class DatasetFormatError(ValueError):
+    """A data set's files are there but malformed: the message names the file and what is wrong with it."""
+
+
+class IdxFormatError(DatasetFormatError):
     """A file that is not a well-formed idx file of unsigned bytes."""
+
+
+class CorruptImageError(DatasetFormatError):
+    """An image file that PIL cannot decode (unknown format, truncated); ``path`` is the file."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"corrupt or unreadable image file {path}: {reason}")
+        self.path = Path(path)
 
 
 class EmbeddedDataError(RuntimeError):

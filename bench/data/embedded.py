@@ -167,7 +167,9 @@ def load_embedded(limit: int | None = None, path: str | Path = EMBEDDED_PATH,
     indices in the full Fashion-MNIST test set, int64 ``[N]``.
 
     Needs no network and no dataset package. With ``verify`` the file's SHA-256 must match its sidecar
-    (``<path>.json``), else :class:`EmbeddedDataError`. ``limit`` keeps the first ``limit`` items
+    (``<path>.json``), else :class:`EmbeddedDataError`; so are arrays of the wrong shape or dtype and labels
+    outside ``0..9`` (named in the message), checked with or without ``verify``. ``limit`` keeps the first
+    ``limit`` items
     (test-set order: a prefix is only roughly class-balanced; the full 1,000 are exactly 100 per class).
     """
     data, targets, indices = _read_embedded(Path(path), verify)
@@ -203,5 +205,12 @@ def _read_embedded(path: Path, verify: bool) -> tuple[torch.Tensor, torch.Tensor
     if images.dtype != np.uint8 or images.shape != (n, 28, 28) or indices.shape != (n,):
         raise EmbeddedDataError(f"embedded subset {path} has unexpected arrays: images {images.dtype} {images.shape}, "
                                 f"labels {labels.shape}, test_indices {indices.shape}; {rebuild}")
+    if labels.dtype.kind not in "iu":
+        raise EmbeddedDataError(f"embedded subset {path}: labels must be integers, got {labels.dtype}; {rebuild}")
+    num_classes = len(FASHION_MNIST_CLASSES)
+    bad = np.unique(labels[(labels < 0) | (labels >= num_classes)])
+    if bad.size:
+        raise EmbeddedDataError(f"embedded subset {path}: labels {bad[:10].tolist()} out of range for {num_classes} "
+                                f"classes (0..{num_classes - 1}); {rebuild}")
     return (torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)),
             torch.from_numpy(indices.astype(np.int64)))

@@ -1,25 +1,28 @@
-"""Image-folder datasets: ``imagenette`` and any ``imagefolder`` tree, with the ImageNet evaluation transform.
+"""Class-folder trees (torchvision's ``ImageFolder`` layout): ``imagenette`` and any ``imagefolder`` tree.
 
-Both are torchvision ``ImageFolder`` datasets (resize 256, centre crop 224, ``ToTensor``: items
-``[3, 224, 224]`` in [0, 1], no mean/std normalisation) whose classes are :func:`class_folders`: the
-visible sub-folders of a split, sorted. Hidden folders (``.ipynb_checkpoints/``, ``.git/``) are no
-classes; torchvision alone would count them, shifting every label by one.
+Both are :class:`~bench.data.images.ImageFileDataset` s (items ``[3, H, W]`` in [0, 1], no mean/std
+normalisation; by default resize 256 + centre crop 224, :class:`~bench.data.images.ImageOptions`) whose
+classes are :func:`class_folders`: the visible sub-folders of a split, sorted, and whose samples are
+:func:`scan_class_folders`. So the class list and the labels always agree:
+
+* hidden folders (``.ipynb_checkpoints/``, ``.git/``) are no classes (torchvision alone would count them,
+  shifting every label by one), and hidden files or folders inside a class folder are not read;
+* an **empty** class folder (no image file) is refused with a one-line :class:`DatasetUnavailableError`
+  naming it, as torchvision's ``ImageFolder`` refuses it (with a traceback): dropping it would shift the
+  labels of every later class, and keeping it silently would hide a broken extraction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.error import URLError
 
 from .base import SPLITS, DatasetUnavailableError, resolve_root, short_reason
-
-if TYPE_CHECKING:
-    from .folder_dataset import ClassListImageFolder
+from .images import IMAGENET_OPTIONS, ImageFileDataset, ImageOptions, image_files
 
 __all__ = ["IMAGENETTE_CLASSES", "IMAGENETTE_DIRS", "IMAGENETTE_WNIDS", "class_folders", "imagefolder_classes",
-           "imagenet_transform", "load_imagefolder", "load_imagenette"]
+           "imagenet_transform", "load_imagefolder", "load_imagenette", "scan_class_folders"]
 
 #: Imagenette's ten ImageNet classes, by WordNet id in sorted order (= the label order).
 IMAGENETTE_WNIDS = ("n01440764", "n02102040", "n02979186", "n03000684", "n03028079",
@@ -47,10 +50,31 @@ def class_folders(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _image_folder(folder: Path, classes: Sequence[str]) -> ClassListImageFolder:
-    from .folder_dataset import ClassListImageFolder
+def scan_class_folders(folder: Path, classes: Sequence[str], dataset: str) -> list[tuple[Path, int]]:
+    """``[(image path, label)]`` of a split folder: the :func:`~bench.data.images.image_files` of
+    ``folder/classes[i]`` labelled ``i``, class by class.
 
-    return ClassListImageFolder(folder, classes, transform=imagenet_transform())
+    Raises :class:`DatasetUnavailableError` (one line, naming ``dataset`` and the folders) when a class
+    folder is missing or holds no image file: an empty class is never dropped (a label shift) nor kept.
+    """
+    samples: list[tuple[Path, int]] = []
+    empty: list[str] = []
+    for label, name in enumerate(classes):
+        sub = folder / name
+        files = image_files(sub) if sub.is_dir() else []
+        if not files:
+            empty.append(str(sub))
+        samples.extend((path, label) for path in files)
+    if empty:
+        more = f" and {len(empty) - 3} more" if len(empty) > 3 else ""
+        raise DatasetUnavailableError(f"{dataset}: class folder {', '.join(empty[:3])}{more} has no image file "
+                                      "(.jpg, .jpeg, .png, ...); an empty class would shift or hide labels: "
+                                      "add its images or remove the folder from every split")
+    return samples
+
+
+def _image_folder(folder: Path, classes: Sequence[str], dataset: str, options: ImageOptions) -> ImageFileDataset:
+    return ImageFileDataset(folder, scan_class_folders(folder, classes, dataset), classes, options)
 
 
 # --------------------------------------------------------------------------------------------------- imagefolder
@@ -88,10 +112,13 @@ def imagefolder_classes(root: Path) -> list[str]:
     return class_folders(_imagefolder_class_source(root))
 
 
-def load_imagefolder(split: str, data_root: str | Path | None) -> ClassListImageFolder:
+def load_imagefolder(split: str, data_root: str | Path | None,
+                     options: ImageOptions = IMAGENET_OPTIONS) -> ImageFileDataset:
     """The ``split`` of the ImageFolder tree ``data_root``, labelled by :func:`imagefolder_classes`.
 
-    Every split must have the tree's class folders, so that a label means the same class in each.
+    Every split must have the tree's class folders, so that a label means the same class in each; items are
+    made by ``options`` (default resize 256 + centre crop 224). Raises ``ValueError`` without ``data_root``
+    or when the splits' classes differ, :class:`DatasetUnavailableError` for a missing split or an empty class.
     """
     if data_root is None:
         raise ValueError("the 'imagefolder' dataset needs data_root=<path of the ImageFolder tree>")
@@ -105,7 +132,7 @@ def load_imagefolder(split: str, data_root: str | Path | None) -> ClassListImage
         raise ValueError(f"imagefolder: the class folders of {folder} ({', '.join(class_folders(folder)) or 'none'}) "
                          f"differ from those of {source} ({', '.join(classes)}); every split needs the same classes "
                          "for the labels to agree")
-    return _image_folder(folder, classes)
+    return _image_folder(folder, classes, "imagefolder", options)
 
 
 # --------------------------------------------------------------------------------------------------- imagenette
@@ -119,10 +146,12 @@ def _imagenette_split_dir(root: Path, split: str) -> Path | None:
     return None
 
 
-def load_imagenette(split: str, data_root: str | Path | None, download: bool) -> ClassListImageFolder:
+def load_imagenette(split: str, data_root: str | Path | None, download: bool,
+                    options: ImageOptions = IMAGENET_OPTIONS) -> ImageFileDataset:
     """Imagenette's ``split`` (``test`` reads ``val``) from ``<data_root>[/imagenette2[-320|-160]]``.
 
-    ``download`` lets torchvision fetch the 320 px archive when no tree is found.
+    ``download`` lets torchvision fetch the 320 px archive when no tree is found. Items are made by
+    ``options`` (default resize 256 + centre crop 224).
     """
     root = resolve_root(data_root)
     folder = _imagenette_split_dir(root, split)
@@ -150,4 +179,4 @@ def load_imagenette(split: str, data_root: str | Path | None, download: bool) ->
     if tuple(classes) != IMAGENETTE_WNIDS:
         raise ValueError(f"imagenette: {folder} has class folders {classes}, not Imagenette's 10 WordNet ids "
                          f"{list(IMAGENETTE_WNIDS)}; use the 'imagefolder' dataset for other trees")
-    return _image_folder(folder, classes)
+    return _image_folder(folder, classes, "imagenette", options)

@@ -9,28 +9,34 @@ import numpy as np
 import torch
 
 from .embedded import load_embedded
-from .registry import load_dataset
+from .registry import UNSET, SizeSetting, canonical_name, load_dataset
 
 
 def select_images(dataset: str, data_root: str | Path | None, num_images: int, skip: int, *,
-                  exact: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  exact: bool = True, image_size: SizeSetting = UNSET,
+                  resize: SizeSetting = UNSET) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(images [N, C, H, W] float32 in [0, 1], labels [N] int64, dataset indices [N] int64) of a run.
 
     ``fashion-mnist`` without a ``data_root`` (and ``fashion-mnist-embedded``) reads the embedded
-    1,000-image subset shipped with the harness; other datasets are read with :func:`load_dataset`.
+    1,000-image subset shipped with the harness; other datasets (any registered name, e.g. ``cifar100``,
+    ``tiny-imagenet``, ``imagenet``) are read with :func:`load_dataset`, ``image_size``/``resize`` passed on.
     The images are test images ``0, skip, 2 skip, ...``: ``num_images`` of them, or (``exact=False``)
-    at most that many.
+    at most that many (Cohen et al.'s choices: :data:`~bench.data.registry.SELECTIONS`).
 
     Raises:
         ValueError: ``exact`` and the test set holds fewer than ``num_images`` images at that spacing
-            (a run would otherwise certify fewer images than its configuration says).
+            (a run would otherwise certify fewer images than its configuration says); an unknown name;
+            ``skip`` < 1.
     """
+    if skip < 1:
+        raise ValueError(f"skip must be >= 1, got {skip}")
+    dataset = canonical_name(dataset)
     embedded = dataset == "fashion-mnist-embedded" or (dataset == "fashion-mnist" and data_root is None)
     if embedded:
         images, labels, indices = load_embedded()
         available = len(images)
     else:
-        test = load_dataset(dataset, "test", data_root=data_root)
+        test = load_dataset(dataset, "test", data_root=data_root, image_size=image_size, resize=resize)
         available = len(test)
     wanted = list(range(0, available, skip))[:num_images]
     if exact and len(wanted) < num_images:
