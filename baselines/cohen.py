@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -31,14 +31,21 @@ class CohenRS(MonteCarloCertifier):
       (noise is still drawn and added in fp32). This is an explicit opt-in: certification is fp32 by
       default (low precision can break the guarantee, Voracek & Hein 2023), and the harness records
       ``precision`` next to every timing.
+
+    ``sequential=True`` with target ``radii`` runs sequential CERTIFY (:mod:`smoothing.monte_carlo`):
+    ``n`` is then the cap on estimation samples, and an input stops being sampled once its certificate
+    is decided (same 1 - alpha guarantee, from an anytime-valid confidence sequence). ``check_range=False``
+    accepts inputs outside [0, 1] (radii are then in the inputs' units).
     """
 
     name = "cohen"
 
     def __init__(self, model: torch.nn.Module, sigma: float, n0: int = 100, n: int = 100_000,
                  alpha: float = 0.001, batch_size: int = 1000, seed: int = 0, *, compile: bool = False,
-                 precision: str = "fp32") -> None:
-        super().__init__(sigma, n0, n, alpha, batch_size, seed, lipschitz=1.0)
+                 precision: str = "fp32", sequential: bool = False, radii: Sequence[float] | None = None,
+                 check_range: bool = True) -> None:
+        super().__init__(sigma, n0, n, alpha, batch_size, seed, lipschitz=1.0, sequential=sequential, radii=radii,
+                         check_range=check_range)
         self.model = validate_classifier(model, "model")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")

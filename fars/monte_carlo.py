@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -69,14 +69,19 @@ class FaRSMonteCarlo(MonteCarloCertifier):
     F F^T = W W^T: the first layer's noisy output has exactly the same law N(W z + b, sigma^2 W W^T),
     so the smoothed classifier and the certificate are the same, with fewer random numbers and flops.
     ``auto`` picks ``projected`` when it applies and ``direct`` otherwise.
+
+    ``sequential=True`` with target ``radii`` (pixel units) runs sequential CERTIFY
+    (:mod:`smoothing.monte_carlo`; ``n`` is the cap); ``check_range=False`` accepts inputs outside [0, 1].
     """
 
     name = "fars-mc"
 
     def __init__(self, backbone: torch.nn.Module, head: torch.nn.Module, sigma: float, lipschitz: float = 1.0,
                  n0: int = 100, n: int = 100_000, alpha: float = 0.001, batch_size: int = 10_000,
-                 seed: int = 0, sampler: str = "auto") -> None:
-        super().__init__(sigma, n0, n, alpha, batch_size, seed, lipschitz=lipschitz)
+                 seed: int = 0, sampler: str = "auto", *, sequential: bool = False,
+                 radii: Sequence[float] | None = None, check_range: bool = True) -> None:
+        super().__init__(sigma, n0, n, alpha, batch_size, seed, lipschitz=lipschitz, sequential=sequential,
+                         radii=radii, check_range=check_range)
         self.backbone = validate_classifier(backbone, "backbone")
         self.head = validate_classifier(head, "head")
         if sampler not in SAMPLERS:

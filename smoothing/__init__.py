@@ -4,7 +4,10 @@
   :class:`Certifier` protocol, and the input checks and helpers every ``certify`` call runs;
 * :mod:`smoothing.statistics`: CERTIFY/PREDICT statistics on vote counts (Clopper-Pearson bound,
   certified radius, PREDICT's binomial test);
-* :mod:`smoothing.monte_carlo`: :class:`MonteCarloCertifier`, the sampling side of CERTIFY and PREDICT;
+* :mod:`smoothing.sequential`: the anytime-valid beta-binomial mixture confidence sequence and the stopping
+  rule of sequential CERTIFY;
+* :mod:`smoothing.monte_carlo`: :class:`MonteCarloCertifier`, the sampling side of CERTIFY (fixed-n or
+  sequential) and PREDICT;
 * :mod:`smoothing.noise`: deterministic per-example Gaussian noise.
 
 Nothing here depends on a particular method: ``fars`` and ``baselines`` import it, never the reverse.
@@ -26,6 +29,7 @@ from .certificate import (
     check_indices,
     check_inputs,
     check_positive,
+    check_unit_range,
     evaluating,
     flush_subnormal,
     module_device,
@@ -33,7 +37,7 @@ from .certificate import (
     timed,
     validate_classifier,
 )
-from .monte_carlo import MonteCarloCertifier, argmax_is
+from .monte_carlo import NOISE_BOUND, MonteCarloCertifier, argmax_is, check_sigma_fits
 from .noise import (
     BLOCK_ELEMENTS,
     MAX_BLOCK_SAMPLES,
@@ -46,6 +50,15 @@ from .noise import (
     check_seed,
     plan_batches,
 )
+from .sequential import (
+    FIRST_ROUND,
+    check_radii,
+    confidence_sequence,
+    log_mixture_ratio,
+    lower_confidence_sequence,
+    round_ends,
+    should_stop,
+)
 from .statistics import (
     BOUND_SLACK,
     RADIUS_SLACK,
@@ -53,6 +66,8 @@ from .statistics import (
     lower_confidence_bound,
     max_certifiable_radius,
     radius_from_counts,
+    radius_from_lower_bound,
+    radius_from_sequence,
 )
 
 __all__ = [
@@ -69,6 +84,7 @@ __all__ = [
     "check_alpha",
     "module_device",
     "check_inputs",
+    "check_unit_range",
     "check_indices",
     "flush_subnormal",
     "NonFiniteScoresError",
@@ -83,11 +99,23 @@ __all__ = [
     "RADIUS_SLACK",
     "lower_confidence_bound",
     "radius_from_counts",
+    "radius_from_lower_bound",
+    "radius_from_sequence",
     "max_certifiable_radius",
     "binomial_abstain",
+    # sequential
+    "FIRST_ROUND",
+    "log_mixture_ratio",
+    "confidence_sequence",
+    "lower_confidence_sequence",
+    "round_ends",
+    "check_radii",
+    "should_stop",
     # monte_carlo
+    "NOISE_BOUND",
     "MonteCarloCertifier",
     "argmax_is",
+    "check_sigma_fits",
     # noise
     "BLOCK_ELEMENTS",
     "MAX_BLOCK_SAMPLES",

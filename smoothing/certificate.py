@@ -40,7 +40,9 @@ class Certificate:
         radius: float64 [B], an l2 radius in input pixel space ([0, 1] pixels, shape of one input)
             inside which the prediction provably does not change (with probability >= 1 - alpha
             over the sampling for Monte Carlo methods); 0 when abstaining.
-        samples: evaluations of the sampled part of the model per input (0 for deterministic methods).
+        samples: int64 [B], evaluations of the sampled part of the model per input (``n0`` + estimation
+            samples for CERTIFY, fewer than the cap where sequential CERTIFY stopped early; 0 for
+            deterministic methods). An int is accepted and broadcast to every input.
         seconds: wall time of the ``certify`` call from input validation to the finished prediction and
             radius (confidence bounds included), with the device synchronised at both ends; only
             wrapping them into this object is left out.
@@ -48,12 +50,22 @@ class Certificate:
 
     prediction: torch.Tensor
     radius: torch.Tensor
-    samples: int
+    samples: torch.Tensor
     seconds: float
 
-    def __post_init__(self) -> None:
-        if self.prediction.shape != self.radius.shape or self.prediction.dim() != 1:
+    def __init__(self, prediction: torch.Tensor, radius: torch.Tensor, samples: torch.Tensor | int,
+                 seconds: float) -> None:
+        # written out (the dataclass keeps it) so that ``samples`` may be given as an int, while readers
+        # always get the int64 [B] tensor
+        if prediction.shape != radius.shape or prediction.dim() != 1:
             raise ValueError("prediction and radius must both have shape [B]")
+        object.__setattr__(self, "prediction", prediction)
+        object.__setattr__(self, "radius", radius)
+        object.__setattr__(self, "samples", _samples_per_input(samples, int(prediction.shape[0])))
+        object.__setattr__(self, "seconds", seconds)
+        self.__post_init__()
+
+    def __post_init__(self) -> None:
         for name in ("prediction", "radius"):  # tensors made under inference_mode cannot enter autograd
             tensor = getattr(self, name)
             if tensor.is_inference():
@@ -67,6 +79,28 @@ class Certificate:
         """Boolean [B]: correct (not abstaining) and certified at least at ``radius``."""
         labels = labels.to(self.prediction.device)
         return (self.prediction == labels) & (self.radius >= radius)
+
+
+def _samples_per_input(samples: torch.Tensor | int, batch: int) -> torch.Tensor:
+    """``samples`` as int64 [batch] on the CPU (an int is broadcast).
+
+    Raises:
+        TypeError: neither an integer nor an integer tensor. ValueError: wrong shape or a negative count.
+    """
+    if isinstance(samples, torch.Tensor):
+        if samples.dtype.is_floating_point or samples.dtype.is_complex or samples.dtype == torch.bool:
+            raise TypeError(f"samples must be an integer tensor, got dtype {samples.dtype}")
+        if tuple(samples.shape) != (batch,):
+            raise ValueError(f"samples must have shape [B] = [{batch}], got {tuple(samples.shape)}")
+        with torch.inference_mode(False):
+            counts = samples.detach().to(device="cpu", dtype=torch.int64).clone()
+    elif isinstance(samples, numbers.Integral) and not isinstance(samples, bool):
+        counts = torch.full((batch,), int(samples), dtype=torch.int64)
+    else:
+        raise TypeError(f"samples must be an int or an int64 [B] tensor, got {type(samples).__name__}")
+    if batch and int(counts.min()) < 0:
+        raise ValueError(f"samples must be >= 0, got {int(counts.min())}")
+    return counts
 
 
 @runtime_checkable
@@ -127,11 +161,17 @@ def module_device(module: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def check_inputs(x: torch.Tensor, device: torch.device, min_rank: int = 2) -> torch.Tensor:
+def check_inputs(x: torch.Tensor, device: torch.device, min_rank: int = 2, check_range: bool = True) -> torch.Tensor:
     """Validate a batch of inputs and move it to ``device``.
 
+    Every radius of this project is an l2 distance between [0, 1] pixel images, so by default inputs
+    outside [0, 1] are refused (a normalised or [0, 255] image would get radii in other units without any
+    warning). Every certifier passes its own ``check_range`` constructor flag (default True);
+    ``check_range=False`` accepts any finite inputs (synthetic or pre-scaled data, whose radii are then in
+    those units).
+
     Raises TypeError for a non-tensor or non-floating tensor, ValueError for a batch of the wrong
-    rank, an empty batch, or NaN/Inf entries.
+    rank, an empty batch, NaN/Inf entries, or (``check_range``) entries outside [0, 1].
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"inputs must be a torch.Tensor, got {type(x).__name__}")
@@ -152,12 +192,29 @@ def check_inputs(x: torch.Tensor, device: torch.device, min_rank: int = 2) -> to
     # a finite sum means finite entries (NaN and inf propagate); only a non-finite sum needs the full check
     if not math.isfinite(x.sum().item()) and not bool(torch.isfinite(x).all()):
         raise ValueError("inputs contain NaN or Inf")
+    if check_range:
+        check_unit_range(x)
     if x.device != device:
         try:
             x = x.to(device)
         except (RuntimeError, AssertionError) as err:  # e.g. CUDA tensor on a machine without CUDA
             raise ValueError(f"inputs on {x.device} cannot be moved to the model's device {device}: {err}") from None
     return x
+
+
+def check_unit_range(x: torch.Tensor) -> None:
+    """Refuse a batch with entries outside [0, 1] (the pixel range that defines the radii's units).
+
+    Raises:
+        ValueError: naming the minimum and maximum found.
+    """
+    if x.numel() == 0:
+        return
+    low, high = (float(v) for v in torch.aminmax(x.detach()))
+    if low < 0.0 or high > 1.0:
+        raise ValueError(f"inputs must be pixels in [0, 1] (radii are l2 distances in [0,1]-pixel units), found "
+                         f"min {low:g} and max {high:g}; scale the images to [0, 1], or pass check_range=False to "
+                         "the certifier to certify inputs in other units")
 
 
 def check_indices(indices: torch.Tensor | None, batch: int) -> torch.Tensor:
@@ -322,6 +379,7 @@ __all__ = [
     "check_alpha",
     "module_device",
     "check_inputs",
+    "check_unit_range",
     "check_indices",
     "flush_subnormal",
     "call_model",

@@ -8,9 +8,11 @@ of stage ``s`` (selection, estimation or prediction) of example ``i`` is drawn b
 ``torch.Generator`` on the model's device, seeded with ``numpy.random.SeedSequence([seed, s, i, b])``
 (a well-mixed 63-bit seed). The last block of a stage is cut to the samples the stage needs, so
 sample ``j`` of example ``i`` is a function of ``(seed, stage, i, j // block, n)`` and the device
-type alone: not of the batch size, of which other examples share a batch, of their order, or of the
-process that computes it. CPU and CUDA generators are different algorithms, so CPU and CUDA runs draw
-different (equally valid) noise.
+type alone: not of the batch size, of which other examples share a batch, of their order, of the
+process that computes it, or of the range ``[start, stop)`` of the stream a call draws (sequential
+CERTIFY draws its estimation stream of cap ``n`` in rounds that continue it: :meth:`NoiseSource.batches`).
+CPU and CUDA generators are different algorithms, so CPU and CUDA runs draw different (equally valid)
+noise.
 
 Selection (``n0`` samples) and estimation (``n`` samples) use different stages, so the samples that
 pick the class are never reused to estimate its probability, as CERTIFY requires.
@@ -80,26 +82,39 @@ class Segment:
         return self.hi - self.lo
 
 
-def plan_batches(rows: int, num_samples: int, block: int, batch_size: int) -> Iterator[list[Segment]]:
-    """Cut ``rows`` examples x ``num_samples`` samples into forward batches of <= ``batch_size``.
+def plan_batches(rows: int, num_samples: int, block: int, batch_size: int, start: int = 0,
+                 stop: int | None = None) -> Iterator[list[Segment]]:
+    """Cut samples ``[start, stop)`` (default: all ``num_samples``) of each of ``rows`` examples into forward
+    batches of <= ``batch_size`` samples.
 
-    Examples follow each other in the batches, so several examples share a batch when
-    ``num_samples`` is small, and a block is split across batches when it is larger than a batch.
+    Examples follow each other in the batches, so several examples share a batch when ``stop - start``
+    is small, and a block is split across batches when it is larger than a batch. A sample keeps its place
+    in its example's stream (block ``j // block``, offset ``j % block``) whatever ``start`` is, so drawing
+    ``[0, m)`` then ``[m, n)`` visits the same samples as drawing ``[0, n)`` (sequential certification).
+
+    Raises:
+        ValueError: unless 0 <= start <= stop <= num_samples.
     """
+    stop = num_samples if stop is None else stop
+    if not 0 <= start <= stop <= num_samples:
+        raise ValueError(f"sample range [{start}, {stop}) must lie within [0, {num_samples}]")
     batch: list[Segment] = []
     room = batch_size
     for row in range(rows):
-        for b in range((num_samples + block - 1) // block):
-            length = min(block, num_samples - b * block)
-            lo = 0
-            while lo < length:
-                take = min(room, length - lo)
+        at = start
+        while at < stop:
+            b = at // block
+            end = min(block, stop - b * block)     # this block's part of [start, stop), as offsets in the block
+            lo = at - b * block
+            while lo < end:
+                take = min(room, end - lo)
                 batch.append(Segment(row, b, lo, lo + take))
                 lo += take
                 room -= take
                 if room == 0:
                     yield batch
                     batch, room = [], batch_size
+            at = (b + 1) * block
     if batch:
         yield batch
 
@@ -158,9 +173,14 @@ class NoiseSource:
         self._cached = (row, block, noise)
         return noise
 
-    def batches(self, batch_size: int) -> Iterator[NoiseBatch]:
-        """Yield the forward batches in order: each batch's noise and the segments it holds."""
-        for segments in plan_batches(len(self.indices), self.num_samples, self.block, batch_size):
+    def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[NoiseBatch]:
+        """Yield the forward batches in order: each batch's noise and the segments it holds.
+
+        Only samples ``[start, stop)`` of each example's stream of ``num_samples`` (default: all of them):
+        sample j is the same tensor whatever range it is drawn in, since blocks are always drawn at their full
+        length for ``num_samples`` and then sliced (the block last drawn is kept for the next call).
+        """
+        for segments in plan_batches(len(self.indices), self.num_samples, self.block, batch_size, start, stop):
             if len(segments) == 1:
                 s = segments[0]
                 noise = self.draw(s.row, s.block)[s.lo:s.hi]

@@ -20,6 +20,7 @@ from scipy import special
 from scipy.stats import binomtest, norm
 
 from .certificate import SMALLEST_NORMAL, UNIT
+from .sequential import lower_confidence_sequence
 
 #: the Clopper-Pearson bound is lowered by this relative amount: scipy's ``betaincinv`` returns the
 #: exact quantile to within about 0.6 ulp (checked against 50-digit arithmetic in the tests), above
@@ -54,13 +55,36 @@ def radius_from_counts(n_a: np.ndarray, n: int, sigma: float, alpha: float,
     the float is at most the exact value at the returned pA_lower (itself at most the exact
     Clopper-Pearson bound). The mask is False where pA_lower is below 1/2 (abstain); radius is 0 there.
     """
-    p_lower = lower_confidence_bound(n_a, n, alpha)
+    return radius_from_lower_bound(lower_confidence_bound(n_a, n, alpha), sigma, lipschitz)
+
+
+def radius_from_lower_bound(p_lower: np.ndarray, sigma: float, lipschitz: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(certified mask, radius) from a lower confidence bound ``p_lower`` (float64 [B]) on pA.
+
+    radius = sigma * Phi^-1(pA_lower) / lipschitz (Cohen et al., Theorem 1; FaRS, Proposition 1 for the
+    division), lowered by :data:`RADIUS_SLACK` (relative); abstain (mask False, radius 0) where
+    pA_lower < 1/2, and report 0 for a subnormal radius, which has lost the relative slack.
+    """
+    p_lower = np.asarray(p_lower, dtype=np.float64)
     certified = p_lower >= 0.5
     radius = sigma * special.ndtri(np.clip(p_lower, 0.5, 1.0)) * (1 - RADIUS_SLACK)   # ndtri = norm.ppf
     if lipschitz != 1.0:   # after the slack, so the radius for L is exactly the radius for 1 divided by L
         radius = radius / lipschitz
     # a subnormal radius (a tiny sigma or a huge L) has lost the relative slack: report 0
     return certified, np.where(certified & (radius >= SMALLEST_NORMAL), radius, 0.0)
+
+
+def radius_from_sequence(n_a: np.ndarray, used: np.ndarray, sigma: float, alpha: float,
+                         lipschitz: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(certified mask, radius) of sequential CERTIFY: ``n_a`` (int [B]) of ``used`` (int [B], >= 1)
+    estimation samples classified cA, at whatever time sampling stopped.
+
+    The bound is the lower end of the anytime-valid beta-binomial mixture confidence sequence
+    (:func:`smoothing.sequential.lower_confidence_sequence`, valid at data-dependent stopping times),
+    then the radius follows the rules of :func:`radius_from_lower_bound` (same float slack).
+    """
+    return radius_from_lower_bound(lower_confidence_sequence(np.asarray(n_a), np.asarray(used), alpha),
+                                   sigma, lipschitz)
 
 
 def max_certifiable_radius(n: int, sigma: float, alpha: float) -> float:
@@ -79,6 +103,8 @@ __all__ = [
     "RADIUS_SLACK",
     "lower_confidence_bound",
     "radius_from_counts",
+    "radius_from_lower_bound",
+    "radius_from_sequence",
     "max_certifiable_radius",
     "binomial_abstain",
 ]

@@ -454,3 +454,25 @@ def test_one_nan_sample_in_an_early_batch_is_refused(stage_call):
     with pytest.raises(NonFiniteScoresError):
         getattr(certifier, stage_call)(torch.rand(1, D))
     assert certifier.model.calls > 1      # the NaN batch was not the last one
+
+
+# --- the [0, 1] input range (issue 19) -----------------------------------------------------------------
+
+def test_check_inputs_refuses_values_outside_the_unit_interval_by_default():
+    from smoothing.certificate import check_inputs
+    cpu = torch.device("cpu")
+    with pytest.raises(ValueError, match=r"\[0,1\]-pixel units.*min 0 and max 255"):
+        check_inputs(torch.tensor([[0.0, 255.0]]), cpu)
+    with pytest.raises(ValueError, match=r"min -2\.5 and max 0\.5"):
+        check_inputs(torch.tensor([[-2.5, 0.5]]), cpu)
+    assert check_inputs(torch.tensor([[-2.5, 0.5]]), cpu, check_range=False).shape == (1, 2)
+    assert check_inputs(torch.tensor([[0.0, 1.0]]), cpu).shape == (1, 2)
+    assert check_inputs(torch.zeros(2, 0), cpu).shape == (2, 0)       # nothing to check
+
+
+@pytest.mark.parametrize("kind", MC)
+def test_monte_carlo_certifiers_check_the_range_unless_told_not_to(kind):
+    x = torch.rand(2, D) * 3 - 1
+    with pytest.raises(ValueError, match="check_range=False"):
+        mc_factories()[kind]().certify(x)
+    assert len(mc_factories()[kind](check_range=False).certify(x)) == 2
