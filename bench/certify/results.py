@@ -19,11 +19,15 @@ from .runs import Run
 
 COLUMNS = ("idx", "label", "predict", "radius", "correct", "time", "method", "model", "sigma", "samples", "seconds")
 
+#: What the ``sigma`` column holds for a deterministic run (no noise level); older files have a blank,
+#: and ``nan`` is read the same way.
+NO_SIGMA = "-"
+
 
 def row_key(line: str) -> tuple[str, int]:
     """(run key, dataset index) of a data line of the results TSV."""
     f = dict(zip(COLUMNS, line.split("\t"), strict=False))  # a short row reads missing fields as absent
-    sigma = float(f["sigma"]) if f["sigma"] not in ("", "nan") else math.nan
+    sigma = float(f["sigma"]) if f["sigma"].strip() not in (NO_SIGMA, "", "nan", "NaN") else math.nan
     return f"{f['method']}|{f['model']}|{'-' if math.isnan(sigma) else f'{sigma:g}'}", int(f["idx"])
 
 
@@ -55,8 +59,9 @@ def read_done(tsv: Path, *more: Path) -> set[tuple[str, int]]:
 
 
 def format_row(run: Run, idx: int, label: int, prediction: int, radius: float, seconds: float, samples: int) -> str:
+    """One data line of the results TSV (Cohen et al.'s six columns, then ours); sigma :data:`NO_SIGMA` if none."""
     correct = int(prediction == label)
-    sigma = "" if math.isnan(run.sigma) else f"{run.sigma:g}"
+    sigma = NO_SIGMA if math.isnan(run.sigma) else f"{run.sigma:g}"
     values = (idx, label, prediction, f"{radius:.6g}", correct, str(_dt.timedelta(seconds=seconds)), run.method,
               run.model, sigma, samples, f"{seconds:.6g}")
     return "\t".join(str(v) for v in values) + "\n"

@@ -10,28 +10,50 @@ example) with the columns in :data:`REQUIRED_COLUMNS`.  The flow is::
 * :mod:`.metrics` -- certified accuracy, ACR, abstention, timing, speed-ups
   (reads no file, draws nothing);
 * :mod:`.tables` -- the markdown-table writer, number formatters, summary files;
-* :mod:`.plots` -- every figure (matplotlib, Agg backend), from computed metrics;
+* :mod:`.paper_metrics` -- Clopper-Pearson intervals, ACR standard errors, the envelope over
+  sigma, the Monte Carlo cut-off, the time budget, PGD accuracy (reads no file, draws nothing);
+* :mod:`.plots` -- speed-up and scaling figures; :mod:`.figures` -- certified accuracy as small
+  multiples over sigma and the time-budget figure (matplotlib, Agg backend);
+* :mod:`.paper_tables` -- ``table_certified``, ``table1``, ``table2`` in Markdown and LaTeX (booktabs);
+* :mod:`.cohen` -- each run as a file in Cohen et al.'s layout (their ``analyze.py`` reads it);
+  :func:`.results.import_cohen` reads such files (and Cohen's own) back as runs;
 * :mod:`.write` -- :func:`write_reports`; ``__main__`` is its command line.
 
 :func:`write_reports` runs it all and writes ``summary.csv`` / ``summary.md`` (one row
 per run), ``certified_accuracy.csv`` (fine radius grid, long format),
-``certified_accuracy.png``, ``speedup.png`` and, given scaling data, ``scaling.png``.
+``certified_accuracy.png`` / ``.pdf``, ``speedup.png`` / ``.pdf``, ``time_budget.png`` / ``.pdf``,
+the tables ``table_certified``, ``table1``, ``table2`` (``.md``, ``.tex``), ``cohen/*.tsv`` and,
+given scaling data, ``scaling.png`` / ``.pdf``.
 
 Conventions (runs, backbone families, radii, abstentions) are documented in
 :mod:`bench.report.metrics`.
 
 Command line (``bench/report/__main__.py``)::
 
-    python -m bench.report RUN_DIR            # reads RUN_DIR/certify.tsv
+    python -m bench.report RUN_DIR            # reads RUN_DIR/certify.tsv (and manifest.json)
+    python -m bench.report RUN_DIR --methods fars-mc cohen --sigma 0.25 --format pdf svg
 """
 
 from __future__ import annotations
 
+from .cohen import export_cohen
+from .figures import certified_panels, plot_certified_accuracy, plot_certified_panels, plot_time_budget
 from .metrics import PAPER_RADII, RUN_KEYS, backbone_family, certified_accuracy, default_grid, summarize
-from .plots import plot_certified_accuracy, plot_scaling, plot_speedup
-from .results import REQUIRED_COLUMNS, read_results
+from .paper_metrics import (
+    TABLE_EPS,
+    acr_with_se,
+    certified_accuracy_ci,
+    clopper_pearson,
+    envelope,
+    mc_cutoff,
+    pgd_accuracy,
+    time_budget,
+)
+from .paper_tables import write_table1, write_table2, write_table_certified
+from .plots import plot_scaling, plot_speedup
+from .results import COHEN_COLUMNS, REQUIRED_COLUMNS, import_cohen, read_results
 from .tables import fmt_seconds, markdown_table, write_summary
-from .write import write_reports
+from .write import select_runs, write_reports
 
 __all__ = [
     "REQUIRED_COLUMNS",
@@ -49,4 +71,22 @@ __all__ = [
     "write_reports",
     "markdown_table",
     "fmt_seconds",
+    "COHEN_COLUMNS",
+    "TABLE_EPS",
+    "import_cohen",
+    "export_cohen",
+    "clopper_pearson",
+    "certified_accuracy_ci",
+    "acr_with_se",
+    "envelope",
+    "mc_cutoff",
+    "pgd_accuracy",
+    "time_budget",
+    "certified_panels",
+    "plot_certified_panels",
+    "plot_time_budget",
+    "write_table_certified",
+    "write_table1",
+    "write_table2",
+    "select_runs",
 ]

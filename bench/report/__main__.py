@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from .results import REQUIRED_COLUMNS
-from .write import write_reports
+from ..cli import cli_exit
+from .metrics import PAPER_RADII
+from .results import REQUIRED_COLUMNS, import_cohen, read_results
+from .write import DEFAULT_FORMATS, FORMATS, write_reports
 
 
 def _read_table(path: str | Path) -> pd.DataFrame:
@@ -28,7 +31,9 @@ def _parser() -> argparse.ArgumentParser:
             "summary.csv, summary.md (certified accuracy at l2 radii 0/0.05/0.1/0.2/0.3, ACR, "
             "abstention rate, seconds per image, speed-up vs Cohen et al. on the same backbone "
             "family), certified_accuracy.csv (fine radius grid, long format), "
-            "certified_accuracy.png and speedup.png."
+            "certified_accuracy.png and speedup.png; plus PDF copies, time_budget.*, the tables "
+            "table_certified/table1/table2 (.md and .tex, 95 percent Clopper-Pearson intervals) and cohen/*.tsv "
+            "(each run in Cohen et al.'s result-file format)."
         ),
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory containing certify.tsv")
@@ -38,10 +43,37 @@ def _parser() -> argparse.ArgumentParser:
                         help="where to write the reports (default: RUN_DIR)")
     parser.add_argument("--empirical", type=Path, default=None,
                         help="optional CSV/TSV with columns model,radius,accuracy (attack results) "
-                             "overlaid as dashed lines on certified_accuracy.png")
+                             "drawn on certified_accuracy.png (black, in the model's line style) with --attacks")
     parser.add_argument("--scaling", type=Path, default=None,
                         help="optional CSV/TSV with columns method,model,n,seconds[,seconds_p25,seconds_p75]; "
                              "also writes scaling.png")
+    parser.add_argument("--attacks", action="store_true",
+                        help="draw the attack (empirical) curves on certified_accuracy.png: from --empirical, "
+                             "else RUN_DIR/robustness.csv")
+    parser.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                        help="report only these methods (e.g. cohen fars-mc fars-closed lipschitz-margin)")
+    parser.add_argument("--models", nargs="+", default=None, metavar="MODEL",
+                        help="report only these models (e.g. sll+ce cnn-noise0.25)")
+    parser.add_argument("--sigma", nargs="+", type=float, default=None, metavar="SIGMA",
+                        help="report only runs at these noise levels; deterministic runs (no sigma) are kept as "
+                             "references (drop them with --methods)")
+    parser.add_argument("--radii", nargs="+", type=float, default=None, metavar="R",
+                        help="l2 radii of summary.* and table_certified.* and the time-budget panels "
+                             "(default: 0 0.05 0.1 0.2 0.3)")
+    parser.add_argument("--format", nargs="+", default=list(DEFAULT_FORMATS), choices=FORMATS, dest="formats",
+                        metavar="FMT", help="figure formats among png, pdf, svg (default: png pdf; png is always "
+                                            "written)")
+    parser.add_argument("--manifest", type=Path, default=None,
+                        help="manifest.json with CERTIFY's n and alpha for the Monte Carlo cut-off "
+                             "(default: RUN_DIR/manifest.json when present)")
+    parser.add_argument("--n", type=int, default=None,
+                        help="CERTIFY's number of samples n (overrides the manifest)")
+    parser.add_argument("--alpha", type=float, default=None,
+                        help="CERTIFY's failure probability alpha (overrides the manifest)")
+    parser.add_argument("--import-cohen", nargs="+", type=Path, default=None, metavar="FILE",
+                        help="also report these result files of Cohen et al.'s code/certify.py (columns idx label "
+                             "predict radius correct time) as runs of method 'cohen'; the model and sigma come from "
+                             "the file name (e.g. cohen_cnn_sigma0.25.tsv, or .../noise_0.25/test/sigma_0.25)")
     return parser
 
 
@@ -58,12 +90,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not tsv.is_file():
         parser.error(f"no such file: {tsv}")
     out_dir = args.out_dir or args.run_dir
+    manifest_path = args.manifest or args.run_dir / "manifest.json"
     try:
+        results = read_results(tsv)
+        if args.import_cohen:
+            results = pd.concat([results, *(import_cohen(p) for p in args.import_cohen)], ignore_index=True)
+        empirical = _read_table(args.empirical) if args.empirical else None
+        if args.attacks and empirical is None and (args.run_dir / "robustness.csv").is_file():
+            empirical = _read_table(args.run_dir / "robustness.csv")
         paths = write_reports(
-            tsv,
+            results,
             out_dir,
-            empirical=_read_table(args.empirical) if args.empirical else None,
+            radii=args.radii or PAPER_RADII,
+            empirical=empirical,
             scaling=_read_table(args.scaling) if args.scaling else None,
+            manifest=json.loads(manifest_path.read_text()) if manifest_path.is_file() else None,
+            n=args.n,
+            alpha=args.alpha,
+            formats=args.formats,
+            methods=args.methods,
+            models=args.models,
+            sigmas=args.sigma,
+            attacks=args.attacks,
+            robustness=_read_table(args.run_dir / "robustness.csv")
+            if (args.run_dir / "robustness.csv").is_file() else None,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -74,4 +124,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli_exit(main)

@@ -1,6 +1,7 @@
-"""Figures of a certification run (matplotlib, headless ``Agg`` backend).
+"""Figures of a certification run (matplotlib, headless ``Agg`` backend): speed-up and scaling.
 
-* :func:`plot_certified_accuracy` -- certified accuracy (%) versus l2 radius;
+(The certified-accuracy and time-budget figures are in :mod:`bench.report.figures`.)
+
 * :func:`plot_speedup` -- speed-up of every run relative to Cohen et al.;
 * :func:`plot_scaling` -- seconds per image against the number of samples.
 
@@ -27,16 +28,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .metrics import (  # noqa: E402
-    DETERMINISTIC_METHODS,
-    PAPER_RADII,
-    RUN_KEYS,
-    certified_accuracy_steps,
-    run_groups,
-    same_sigma,
-    sort_runs,
-)
-from .results import as_results  # noqa: E402
+from .metrics import DETERMINISTIC_METHODS, REFERENCE_METHOD  # noqa: E402
 from .tables import fmt_log_tick, fmt_speedup_short  # noqa: E402
 
 if TYPE_CHECKING:
@@ -145,162 +137,24 @@ def _bottom_legend_figure(n_entries: int, ncol: int) -> tuple[plt.Figure, plt.Ax
     return fig, ax
 
 
-def _save(fig: plt.Figure, out_path: str | Path) -> Path:
+def save_figure(fig: plt.Figure, out_path: str | Path, formats: Sequence[str] = ()) -> Path:
+    """Save ``fig`` to ``out_path`` and, for each of ``formats`` (``'pdf'``, ``'svg'``, ``'png'``), to the
+    sibling with that suffix (PDF/SVG are vector; PNG at :data:`DPI`); closes the figure, returns ``out_path``."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=DPI, facecolor="white")
+    for path in dict.fromkeys([out_path, *(out_path.with_suffix("." + f.lstrip(".").lower()) for f in formats)]):
+        fig.savefig(path, dpi=DPI, facecolor="white")
     plt.close(fig)
     return out_path
 
 
-# ---------------------------------------------------------------------------
-# Certified accuracy
-# ---------------------------------------------------------------------------
-
-
-def plot_certified_accuracy(
-    df: pd.DataFrame,
-    out_path: str | Path,
-    empirical: pd.DataFrame | None = None,
-    paper_radii: Sequence[float] = PAPER_RADII[1:],
-    title: str = r"Certified accuracy vs. $\ell_2$ radius",
-) -> Path:
-    """Plot certified accuracy (%) against l2 radius, one step curve per run.
-
-    Parameters
-    ----------
-    df:
-        Per-example results (see :func:`~bench.report.results.read_results`).
-    out_path:
-        PNG path (written at :data:`DPI` dots per inch, width :data:`FIG_WIDTH` in).
-    empirical:
-        Optional empirical (attack) accuracy with columns ``model, radius,
-        accuracy`` (fraction in [0, 1]; values > 1 are taken as percentages),
-        drawn as dark dashed lines with markers, one per model.  With a
-        boolean ``pgd`` column (``bench.attack``'s ``robustness.csv``) the rows
-        are an exact step function (drawn steps-post) and markers show only
-        the radii where the attack ran.
-    paper_radii:
-        Radii marked with light dotted vertical lines (pass ``()`` to omit).
-    title:
-        Axes title.
-
-    Colours encode the method (fixed per method across all figures), line
-    styles the model; runs that share method and model (several σ) get
-    different shades.  The x axis runs from 0 to a bit past the largest finite
-    certified radius (at least 0.05); curves with infinite radii stay flat to
-    the right edge.  The legend is placed below the axes so it never hides a
-    curve.  Returns ``out_path``.
-    """
-    df = as_results(df)
-    if empirical is not None and not len(empirical):
-        empirical = None
-    xmax = _radius_axis_end(df, empirical)
-    runs = sort_runs(df[list(RUN_KEYS)].drop_duplicates())
-    labels = _certified_legend_labels(runs, empirical)
-    ncol = _legend_ncol(labels)
-
-    with plt.rc_context(_RC):
-        fig, ax = _bottom_legend_figure(len(labels), ncol)
-        _draw_paper_radii(ax, paper_radii, xmax)
-        _draw_certified_curves(ax, df, runs, xmax)
-        if empirical is not None:
-            _draw_empirical(ax, empirical)
-        _label_certified_axes(ax, xmax, title)
-        if labels:
-            fig.legend(loc="outside lower center", ncol=ncol, frameon=False, handlelength=3.2)
-        return _save(fig, out_path)
-
-
-def _radius_axis_end(df: pd.DataFrame, empirical: pd.DataFrame | None) -> float:
-    """Right end of the radius axis: a bit past the largest finite certified or attacked radius, at least 0.05."""
-    finite = df["radius"].to_numpy(float)
-    finite = finite[np.isfinite(finite)]
-    rmax = float(finite.max()) if finite.size else 0.0
-    if empirical is not None:
-        er = pd.to_numeric(empirical["radius"], errors="coerce").to_numpy(float)
-        er = er[np.isfinite(er)]
-        if er.size:
-            rmax = max(rmax, float(er.max()))
-    return max(rmax * 1.06, rmax + 0.01, 0.05)
-
-
-def _certified_legend_labels(runs: pd.DataFrame, empirical: pd.DataFrame | None) -> list[str]:
-    """Legend entries of :func:`plot_certified_accuracy`: one per run (sorted), then one per attacked model."""
-    labels = [_run_label(m, mo, sg) for m, mo, sg in zip(runs["method"], runs["model"], runs["sigma"], strict=True)]
-    if empirical is not None:
-        labels += [f"empirical (attack) · {m}" for m in sorted(empirical["model"].astype(str).unique())]
-    return labels
-
-
-def _draw_paper_radii(ax: plt.Axes, paper_radii: Sequence[float], xmax: float) -> None:
-    """Light dotted vertical lines at the paper radii inside ``(0, xmax]``."""
-    for r in paper_radii:
-        if 0 < r <= xmax:
-            ax.axvline(r, color="0.6", linestyle=":", linewidth=0.9, zorder=1)
-
-
-def _label_certified_axes(ax: plt.Axes, xmax: float, title: str) -> None:
-    """Limits (radius 0..``xmax``, 0..101 %), axis labels and title of the certified-accuracy figure."""
-    ax.set_xlim(0, xmax)
-    ax.set_ylim(0, 101)
-    ax.set_xlabel(r"$\ell_2$ radius $\varepsilon$ (pixel space, pixels in [0, 1])")
-    ax.set_ylabel("certified accuracy (%)")
-    ax.set_title(title)
-
-
-def _draw_certified_curves(ax: plt.Axes, df: pd.DataFrame, runs: pd.DataFrame, xmax: float) -> None:
-    """One step curve per run of ``runs`` (in order): colour by method, line style by model, shade by σ."""
-    colors = _method_colors(runs["method"])
-    models = list(dict.fromkeys(runs["model"]))
-    lstyle = {m: _MODEL_LINESTYLES[i % len(_MODEL_LINESTYLES)] for i, m in enumerate(models)}
-    groups = {key: g for key, g in run_groups(df)}
-    sigmas_of: dict[tuple[str, str], list] = {}
-    for row in runs.itertuples(index=False):
-        sigmas_of.setdefault((row.method, row.model), []).append(row.sigma)
-    for row in runs.itertuples(index=False):
-        key = next(k for k in groups if k[0] == row.method and k[1] == row.model and same_sigma(k[2], row.sigma))
-        g = groups[key]
-        xs, ys = certified_accuracy_steps(g["radius"].to_numpy(float), g["correct"].to_numpy(), xmax)
-        sigmas = sigmas_of[(row.method, row.model)]
-        k = [i for i, s in enumerate(sigmas) if same_sigma(s, row.sigma)][0]
-        ax.step(
-            xs,
-            ys * 100.0,
-            where="post",
-            color=_shade(colors[row.method], k, len(sigmas)),
-            linestyle=lstyle[row.model],
-            linewidth=1.9,
-            label=_run_label(row.method, row.model, row.sigma),
-            zorder=3,
-        )
-
-
-def _draw_empirical(ax: plt.Axes, empirical: pd.DataFrame) -> None:
-    """Empirical (attack) accuracy: one dark dashed line with markers per model."""
-    emp = empirical.copy()
-    emp["radius"] = pd.to_numeric(emp["radius"], errors="coerce")
-    emp["accuracy"] = pd.to_numeric(emp["accuracy"], errors="coerce")
-    scale = 1.0 if emp["accuracy"].max() > 1.0 else 100.0
-    # optional columns from bench.attack: ``pgd`` marks the radii where the attack ran (markers
-    # only there); with it the rows form an exact step function of the radius (steps-post).
-    stepped = "pgd" in emp.columns
-    for i, (model, g) in enumerate(emp.groupby("model", sort=True)):
-        g = g.sort_values("radius", kind="mergesort")
-        marks = g["pgd"].astype(str).str.lower().isin(("true", "1")).tolist() if stepped else None
-        ax.plot(
-            g["radius"],
-            g["accuracy"] * scale,
-            linestyle="--",
-            drawstyle="steps-post" if stepped else "default",
-            marker=_MARKERS[i % len(_MARKERS)],
-            markevery=marks,
-            markersize=4,
-            color="0.15" if i == 0 else _shade("#444444", i, max(2, emp["model"].nunique())),
-            linewidth=1.4,
-            label=f"empirical (attack) · {model}",
-            zorder=4,
-        )
+def sibling_paths(out_path: str | Path, formats: Sequence[str]) -> dict[str, Path]:
+    """``{format: path}`` of the files :func:`save_figure` writes for ``out_path`` and ``formats``."""
+    out_path = Path(out_path)
+    paths = {out_path.suffix.lstrip(".").lower(): out_path}
+    for f in formats:
+        paths.setdefault(f.lstrip(".").lower(), out_path.with_suffix("." + f.lstrip(".").lower()))
+    return paths
 
 
 # ---------------------------------------------------------------------------
@@ -317,17 +171,21 @@ def plot_speedup(
     summary: pd.DataFrame,
     out_path: str | Path,
     title: str = "Speed-up over Cohen et al. (same backbone family)",
+    formats: Sequence[str] = (),
 ) -> Path:
     """Horizontal bar chart of ``speedup_vs_cohen`` per run (log-scale x axis).
 
     Each bar runs from 1x (the Cohen et al. reference, marked by a vertical
     line) to the run's speed-up and is annotated with its value (``'1.2e3x'``).
-    Runs whose family has no Cohen run (NaN speed-up) are omitted.  Bars are
-    coloured by method with the same colours as :func:`plot_certified_accuracy`.
-    If no run has a reference, a figure saying so is written.  Returns ``out_path``.
+    The reference method's own runs (:data:`~bench.report.metrics.REFERENCE_METHOD`,
+    about 1x by construction) and runs whose family has no Cohen run (NaN
+    speed-up) are omitted.  Bars are coloured by method with the same colours
+    as the certified-accuracy figure.  If no run has a reference, a figure
+    saying so is written.  ``formats`` adds sibling files (e.g. ``'pdf'``).
+    Returns ``out_path``.
     """
     s = summary[np.isfinite(pd.to_numeric(summary["speedup_vs_cohen"], errors="coerce").astype(float))]
-    s = s[s["speedup_vs_cohen"] > 0].reset_index(drop=True)
+    s = s[(s["speedup_vs_cohen"] > 0) & (s["method"] != REFERENCE_METHOD)].reset_index(drop=True)
     colors = _method_colors(summary["method"]) if len(summary) else {}
     with plt.rc_context(_RC):
         fig = plt.figure(figsize=(FIG_WIDTH, _speedup_height(len(s))), layout="constrained")
@@ -344,7 +202,7 @@ def plot_speedup(
             _draw_no_reference(ax)
         else:
             _draw_speedup_bars(ax, s, colors)
-        return _save(fig, out_path)
+        return save_figure(fig, out_path, formats)
 
 
 def _draw_no_reference(ax: plt.Axes) -> None:
@@ -405,6 +263,7 @@ def plot_scaling(
     scaling_df: pd.DataFrame,
     out_path: str | Path,
     title: str = "Certification cost vs. number of samples",
+    formats: Sequence[str] = (),
 ) -> Path:
     """Seconds per image against the number of samples ``n`` (log-log).
 
@@ -417,7 +276,7 @@ def plot_scaling(
         ``lipschitz-margin``), are drawn as a horizontal dashed "flat floor"
         at their median seconds (their cost does not depend on ``n``).
     out_path:
-        PNG path.
+        PNG path (``formats`` adds sibling files, e.g. ``'pdf'``).
 
     One line with markers per method (per ``method · model`` when a method
     appears with several models), coloured like the other figures.  Returns
@@ -451,7 +310,7 @@ def plot_scaling(
         ax.set_title(title)
         if n_entries:
             fig.legend(loc="outside lower center", ncol=ncol, frameon=False, handlelength=3.0)
-        return _save(fig, out_path)
+        return save_figure(fig, out_path, formats)
 
 
 

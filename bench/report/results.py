@@ -47,22 +47,68 @@ def _timedelta_seconds(text: object) -> float:
     return days * 86400.0 + int(m.group("h")) * 3600.0 + int(m.group("m")) * 60.0 + float(m.group("s"))
 
 
-def read_results(path: str | Path) -> pd.DataFrame:
-    """Read a per-example certification TSV written by the harness.
+#: Cohen et al.'s columns (``code/certify.py`` of locuslab/smoothing), the first six of ours.
+COHEN_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS[:6]
+
+#: Strings that mean "no noise level" (a deterministic run) in the ``sigma`` column: the marker the
+#: harness writes (``-``), the blank of older files and ``nan``.
+NO_SIGMA_MARKERS: tuple[str, ...] = ("-", "", "nan", "NaN", "none", "None")
+
+#: File names of :func:`bench.report.cohen.export_cohen`: ``<method>_<model>_sigma<S>[.tsv]``
+#: (``S`` is ``-`` for a deterministic run); also matches Cohen's own ``sigma_0.25``-style names.
+_RUN_NAME_RE = re.compile(r"^(?:(?P<method>[^_]+)_(?P<model>.+)_)?sigma_?(?P<sigma>-|nan|[0-9]*\.?[0-9]+)$")
+
+
+def parse_sigma(value: object) -> float:
+    """A ``sigma`` cell as a float: NaN for the no-noise markers (:data:`NO_SIGMA_MARKERS`) and missing values."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return math.nan
+    text = str(value).strip()
+    return math.nan if text in NO_SIGMA_MARKERS else float(text)
+
+
+def parse_run_name(path: str | Path) -> dict[str, str | float]:
+    """Method, model and sigma encoded in a result file's name (empty dict if the name encodes none).
+
+    ``fars-mc_sll+ce_sigma0.25.tsv`` -> ``{'method': 'fars-mc', 'model': 'sll+ce', 'sigma': 0.25}``;
+    ``fars-closed_sll+ce_sigma-.tsv`` -> sigma NaN; Cohen's ``sigma_0.50`` -> ``{'sigma': 0.5}``.
+    """
+    name = Path(path).name
+    stem = name[: -len(".tsv")] if name.endswith(".tsv") else name
+    m = _RUN_NAME_RE.match(stem)
+    if not m:
+        return {}
+    out: dict[str, str | float] = {"sigma": parse_sigma(m.group("sigma"))}
+    if m.group("method"):
+        out["method"], out["model"] = m.group("method"), m.group("model")
+    return out
+
+
+def read_results(
+    path: str | Path,
+    method: str | None = None,
+    model: str | None = None,
+    sigma: float | None = None,
+) -> pd.DataFrame:
+    """Read a per-example certification TSV written by the harness, or one of Cohen et al.'s result files.
 
     Parameters
     ----------
     path:
         Tab-separated file with a header row containing (at least) the columns
-        in :data:`REQUIRED_COLUMNS`.  Extra columns are kept.
+        in :data:`REQUIRED_COLUMNS`.  Extra columns are kept.  A file with only
+        Cohen et al.'s six columns (:data:`COHEN_COLUMNS`) is read with
+        :func:`import_cohen` (``method``, ``model`` and ``sigma`` are passed on).
+    method, model, sigma:
+        Only for a Cohen-format file: the run it holds (see :func:`import_cohen`).
 
     Returns
     -------
     pandas.DataFrame
         Typed frame: ``idx, label, predict, correct, samples`` as integers,
-        ``radius, sigma, seconds`` as floats (``'inf'`` parses to ``np.inf``,
-        empty / ``nan`` sigma to NaN), ``method, model, time`` as strings.
-        When ``seconds`` is missing for a row it is recovered from ``time``.
+        ``radius, sigma, seconds`` as floats (``'inf'`` parses to ``np.inf``;
+        ``-`` (the harness's marker), empty and ``nan`` sigma to NaN), ``method, model,
+        time`` as strings.  When ``seconds`` is missing for a row it is recovered from ``time``.
 
     Raises
     ------
@@ -71,15 +117,65 @@ def read_results(path: str | Path) -> pd.DataFrame:
         cannot be converted to the expected types.
     """
     path = Path(path)
-    df = pd.read_csv(path, sep="\t", dtype={"method": str, "model": str, "time": str}, keep_default_na=True)
+    df = pd.read_csv(path, sep="\t", dtype={"method": str, "model": str, "time": str, "sigma": str},
+                     keep_default_na=True)
     df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing and all(c in df.columns for c in COHEN_COLUMNS):
+        return import_cohen(path, method=method or "cohen", model=model, sigma=sigma)
     if missing:
         raise ValueError(
             f"{path}: missing required column(s) {missing}; expected tab-separated columns "
             f"{list(REQUIRED_COLUMNS)}, found {list(df.columns)}"
         )
     return _coerce(df, source=str(path))
+
+
+def import_cohen(
+    path: str | Path,
+    method: str = "cohen",
+    model: str | None = None,
+    sigma: float | None = None,
+    samples: int = 0,
+) -> pd.DataFrame:
+    """Read one of Cohen et al.'s result files (one run) as a typed results frame.
+
+    The file is what ``code/certify.py`` of locuslab/smoothing writes: tab-separated columns
+    ``idx label predict radius correct time`` with ``time`` as ``str(datetime.timedelta)``
+    (``H:MM:SS.ffffff``); ``predict == -1`` is an abstention.  Cohen's file has no run columns, so:
+
+    * ``method``, ``model`` and ``sigma`` come from the caller; when not given (``method`` left at
+      its default ``'cohen'``, ``model`` / ``sigma`` None) they are taken from the file name
+      (:func:`parse_run_name`: our export names ``<method>_<model>_sigma<S>.tsv`` or Cohen's
+      ``sigma_0.25``); a model still unknown is the name of the file's folder (Cohen's
+      ``.../noise_0.25/test/sigma_0.25`` -> ``'test'`` is skipped in favour of ``'noise_0.25'``);
+      a sigma still unknown is NaN (deterministic);
+    * ``samples`` (evaluations per input, not recorded by Cohen) defaults to 0, which the summary
+      shows as deterministic: pass ``n0 + n`` when known;
+    * ``seconds`` is parsed from ``time``.
+
+    Columns beyond Cohen's six (e.g. a file we exported and then extended) are kept.
+    """
+    path = Path(path)
+    df = pd.read_csv(path, sep="\t", dtype={"time": str})
+    df.columns = [str(c).strip() for c in df.columns]
+    missing = [c for c in COHEN_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing Cohen et al. column(s) {missing}; expected {list(COHEN_COLUMNS)}")
+    named = parse_run_name(path)
+    run_model = model if model is not None else str(named.get("model") or _folder_model(path))
+    run_sigma = sigma if sigma is not None else named.get("sigma", math.nan)
+    run_method = method if method != "cohen" or "method" not in named else str(named["method"])
+    out = df.assign(method=run_method, model=run_model, sigma=float(run_sigma), samples=int(samples), seconds=math.nan)
+    return _coerce(out, source=str(path))
+
+
+def _folder_model(path: Path) -> str:
+    """The nearest folder name of ``path`` that is not a data split (``test``/``train``/``val``)."""
+    for folder in path.resolve().parents:
+        if folder.name and folder.name not in ("test", "train", "val", "valid"):
+            return folder.name
+    return "unknown"
 
 
 def as_results(df: pd.DataFrame) -> pd.DataFrame:
@@ -96,7 +192,12 @@ def _coerce(df: pd.DataFrame, source: str = "results") -> pd.DataFrame:
     if missing:
         raise ValueError(f"{source}: missing required column(s) {missing}; expected {list(REQUIRED_COLUMNS)}")
     out = df.reset_index(drop=True)  # a copy; tolerate duplicated indexes (e.g. from pd.concat)
-    for col in ("radius", "sigma", "seconds"):
+    try:
+        out["sigma"] = out["sigma"].map(parse_sigma).astype(float)
+    except ValueError as exc:
+        raise ValueError(f"{source}: column 'sigma' has non-numeric values ({exc}); "
+                         f"use one of {list(NO_SIGMA_MARKERS[:3])} for a run without noise") from None
+    for col in ("radius", "seconds"):
         out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)
     for col in ("idx", "label", "predict", "correct", "samples"):
         num = pd.to_numeric(out[col], errors="coerce")

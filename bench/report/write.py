@@ -1,51 +1,174 @@
-"""Orchestration: read the results TSV, compute the metrics, write the tables and figures."""
+"""Orchestration: read the results TSV, compute the metrics, write the tables, figures and Cohen-format files."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from .cohen import COHEN_DIR, export_cohen
+from .figures import plot_certified_accuracy, plot_time_budget
 from .metrics import PAPER_RADII, certified_accuracy, default_grid, summarize
-from .plots import plot_certified_accuracy, plot_scaling, plot_speedup
-from .results import read_results
+from .paper_metrics import TABLE_EPS, clopper_pearson
+from .paper_tables import write_table1, write_table2, write_table_certified
+from .plots import plot_scaling, plot_speedup, sibling_paths
+from .results import as_results, read_results
 from .tables import write_summary
+
+#: Figure formats written by default (PNG for reading, PDF for the paper).
+DEFAULT_FORMATS: tuple[str, ...] = ("png", "pdf")
+FORMATS: tuple[str, ...] = ("png", "pdf", "svg")
+
+
+def monte_carlo_settings(manifest: Mapping[str, Any] | None) -> tuple[int | None, float | None]:
+    """``(n, alpha)`` of CERTIFY from a run's ``manifest.json`` (``monte_carlo`` or ``config``); Nones if absent."""
+    if not manifest:
+        return None, None
+    for section in ("monte_carlo", "config"):
+        mc = manifest.get(section) or {}
+        if mc.get("n") and mc.get("alpha"):
+            return int(mc["n"]), float(mc["alpha"])
+    return None, None
+
+
+def select_runs(
+    df: pd.DataFrame,
+    methods: Sequence[str] | None = None,
+    models: Sequence[str] | None = None,
+    sigmas: Sequence[float] | None = None,
+) -> pd.DataFrame:
+    """Rows of the runs whose method is in ``methods``, model in ``models`` and sigma in ``sigmas``.
+
+    ``None`` keeps everything.  Deterministic runs (no sigma) pass the sigma filter: they have no noise
+    level and are drawn as references next to every sigma (drop them with ``methods``).
+    """
+    keep = pd.Series(True, index=df.index)
+    if methods:
+        keep &= df["method"].isin(list(methods))
+    if models:
+        keep &= df["model"].isin(list(models))
+    if sigmas:
+        wanted = np.asarray([float(s) for s in sigmas])
+        sig = df["sigma"].to_numpy(float)
+        keep &= np.isnan(sig) | np.isclose(sig[:, None], wanted[None, :], rtol=0, atol=1e-9).any(axis=1)
+    return df[keep.to_numpy()].reset_index(drop=True)
+
+
+def _figure_paths(key: str, path: Path, formats: Sequence[str]) -> dict[str, Path]:
+    """``{'<key>_<fmt>': path}`` for every written sibling of a figure."""
+    return {f"{key}_{fmt}": p for fmt, p in sibling_paths(path, formats).items()}
 
 
 def write_reports(
-    tsv_path: str | Path,
+    tsv_path: str | Path | pd.DataFrame,
     out_dir: str | Path,
     radii: Sequence[float] = PAPER_RADII,
     grid: Iterable[float] | None = None,
     empirical: pd.DataFrame | None = None,
     scaling: pd.DataFrame | None = None,
+    *,
+    manifest: Mapping[str, Any] | None = None,
+    n: int | None = None,
+    alpha: float | None = None,
+    formats: Sequence[str] = DEFAULT_FORMATS,
+    methods: Sequence[str] | None = None,
+    models: Sequence[str] | None = None,
+    sigmas: Sequence[float] | None = None,
+    attacks: bool = False,
+    robustness: pd.DataFrame | None = None,
+    table_eps: Sequence[float] = TABLE_EPS,
 ) -> dict[str, Path]:
-    """Read ``tsv_path`` and write every report into ``out_dir``.
+    """Read ``tsv_path`` (or take a results frame) and write every report into ``out_dir``.
 
-    Writes ``summary.csv``, ``summary.md``, ``certified_accuracy.csv`` (on
-    ``grid``, default :func:`~bench.report.metrics.default_grid`), ``certified_accuracy.png`` and
-    ``speedup.png``; plus ``scaling.png`` when ``scaling`` data are given.
-    ``empirical`` is forwarded to :func:`~bench.report.plots.plot_certified_accuracy`.
+    Always written: ``summary.csv``, ``summary.md``, ``certified_accuracy.csv`` (on ``grid``, default
+    :func:`~bench.report.metrics.default_grid`), the figures ``certified_accuracy``, ``speedup`` and
+    ``time_budget`` (one file per format: ``.png`` always, plus ``formats``), the tables
+    ``table_certified``, ``table1`` and ``table2`` (``.md`` and ``.tex``), and ``cohen/*.tsv`` (each run in
+    Cohen et al.'s layout); plus ``scaling`` figures when ``scaling`` data are given.
+
+    Parameters (beyond the positional ones, which keep their old meaning)
+    ----------
+    manifest:
+        The run's ``manifest.json`` as a dict: CERTIFY's ``n`` and ``alpha`` are read from its
+        ``monte_carlo`` section (the Monte Carlo cut-off of the figure).  ``n`` / ``alpha`` override it.
+    formats:
+        Figure formats among ``png``, ``pdf``, ``svg`` (default png + pdf; png is always written
+        because README and CI link the PNGs).
+    methods, models, sigmas:
+        Keep only these runs (see :func:`select_runs`).
+    attacks, empirical:
+        Draw the attack curves ``empirical`` (``model, radius, accuracy``) on the certified-accuracy
+        figure only when ``attacks`` is true.
+    robustness:
+        ``robustness.csv`` of the attack stage for Table 2; default: ``out_dir/robustness.csv`` when it
+        exists (Table 2 is a "skipped" note otherwise).
+    table_eps:
+        The radii of Table 1 and Table 2 (default 0.05, 0.1, 0.2, 0.3); ``radii`` are those of
+        ``summary.*`` and ``table_certified.*``.
 
     Returns
     -------
     dict[str, pathlib.Path]
-        Keys ``summary_csv, summary_md, certified_accuracy_csv,
-        certified_accuracy_png, speedup_png`` (and ``scaling_png``).
+        Keys ``summary_csv, summary_md, certified_accuracy_csv, certified_accuracy_png,
+        speedup_png`` (and ``scaling_png``) as before, plus ``<figure>_<format>``,
+        ``table_certified_md/_tex``, ``table1_md/_tex``, ``table2_md/_tex`` and ``cohen/<file name>`` per run.
+
+    Raises
+    ------
+    ValueError
+        Unknown format, or no run left after the filters.
     """
-    df = read_results(tsv_path)
+    bad = [f for f in formats if f.lower().lstrip(".") not in FORMATS]
+    if bad:
+        raise ValueError(f"unknown figure format(s) {bad}; choose from {list(FORMATS)}")
+    df = as_results(tsv_path) if isinstance(tsv_path, pd.DataFrame) else read_results(tsv_path)
+    df = select_runs(df, methods, models, sigmas)
+    if df.empty:
+        raise ValueError("no run left after the --methods/--models/--sigma filters")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    mc_n, mc_alpha = monte_carlo_settings(manifest)
+    n, alpha = n or mc_n, alpha or mc_alpha
     grid_arr = default_grid(df) if grid is None else np.asarray(list(grid), dtype=float)
     summary = summarize(df, radii=radii)
-    curves = certified_accuracy(df, grid_arr)
-    paths = write_summary(summary, out_dir, curves=curves)
-    paths["certified_accuracy_png"] = plot_certified_accuracy(
-        df, out_dir / "certified_accuracy.png", empirical=empirical
-    )
-    paths["speedup_png"] = plot_speedup(summary, out_dir / "speedup.png")
+    paths = write_summary(summary, out_dir, curves=certified_accuracy(df, grid_arr))
+    figs = [f for f in formats if f.lower().lstrip(".") != "png"]
+
+    ca = plot_certified_accuracy(df, out_dir / "certified_accuracy.png", empirical=empirical, attacks=attacks,
+                                 n=n, alpha=alpha, formats=figs)
+    paths.update(_figure_paths("certified_accuracy", ca, figs))
+    paths.update(_figure_paths("speedup", plot_speedup(summary, out_dir / "speedup.png", formats=figs), figs))
+    tb = plot_time_budget(df, out_dir / "time_budget.png", radii=radii, formats=figs)
+    paths.update(_figure_paths("time_budget", tb, figs))
     if scaling is not None:
-        paths["scaling_png"] = plot_scaling(scaling, out_dir / "scaling.png")
+        paths.update(_figure_paths("scaling", plot_scaling(scaling, out_dir / "scaling.png", formats=figs), figs))
+
+    mc = (n, alpha) if n and alpha else None
+    paths.update(write_table_certified(df, out_dir, radii, mc))
+    paths.update(write_table1(df, out_dir, table_eps, mc))
+    if robustness is None and (out_dir / "robustness.csv").is_file():
+        robustness = pd.read_csv(out_dir / "robustness.csv")
+    paths.update(write_table2(robustness, out_dir, table_eps))
+    paths.update({f"{COHEN_DIR}/{p.name}": p for p in export_cohen(df, out_dir / COHEN_DIR).values()})
+    _append_table_pointer(paths["summary_md"], int(summary["examples"].min()), n, alpha)
     return paths
+
+
+def _append_table_pointer(summary_md: Path, images: int, n: int | None, alpha: float | None) -> None:
+    """A closing paragraph in ``summary.md``: the uncertainty of its percentages, where the intervals are, and
+    CERTIFY's settings.
+
+    The uncertainty quoted is the widest 95 % Clopper-Pearson half-width over the images (at 50 %).
+    """
+    lo, hi = clopper_pearson(images // 2, images) if images > 0 else (math.nan, math.nan)
+    mc = "" if n is None or alpha is None or math.isnan(alpha) else f" CERTIFY: n = {n}, alpha = {alpha:g}."
+    summary_md.write_text(summary_md.read_text(encoding="utf-8").rstrip("\n") + "\n\n"
+                          f"With {images} images per run a percentage above is uncertain by up to "
+                          f"±{50 * (hi - lo):.0f} points (95% Clopper-Pearson interval over the images). "
+                          "Certified accuracy with its interval and ACR ± SE per run: "
+                          "`table_certified.md` (LaTeX: `table_certified.tex`); the paper's tables: `table1.*`, "
+                          "`table2.*`; each run in Cohen et al.'s format: `cohen/`." + mc + "\n", encoding="utf-8")
