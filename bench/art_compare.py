@@ -1,25 +1,35 @@
 """``python -m bench.art_compare``: our Cohen RS side by side with IBM ART's on the same network.
 
-Command-line leaf over :mod:`bench.perf.peers` (which says how ART's CERTIFY maps onto ours).
+Command-line leaf over :mod:`bench.perf.peers` (which says how ART's CERTIFY maps onto ours). Errors
+are one line on stderr (:mod:`bench.cli`).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import torch
 
 from .certify.batch_size import best_batch_size
+from .cli import checked, cli_exit, writable_dir
 from .cli_help import DefaultsHelpFormatter
 from .data import load_embedded
 from .env import EMBEDDED_MODELS, device_name, resolve_device, runs_dir, tune_cpu_allocator
 from .models import CheckpointError, load_zoo
-from .perf.peers import ARTMissing, art_smoothing_class, art_version, compare, write
+from .perf.peers import art_smoothing_class, art_version, compare, write
 from .provenance import git_commit, package_versions
 
 
 def main(argv: list[str] | None = None) -> Path:
+    """Certify with both implementations and write the comparison; returns the output folder.
+
+    Raises:
+        SystemExit: (2) a flag out of range, an --out that is a file or cannot be written; (1) IBM ART is not
+            installed; an unknown --device.
+        bench.models.CheckpointError: models that cannot be loaded, or no head-ce among them.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m bench.art_compare", formatter_class=DefaultsHelpFormatter,
         description="Certify the same images with our CohenRS and IBM ART's PyTorchRandomizedSmoothing on sll+ce "
@@ -45,26 +55,23 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     if args.batch_size != "auto" and (not str(args.batch_size).isdigit() or int(args.batch_size) < 1):
         parser.error("--batch-size must be an integer >= 1 or 'auto'")
-    if min(args.images, args.skip, args.n0, args.n) < 1 or args.sigma <= 0 or not 0 < args.alpha < 1:
-        parser.error("--images, --skip, --n0, --n must be >= 1, --sigma > 0, --alpha in (0, 1)")
+    if not math.isfinite(args.sigma) or args.sigma <= 0:
+        parser.error(f"--sigma must be a finite number > 0, got {args.sigma}")
+    if min(args.images, args.skip, args.n0, args.n) < 1 or not 0 < args.alpha < 1:
+        parser.error("--images, --skip, --n0, --n must be >= 1, --alpha in (0, 1)")
     if args.threads < 0:
         parser.error("--threads must be >= 0")
     if args.out is None:
         args.out = runs_dir("fashion-mnist", "art")
+    args.out = checked(parser, lambda: writable_dir(args.out))
+    device = checked(parser, lambda: resolve_device(args.device))
     if args.threads:
         torch.set_num_threads(args.threads)
     allocator_tuned = tune_cpu_allocator()  # page-fault churn otherwise dominates CPU timings (both sides alike)
-    try:
-        art_smoothing_class()
-    except ARTMissing as err:
-        raise SystemExit(str(err)) from None
-    device = resolve_device(args.device)
-    try:
-        zoo = load_zoo(args.models).to(device)
-    except CheckpointError as err:
-        raise SystemExit(f"cannot load the models: {err}") from None
+    art_smoothing_class()   # ARTMissing (how to install it) before anything else
+    zoo = load_zoo(args.models).to(device)
     if "ce" not in zoo.heads:
-        raise SystemExit(f"{args.models} has no head-ce checkpoint")
+        raise CheckpointError(f"{args.models} has no head-ce checkpoint (the comparison certifies sll+ce)")
     network = torch.nn.Sequential(zoo.backbone, zoo.heads["ce"][0]).eval()
     images, labels, indices = load_embedded()
     pick = torch.arange(0, len(images), args.skip)[:args.images]
@@ -85,4 +92,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    cli_exit(main)

@@ -1,6 +1,7 @@
 """``python -m bench.attack --results DIR``: rerun the attack stage of a finished run with other settings.
 
-Command-line leaf over :mod:`bench.audit.robustness` (which lists the files it writes).
+Command-line leaf over :mod:`bench.audit.robustness` (which lists the files it writes). Errors are one
+line on stderr (:mod:`bench.cli`).
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,12 @@ import torch
 from .audit.pgd import PGDConfig
 from .audit.robustness import RobustnessSettings, run_robustness, soundness_failures
 from .certify.runs import MonteCarloSettings
+from .cli import checked, cli_exit, writable_dir
 from .cli_help import DefaultsHelpFormatter
+from .config import load_experiment
 from .data.selection import select_images
 from .env import resolve_device, stored_path
-from .models import CheckpointError, load_zoo
+from .models.experiment import load_experiment_models, models_from_folder
 
 
 def _targets(text: str) -> int | None:
@@ -91,10 +93,25 @@ def _load_manifest(results: Path, parser: argparse.ArgumentParser) -> dict[str, 
     if not manifest.is_file():
         parser.error(f"no manifest.json in {results}: it records which images and Monte Carlo settings "
                      "certify.tsv used; re-run `python -m bench.run` to write it")
-    return json.loads(manifest.read_text())
+    try:
+        record = json.loads(manifest.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        parser.error(f"{manifest} is not valid JSON ({err}); re-run `python -m bench.run --out {results}` "
+                     "to rewrite it")
+    if not isinstance(record, dict) or not isinstance(record.get("config", {}), dict):
+        parser.error(f"{manifest} is not a manifest written by `python -m bench.run` (no config object)")
+    return record
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Attack a finished run; returns the exit status: 3 when a deterministic certificate is broken, else 0.
+
+    Raises:
+        SystemExit: (2) a flag out of range, no certify.tsv or manifest.json (or an invalid one) in --results,
+            models that cannot be loaded or are not the run's, an --out that is a file or cannot be written;
+            an unknown --device.
+        ValueError: a results file that cannot be read (turned into one line by :func:`bench.cli.run_cli`).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     checks = [(args.steps >= 1, "--steps must be >= 1"), (args.restarts >= 1, "--restarts must be >= 1"),
@@ -108,22 +125,31 @@ def main(argv: list[str] | None = None) -> int:
         if not ok:
             parser.error(message)
     manifest = _load_manifest(args.results, parser)
+    out = args.out or args.results
+    checked(parser, lambda: writable_dir(out))
+    device = checked(parser, lambda: resolve_device(args.device))
     torch.set_num_threads(args.threads)
     config = manifest.get("config", {})
     # runs of earlier versions stored the models' folder as config["models"]; now config holds their hashes
     recorded = config.get("models")
+    dataset = config.get("dataset", "fashion-mnist")
     models = args.models or stored_path(manifest.get("models_dir") or (recorded if isinstance(recorded, str) else None))
-    if models is None:
+    experiment_file = stored_path(manifest.get("experiment_file")) if models is None else None
+    if models is None and experiment_file is None:
         parser.error(f"{args.results / 'manifest.json'} does not say where its models are: pass --models")
+    source = models if models is not None else experiment_file
     try:
-        zoo = load_zoo(models)
-    except (CheckpointError, OSError) as err:
-        parser.error(f"cannot load the models from {models}: {err} (pass --models)")
-    if isinstance(recorded, dict) and recorded != zoo.fingerprint():
-        parser.error(f"the checkpoints in {models} are not the ones {args.results} was certified with "
+        if models is not None:
+            loaded = models_from_folder(models, dataset)
+        else:
+            assert experiment_file is not None
+            loaded = load_experiment_models(load_experiment(experiment_file).models, dataset, config.get("heads"))
+    except (ValueError, OSError) as err:   # CheckpointError, ModelSpecError, ConfigError, a missing file
+        parser.error(f"cannot load the models of {source}: {err} (pass --models)")
+    if isinstance(recorded, dict) and recorded != loaded.fingerprint():
+        parser.error(f"the models of {source} are not the ones {args.results} was certified with "
                      "(content hashes differ); pass --models with the right folder")
-    device = resolve_device(args.device)
-    zoo.to(device)
+    loaded.to(device)
     images, labels, indices = select_images(config.get("dataset", "fashion-mnist"),
                                             stored_path(manifest.get("data_root", config.get("data_root"))),
                                             num_images=int(config.get("num_images", 10**9)),
@@ -133,22 +159,22 @@ def main(argv: list[str] | None = None) -> int:
                             n=int(mc_record.get("n", config.get("n", 1000))),
                             alpha=float(mc_record.get("alpha", config.get("alpha", 0.001))),
                             batch_size=int(mc_record.get("batch_size", 1000)),
-                            seed=int(mc_record.get("seed", config.get("seed", 0))))
+                            seed=int(mc_record.get("seed", config.get("seed", 0))),
+                            sequential=bool(mc_record.get("sequential", False)),
+                            radii=tuple(float(r) for r in mc_record.get("radii", ())))
     settings = RobustnessSettings(
         radii=tuple(args.radii),
         pgd=PGDConfig(steps=args.steps, restarts=args.restarts, targets=args.targets, seed=args.seed),
         audit_targets=args.audit_targets, min_norm_steps=args.min_norm_steps, mc_sample=args.mc_sample,
         smooth_samples=args.smooth_samples, smooth_steps=args.smooth_steps, lipschitz_images=args.lipschitz_images,
         seed=args.seed)
-    out = args.out or args.results
     try:
-        run_robustness(zoo, images.to(device), labels, indices, args.results / "certify.tsv", out, mc, settings,
+        run_robustness(loaded, images.to(device), labels, indices, args.results / "certify.tsv", out, mc, settings,
                        progress=not args.no_progress)
-    except (ValueError, KeyError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except KeyError as err:
+        raise ValueError(f"{args.results / 'certify.tsv'} lacks an entry this run needs: {err}") from None
     return 3 if soundness_failures(out) else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli_exit(main)

@@ -1,6 +1,7 @@
 """``python -m bench.scaling``: seconds per image versus n, and the cost model (floors, targets).
 
-Command-line leaf over :mod:`bench.perf.scaling` and :mod:`bench.perf.cost_model`.
+Command-line leaf over :mod:`bench.perf.scaling` and :mod:`bench.perf.cost_model`. Errors are one line
+on stderr (:mod:`bench.cli`).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import torch
 
 from .certify.batch_size import FARS_BATCH_SIZE, best_batch_size
+from .cli import checked, cli_exit, writable_dir
 from .cli_help import DefaultsHelpFormatter
 from .data import load_embedded
 from .env import EMBEDDED_MODELS, device_name, full_fp32, portable_path, resolve_device, runs_dir, tune_cpu_allocator
@@ -25,6 +28,13 @@ from .report import plot_scaling
 
 
 def main(argv: list[str] | None = None) -> Path:
+    """Time the methods, write the outputs; returns the output folder.
+
+    Raises:
+        SystemExit: (2) a flag out of range (a sigma that is not a finite number > 0, ...), an --out that is
+            a file or cannot be written; an unknown --device.
+        bench.models.CheckpointError: models that cannot be loaded, or no head-ce among them.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m bench.scaling", formatter_class=DefaultsHelpFormatter,
         description="Seconds per image versus n for cohen and fars-mc on the same SLL network, with fars-closed "
@@ -57,8 +67,10 @@ def main(argv: list[str] | None = None) -> Path:
                              "results/fashion-mnist/scaling, written by `make results`)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    if any(n < 1 for n in args.ns) or args.images < 1 or args.sigma <= 0 or not 0 < args.alpha < 1:
-        parser.error("--ns and --images must be >= 1, --sigma > 0, --alpha in (0, 1)")
+    if not math.isfinite(args.sigma) or args.sigma <= 0:
+        parser.error(f"--sigma must be a finite number > 0, got {args.sigma}")
+    if any(n < 1 for n in args.ns) or args.images < 1 or args.n0 < 1 or not 0 < args.alpha < 1:
+        parser.error("--ns, --images and --n0 must be >= 1, --alpha in (0, 1)")
     if args.batch_size < 1 or args.fars_batch_size < 1:
         parser.error("batch sizes must be >= 1")
     if args.cohen_batch_size not in (None, "auto") and (not str(args.cohen_batch_size).isdigit()
@@ -68,17 +80,15 @@ def main(argv: list[str] | None = None) -> Path:
         parser.error("--threads must be >= 0")
     if args.out is None:
         args.out = runs_dir("fashion-mnist", "scaling")
+    args.out = checked(parser, lambda: writable_dir(args.out))
+    device = checked(parser, lambda: resolve_device(args.device))
     if args.threads:
         torch.set_num_threads(args.threads)
     allocator_tuned = tune_cpu_allocator()
     precision = full_fp32()
-    device = resolve_device(args.device)
-    try:
-        zoo = load_zoo(args.models).to(device)
-    except CheckpointError as err:
-        raise SystemExit(f"cannot load the models: {err}") from None
+    zoo = load_zoo(args.models).to(device)
     if "ce" not in zoo.heads:
-        raise SystemExit(f"{args.models} has no head-ce checkpoint")
+        raise CheckpointError(f"{args.models} has no head-ce checkpoint (the scaling sweep times sll+ce)")
     images, _, indices = load_embedded(limit=args.images)
     images = images.to(device)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -96,7 +106,6 @@ def main(argv: list[str] | None = None) -> Path:
                           args.batch_size, args.seed, tuple(args.methods), progress=not args.no_progress,
                           cohen_batch_size=cohen_bs, fars_batch_size=args.fars_batch_size,
                           cohen_compile=args.cohen_compile, cohen_precision=args.cohen_precision)
-    args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "scaling.csv", index=False)
     if search is not None:
         search.to_csv(args.out / "batch_search.csv", index=False)
@@ -119,4 +128,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    cli_exit(main)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 from dataclasses import dataclass
@@ -208,17 +209,96 @@ def linear_head_radius(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     return _radius_tensor(s, z64.abs().amax(dim=1) * scale + TINY, g, gamma, absolute)
 
 
+def model_dtype(module: torch.nn.Module) -> torch.dtype | None:
+    """The dtype of ``module``'s first floating-point parameter or buffer (None when it has none)."""
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return None
+
+
+def refuse_meta(x: object, device: torch.device, what: str) -> None:
+    """Refuse inputs or a model on the ``meta`` device (shapes without values: nothing can be certified).
+
+    Raises:
+        ValueError: ``x`` is a meta tensor, or ``device`` (the model's) is ``meta``.
+    """
+    if isinstance(x, torch.Tensor) and x.device.type == "meta":
+        raise ValueError("inputs are on the 'meta' device: they have a shape but no values to certify; "
+                         "create them on the CPU or a GPU")
+    if device.type == "meta":
+        raise ValueError(f"the {what}'s parameters are on the 'meta' device (no values): materialise it "
+                         "(module.to_empty(device=...)) and load its weights before certifying")
+
+
+def to_model_dtype(x: torch.Tensor, dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(``x`` in the model's ``dtype``, an upper bound [B] on ||x - converted||_2 per input, or None when exact).
+
+    A lower-precision input is converted up exactly (offset None). A higher-precision one (float64 for a
+    float32 model) is rounded to nearest; the difference is formed exactly in float64 (the rounded value
+    keeps the leading bits of x), and its norm rounded up, so a radius r around the rounded input
+    certifies r - offset around x.
+    """
+    if dtype is None or x.dtype == dtype:
+        return x, None
+    converted = x.to(dtype)
+    if torch.finfo(dtype).bits >= torch.finfo(x.dtype).bits:
+        return converted, None
+    diff = (x.double() - converted.double()).flatten(1)
+    return converted, _scaled_norm(diff)
+
+
+def lower_by_offset(prediction: torch.Tensor, radius: torch.Tensor,
+                    offset: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prediction, radius) around the given inputs from those around their rounded copies ``offset`` away:
+    radius - offset, rounded down, abstaining (radius 0) where it is not > 0."""
+    if offset is None:
+        return prediction, radius
+    lowered = (radius - offset.to(radius.device)) * (1 - 4 * UNIT)   # the subtraction rounds by at most 1 ulp
+    keep = (lowered > 0) & (prediction != ABSTAIN)
+    return (torch.where(keep, prediction, torch.full_like(prediction, ABSTAIN)),
+            flush_subnormal(torch.where(keep, lowered, torch.zeros_like(lowered))))
+
+
 class FaRSClosedForm:
     """Deterministic FaRS certificate for a one-layer linear head s = W z + b on z = backbone(x).
 
     r_x = min_{j != c} (s_c - s_j) / ||w_c - w_j||_2 / lipschitz, exact in embedding space, sound in
     pixel space when the backbone is ``lipschitz``-Lipschitz in l2. No sampling (``samples`` = 0),
     abstains only on ties.
+
+    Numerics. The embedding z = backbone(x) is computed in the backbone's dtype (float32 for the shipped
+    models); everything after it (logits, margins, gaps, the division) runs in float64 with proven
+    rounding bounds (:func:`linear_head_radius`), so the radius is exact (rounded down) for the embedding
+    actually computed. That embedding carries the backbone's own round-off, whose value depends on the
+    order of its reductions, which BLAS/oneDNN choose by the number of intra-op threads
+    (``torch.set_num_threads``, ``OMP_NUM_THREADS``) and by the batch the image is in. So results are not
+    bit for bit the same across thread counts: since the radius is a 1-Lipschitz function of z in l2,
+    two runs differ by at most ||z_1 - z_2||_2 / lipschitz. Measured on the shipped Fashion-MNIST
+    model over its 1,000 embedded images, 1 vs 2 threads: ||z_1 - z_2|| <= 2.5e-6 (6.5e-7 of ||z||),
+    radii within 7e-7 absolute, predictions identical (a prediction can differ only where the margin is
+    within that round-off, i.e. at a radius below ~1e-6). ``tests/test_closed_form.py`` checks 1e-5
+    absolute in two processes. Like every certificate computed with a floating-point network (Cohen's
+    and the Lipschitz-margin baseline alike), the guarantee is for the network evaluated in exact
+    arithmetic, up to that forward round-off.
+
+    Inputs: float32 or float64, in [0, 1] (``check_range=True``, the default, refuses others: the
+    radius is an l2 distance in [0, 1]-pixel units). With ``check_range=False`` any finite inputs are
+    accepted and the radius is in the units of the space the inputs are given in. Inputs of a lower
+    precision than the backbone are converted exactly; inputs of a higher one (float64 for a float32
+    backbone) are rounded to its dtype and the radius is lowered by the distance to the rounded copy
+    (:func:`to_model_dtype`), so it holds around the inputs as given.
+
+    Raises (``certify``):
+        TypeError: inputs that are not a floating-point tensor of float32 or float64.
+        ValueError: a wrong rank, an empty batch, NaN or inf, entries outside [0, 1] (``check_range``),
+            inputs or a model on the ``meta`` device, embeddings of the wrong shape.
     """
 
     name = "fars-closed"
 
-    def __init__(self, backbone: torch.nn.Module, head: torch.nn.Linear, lipschitz: float = 1.0) -> None:
+    def __init__(self, backbone: torch.nn.Module, head: torch.nn.Linear, lipschitz: float = 1.0,
+                 check_range: bool = True) -> None:
         self.backbone = validate_classifier(backbone, "backbone")
         if not isinstance(head, torch.nn.Linear):
             raise TypeError(
@@ -227,14 +307,17 @@ class FaRSClosedForm:
             )
         self.head = head
         self.lipschitz = check_positive("lipschitz", lipschitz)
+        self.check_range = bool(check_range)
         self._geometry = WeightDerived()   # the head's float64 weights and pairwise gaps, for its current weights
 
     def certify(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> Certificate:
         # the embedding feeds the head, so backbone and head share a device: read it off the head's weight
         device = self.head.weight.device
         with timed(device) as elapsed:   # the whole call: validation, forward pass, radius
-            x = check_inputs(x, device)
+            refuse_meta(x, device, "model")
+            x = check_inputs(x, device, check_range=self.check_range)
             check_indices(indices, x.shape[0])
+            x, offset = to_model_dtype(x, model_dtype(self.backbone))
             with torch.inference_mode(), evaluating(self.backbone, self.head):
                 z = self.backbone(x)
                 if z.dim() != 2 or z.shape[1] != self.head.in_features:
@@ -245,4 +328,5 @@ class FaRSClosedForm:
                 prediction, radius = linear_head_radius(z, self.head.weight, self.head.bias, geometry)
                 if self.lipschitz != 1.0:   # x / 1.0 == x exactly: skipping the division changes nothing
                     radius = flush_subnormal(radius / self.lipschitz)   # 4 ulps of slack cover the division
+                prediction, radius = lower_by_offset(prediction, radius, offset)
         return Certificate(prediction, radius, samples=0, seconds=elapsed[0])

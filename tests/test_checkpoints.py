@@ -1,6 +1,8 @@
 """Checkpoints: round trip, and every kind of mismatch is refused with a clear message."""
 
 import json
+import math
+import re
 
 import pytest
 import torch
@@ -159,3 +161,130 @@ def test_a_head_saved_under_another_kinds_name_is_refused(tmp_path):
         shutil.copy(EMBEDDED_MODELS / f"head-margin{suffix}", tmp_path / f"head-ce{suffix}")
     with pytest.raises(ckpt.CheckpointError, match="renamed or swapped"):
         load_zoo(tmp_path)
+
+
+# --- one validation of every sidecar field, and of the state file ------------------------------------------------
+
+
+def _edit_sidecar(stem, edit):
+    path = stem.with_name(stem.name + ".json")
+    meta = json.loads(path.read_text())
+    meta = edit(meta)
+    path.write_text(json.dumps(meta))   # json.dumps writes NaN / Infinity tokens, which json.loads reads back
+
+
+def _set(path, value):
+    """An edit that sets the dotted ``path`` of the sidecar to ``value``."""
+    def edit(meta):
+        *parents, last = path.split(".")
+        node = meta
+        for key in parents:
+            node = node[key]
+        node[last] = value
+        return meta
+    return edit
+
+
+def _delete(key):
+    def edit(meta):
+        del meta[key]
+        return meta
+    return edit
+
+
+SIDECAR_CASES = [
+    # (checkpoint, edit, message fragment)
+    ("backbone", _set("lipschitz.audited_lower_bound", math.nan), "'lipschitz.audited_lower_bound' must be a finite"),
+    ("backbone", _set("lipschitz.audited_lower_bound", "0.5"), "'lipschitz.audited_lower_bound' must be a finite"),
+    ("backbone", _set("lipschitz.audited_lower_bound", -0.1), "'lipschitz.audited_lower_bound' must be a finite"),
+    ("backbone", _set("lipschitz.declared", math.inf), "'lipschitz.declared' must be a finite number > 0"),
+    ("backbone", _set("lipschitz.declared", True), "'lipschitz.declared' must be a finite number > 0"),
+    ("backbone", _set("lipschitz.declared", None), "'lipschitz.declared' must be a finite number > 0"),
+    ("backbone", _delete("lipschitz"), "records no declared/audited Lipschitz constant"),
+    ("backbone", _set("architecture", [1, 2]), "'architecture' must be an object"),
+    ("backbone", _set("architecture.image_size", "8"), "'architecture.image_size' must be an integer >= 1"),
+    ("backbone", _set("architecture.embedding_dim", 0), "'architecture.embedding_dim' must be an integer >= 1"),
+    ("backbone", _set("dataset", "fashion-mnist"), "its dataset 'fashion-mnist' has 1x28x28 images"),
+    ("backbone", _set("dataset", 7), "'dataset' must be a dataset name"),
+    ("backbone", _set("format", "1"), "unsupported checkpoint format"),
+    ("backbone", _set("format", True), "unsupported checkpoint format"),
+    ("backbone", _set("kind", "weights"), "field 'kind' must be one of"),
+    ("backbone", _set("name", 3), "field 'name' must be a non-empty string"),
+    ("backbone", _set("state_sha256", "xyz"), "'state_sha256' must be a SHA-256"),
+    ("backbone", lambda meta: [meta], "a sidecar must be a JSON object"),
+    ("head", _set("backbone_sha256", None), "'backbone_sha256' must be a SHA-256"),
+    ("head", _set("architecture.num_classes", 2.5), "'architecture.num_classes' must be an integer"),
+    ("head", _set("architecture.kind", 3), "'architecture.kind' must be a string"),
+    ("cnn", _set("noise_sigma", math.nan), "'noise_sigma' must be a finite number > 0"),
+    ("cnn", _set("noise_sigma", -0.25), "'noise_sigma' must be a finite number > 0"),
+    ("cnn", _set("noise_sigma", "0.25"), "'noise_sigma' must be a finite number > 0"),
+    ("cnn", _set("dataset", "cifar10"), "its dataset 'cifar10' has 3x32x32 images"),
+]
+
+
+def _saved_models(tmp_path):
+    _, meta = save_backbone(tmp_path)
+    save_head(tmp_path, meta)
+    config = CNNConfig(width=2, hidden=4)
+    ckpt.save_checkpoint(SmallCNN(config), tmp_path / "cnn-noise0.25", {
+        "kind": "cnn", "architecture": config.to_dict(), "noise_sigma": 0.25, "dataset": "fashion-mnist"})
+    return {"backbone": (tmp_path / "sll-backbone", ckpt.load_backbone),
+            "head": (tmp_path / "head-ce", lambda stem: ckpt.load_head(stem, meta)),
+            "cnn": (tmp_path / "cnn-noise0.25", ckpt.load_cnn)}
+
+
+@pytest.mark.parametrize(("which", "edit", "fragment"), SIDECAR_CASES,
+                         ids=[f"{c[0]}-{c[2][:40]}" for c in SIDECAR_CASES])
+def test_every_sidecar_field_is_validated(tmp_path, which, edit, fragment):
+    stem, load = _saved_models(tmp_path)[which]
+    load(stem)   # valid before the edit
+    _edit_sidecar(stem, edit)
+    with pytest.raises(ckpt.CheckpointError, match=re.escape(fragment)) as info:
+        load(stem)
+    assert str(stem) in str(info.value)   # the message names the file
+
+
+def _replace_state(stem, write):
+    """Write other content into STEM.pt and record its hash in the sidecar (as a consistent pair would)."""
+    weights = stem.with_name(stem.name + ".pt")
+    write(weights)
+    _edit_sidecar(stem, _set("state_sha256", ckpt.sha256_file(weights)))
+
+
+def _nan_head(path):
+    state = build_head(HeadConfig("ce", 6, 10)).state_dict()
+    state["weight"][2, 1] = math.nan
+    torch.save(state, path)
+
+
+STATE_CASES = [
+    (lambda p: p.write_bytes(b""), "is not a state dict saved by torch.save"),
+    (lambda p: p.write_bytes(b"not a pickle"), "is not a state dict saved by torch.save"),
+    (lambda p: torch.save([torch.zeros(2)], p), "must hold a non-empty dict of tensors"),
+    (lambda p: torch.save({}, p), "must hold a non-empty dict of tensors (a state dict), got an empty dict"),
+    (lambda p: torch.save({"weight": 1.0}, p), "entry 'weight' is not a tensor"),
+    (_nan_head, "tensor 'weight' holds NaN or inf"),
+]
+
+
+@pytest.mark.parametrize(("write", "fragment"), STATE_CASES, ids=[c[1][:30] for c in STATE_CASES])
+def test_a_state_file_that_is_not_a_finite_state_dict_is_refused(tmp_path, write, fragment):
+    stem, load = _saved_models(tmp_path)["head"]
+    _replace_state(stem, write)
+    with pytest.raises(ckpt.CheckpointError, match=re.escape(fragment)):
+        load(stem)
+
+
+def test_invalid_json_in_a_sidecar_is_refused(tmp_path):
+    stem, load = _saved_models(tmp_path)["backbone"]
+    stem.with_name(stem.name + ".json").write_text("{ not json")
+    with pytest.raises(ckpt.CheckpointError, match="is not valid JSON"):
+        load(stem)
+
+
+def test_the_shipped_sidecars_pass_the_validation():
+    from bench.env import EMBEDDED_MODELS
+
+    for path in sorted(EMBEDDED_MODELS.glob("*.json")):
+        meta = json.loads(path.read_text())
+        assert ckpt.validate_sidecar(meta, None, path) is meta

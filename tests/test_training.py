@@ -94,7 +94,8 @@ def test_train_command_writes_loadable_checkpoints_with_true_sidecars(tmp_path):
     except DatasetUnavailableError:
         pytest.skip("Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)")
     main(["all", "--out", str(tmp_path), "--backbone-epochs", "1", "--head-epochs", "1", "--cnn-epochs", "1",
-          "--train-limit", "512", "--test-limit", "200", "--sigmas", "0.25", "--no-progress"])
+          "--train-limit", "512", "--test-limit", "200", "--sigmas", "0.25", "--audit-images", "8",
+          "--audit-iterations", "10", "--no-progress"])
     zoo = load_zoo(tmp_path)
     assert set(zoo.heads) == {"ce", "sparsemax", "margin", "mlp"} and set(zoo.cnns) == {0.25}
     assert not list(tmp_path.glob("*.resume.pt"))
@@ -105,6 +106,8 @@ def test_train_command_writes_loadable_checkpoints_with_true_sidecars(tmp_path):
     cnn, meta = zoo.cnns[0.25]
     assert meta["clean_accuracy"] == accuracy(cnn, x_test, y_test, CPU)
     assert zoo.backbone_meta["lipschitz"]["audited_lower_bound"] <= 1.0 + 1e-4
+    assert zoo.backbone_meta["lipschitz"]["audit"]["inputs"] == 8
+    assert zoo.backbone_meta["training"]["audit_iterations"] == 10
 
 
 class _Payload:
@@ -118,14 +121,78 @@ class _Payload:
 
 
 def test_a_crafted_resume_file_cannot_run_code(tmp_path):
-    import pickle
-
     import pytest
+
+    from bench.models import CheckpointError
 
     marker = tmp_path / "pwned"
     resume = tmp_path / "crafted.resume.pt"
     torch.save({"model": _Payload(marker)}, resume)
     x, y = tiny_problem()
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(CheckpointError, match="not a resume file .* not loaded as code. Delete it"):
         train(make_model(), 1, resume, x, y)
     assert not marker.exists()
+
+
+def test_a_foreign_or_empty_resume_file_is_refused_with_a_clear_error(tmp_path):
+    import pytest
+
+    from bench.models import CheckpointError
+
+    x, y = tiny_problem()
+    for name, content in (("empty", None), ("list", [1, 2]), ("other", {"model": {}})):
+        resume = tmp_path / f"{name}.resume.pt"
+        if content is None:
+            resume.write_bytes(b"")
+        else:
+            torch.save(content, resume)
+        with pytest.raises(CheckpointError, match="not a resume file"):
+            train(make_model(), 1, resume, x, y)
+
+
+def test_crop_and_flip_is_a_padded_crop_then_a_mirror_per_image():
+    from bench.models.training import crop_and_flip
+
+    torch.manual_seed(0)
+    x = torch.rand(64, 3, 32, 32)
+    out = crop_and_flip(x)
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    flips = 0
+    for image, source in zip(out, padded, strict=True):
+        found = [(i, j, f) for i in range(9) for j in range(9) for f in (False, True)
+                 if torch.equal(image, (lambda c: c.flip(-1) if f else c)(source[:, i:i + 32, j:j + 32]))]
+        assert found, "not a crop of the padded image"
+        flips += found[0][2]
+    assert 10 < flips < 54   # about half are mirrored
+
+
+def test_training_settings_follow_the_data_set():
+    from bench.models.training import cifar_sized, default_epochs
+
+    assert cifar_sized((3, 32, 32)) and not cifar_sized((1, 28, 28)) and not cifar_sized((3, 224, 224))
+    assert default_epochs((1, 28, 28)) == (12, 60, 8)
+    assert default_epochs((3, 32, 32))[0] > 12
+
+
+def test_train_flags_are_checked_before_any_work(tmp_path, capsys):
+    import pytest
+
+    from bench.env import EMBEDDED_MODELS
+    from bench.train import build_parser, parse_args
+
+    args = parse_args(["--dataset", "CIFAR10", "--out", str(tmp_path / "m"), "--data-root", str(tmp_path)])
+    assert args.dataset == "cifar10" and args.backbone_epochs is None and args.out.is_dir()
+    for argv, fragment in (
+            (["--dataset", "imagefolder"], "needs --data-root"),
+            (["--data-root", str(tmp_path / "missing")], "does not exist"),
+            (["--out", str(EMBEDDED_MODELS)], "--overwrite-shipped"),
+            (["--audit-images", "0"], "--audit-images must be >= 1"),
+            (["--sigmas", "nan"], "finite"),
+            (["--dataset", "fashion-mnist-embedded"], "evaluation subset")):
+        with pytest.raises(SystemExit) as info:
+            parse_args(argv)
+        assert info.value.code == 2
+        assert fragment in capsys.readouterr().err
+    for action in build_parser()._actions:
+        assert action.help, f"{action.dest} has no help line"

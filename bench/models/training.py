@@ -4,12 +4,21 @@ Two-stage FaRS recipe (as in the paper, scaled to the dataset): an SLL backbone 
 margin loss, then frozen; heads trained on its embeddings (``ce``, ``sparsemax``, ``margin``, ``mlp``).
 Cohen's baseline: a CNN trained with Gaussian noise augmentation at each sigma (noise on [0, 1] pixels,
 no normalisation layer). Every run is seeded, shows progress, and resumes from its last finished epoch
-(``NAME.resume.pt`` next to the checkpoint, removed when the checkpoint is written).
+(``NAME.resume.pt`` next to the checkpoint, removed when the checkpoint is written; read with
+``weights_only=True``, so a crafted file cannot run code: it is refused with :class:`CheckpointError`).
+
+CIFAR-sized data (3 x 32 x 32: ``cifar10``) gets the usual augmentation for the backbone and the CNNs
+(:func:`crop_and_flip`: random 32 x 32 crops of the image zero-padded by 4, random horizontal flips, as
+torchvision's ``RandomCrop(32, padding=4)`` and ``RandomHorizontalFlip()``) and longer default
+schedules (:func:`default_epochs`). After training, the backbone's Lipschitz audit runs on
+``audit_images`` test images with ``audit_iterations`` power iterations and ascent steps (its budget),
+with a progress bar.
 """
 
 from __future__ import annotations
 
 import math
+import pickle
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -22,13 +31,44 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fars import BackboneConfig, SLLBackbone, audit_lipschitz
+from fars.audit import LipschitzAudit
 from fars.losses import certified_margin_loss, head_sparsemax_loss, sll_loss
 
-from ..data import dataset_spec, load_tensors
+from ..data import DatasetSpec, dataset_spec, load_tensors
 from . import checkpoints as ckpt
 from .networks import HEAD_KINDS, CNNConfig, HeadConfig, SmallCNN, backbone_training_head, build_head
 
 DEFAULT_SIGMAS = (0.12, 0.25, 0.5)
+#: default epochs (backbone, head, cnn) for 28 x 28 grey data (the shipped Fashion-MNIST models) and CIFAR-sized data
+EPOCHS = {"small": (12, 60, 8), "cifar": (100, 60, 60)}
+#: images audited per step of the post-training Lipschitz audit (one progress-bar tick)
+AUDIT_CHUNK = 8
+
+
+def cifar_sized(input_shape: tuple[int, ...]) -> bool:
+    """Whether a data set of ``input_shape`` images gets CIFAR's crop-and-flip augmentation (3 x 32 x 32)."""
+    return tuple(input_shape) == (3, 32, 32)
+
+
+def default_epochs(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """Default (backbone, head, cnn) epochs: longer schedules for CIFAR-sized data, which is augmented."""
+    return EPOCHS["cifar" if cifar_sized(input_shape) else "small"]
+
+
+def crop_and_flip(x: torch.Tensor, padding: int = 4) -> torch.Tensor:
+    """Per image: a random crop of the image zero-padded by ``padding`` on every side, of the image's own size,
+    then a horizontal flip with probability 1/2 (torchvision's ``RandomCrop(size, padding)`` and
+    ``RandomHorizontalFlip()``, drawn from the global CPU generator, so a resumed run draws the same)."""
+    b, _, h, w = x.shape
+    offsets = torch.randint(0, 2 * padding + 1, (2, b))
+    flips = torch.rand(b) < 0.5
+    padded = F.pad(x, (padding, padding, padding, padding))
+    rows = (offsets[0][:, None] + torch.arange(h)).to(x.device)           # [B, H]
+    cols = (offsets[1][:, None] + torch.arange(w)).to(x.device)           # [B, W]
+    cols = torch.where(flips.to(x.device)[:, None], cols.flip(1), cols)
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    channels = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return padded[batch, channels, rows[:, None, :, None], cols[:, None, None, :]]
 
 
 @dataclass
@@ -49,7 +89,22 @@ class TrainConfig:
     batch_size: int = 256
     train_limit: int | None = None
     test_limit: int | None = None
+    augment: bool = False
+    audit_images: int = 64
+    audit_iterations: int = 50
+    data_root: str | None = None   # where the data set is read (None: bench.data's default); not recorded
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("backbone_epochs", "head_epochs", "cnn_epochs", "batch_size", "audit_images", "audit_iterations"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if any(not math.isfinite(s) or s <= 0 for s in self.cnn_sigmas):
+            raise ValueError(f"TrainConfig.cnn_sigmas must be finite and > 0, got {self.cnn_sigmas}")
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def fit(name: str, model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
@@ -69,13 +124,7 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tens
     history: list[float] = []
     start = 0
     if resume_path.is_file():
-        # weights_only: a resume file is data (tensors, numbers, lists), never code to unpickle
-        state = torch.load(resume_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start, history = state["epoch"], state["history"]
-        torch.set_rng_state(state["rng"])
+        start, history = _resume(resume_path, model, optimizer, scheduler)
         print(f"[{name}] resuming after epoch {start}/{epochs}", file=sys.stderr)
     model.to(device).train()
     for epoch in range(start, epochs):
@@ -104,6 +153,63 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tens
     return history
 
 
+def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+            scheduler: torch.optim.lr_scheduler.LRScheduler) -> tuple[int, list[float]]:
+    """Restore model, optimizer, scheduler and RNG from a resume file; returns (epochs done, loss history).
+
+    Raises:
+        CheckpointError: the file is not a resume file of this training stage (read with ``weights_only``:
+            a file holding anything but tensors, numbers and containers is refused, never run).
+    """
+    try:
+        # weights_only: a resume file is data (tensors, numbers, lists), never code to unpickle
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, history = int(state["epoch"]), [float(v) for v in state["history"]]
+        torch.set_rng_state(state["rng"])
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+        reason = " ".join(str(err).split(".")[0].split()) or type(err).__name__
+        raise ckpt.CheckpointError(
+            f"{path} is not a resume file of this training stage ({type(err).__name__}: {reason}); it was not "
+            "loaded as code. Delete it to train this stage from scratch") from None
+    return start, history
+
+
+def audit_backbone(backbone: nn.Module, images: torch.Tensor, iterations: int, seed: int,
+                   progress: bool = True) -> LipschitzAudit:
+    """The Lipschitz audit of ``backbone`` on ``images``, :data:`AUDIT_CHUNK` images per progress-bar step, with
+    ``iterations`` power iterations and pair-ascent steps per image (the largest bounds of all steps)."""
+    jacobian, pairs, count = 0.0, 0.0, 0
+    chunks = range(0, len(images), AUDIT_CHUNK)
+    for step, start in enumerate(tqdm(chunks, desc="Lipschitz audit", disable=not progress, leave=False,
+                                      file=sys.stderr)):
+        part = audit_lipschitz(backbone, images[start:start + AUDIT_CHUNK], power_iterations=iterations,
+                               pair_steps=iterations, seed=seed * 100_003 + step)
+        jacobian, pairs, count = max(jacobian, part.jacobian), max(pairs, part.pairs), count + part.inputs
+    return LipschitzAudit(jacobian=jacobian, pairs=pairs, inputs=count)
+
+
+def _spec(cfg: TrainConfig) -> tuple[DatasetSpec, int]:
+    """The data set's spec (with the class folders of an ``imagefolder`` tree) and its number of classes."""
+    spec = dataset_spec(cfg.dataset, cfg.data_root)
+    if spec.num_classes is None:
+        raise ValueError(f"dataset {cfg.dataset!r} needs a data root (the folder of its ImageFolder tree)")
+    return spec, spec.num_classes
+
+
+def _tensors(cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_train, y_train, x_test, y_test) of the run's data set, refused when a split is empty."""
+    x_train, y_train = load_tensors(cfg.dataset, "train", cfg.data_root, limit=cfg.train_limit)
+    x_test, y_test = load_tensors(cfg.dataset, "test", cfg.data_root, limit=cfg.test_limit)
+    for split, x in (("train", x_train), ("test", x_test)):
+        if len(x) == 0:
+            raise ValueError(f"dataset {cfg.dataset!r} has no {split} images"
+                             + (f" under {cfg.data_root}" if cfg.data_root else ""))
+    return x_train, y_train, x_test, y_test
+
+
 @torch.inference_mode()
 def accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, device: torch.device,
              noise_sigma: float = 0.0, seed: int = 0, batch_size: int = 1000) -> float:
@@ -127,7 +233,7 @@ def embed(backbone: nn.Module, inputs: torch.Tensor, device: torch.device, batch
 
 def _training_record(cfg: TrainConfig, stage: str, epochs: int, history: list[float], **extra: object) -> dict:
     """The sidecar's record of how a model was trained: the settings of its ``stage`` and the shared ones."""
-    shared = ("batch_size", "train_limit", "test_limit")
+    shared = ("batch_size", "train_limit", "test_limit", "augment")
     settings = {k: v for k, v in asdict(cfg).items() if k.startswith(stage + "_") or k in shared}
     return {"dataset": cfg.dataset, "seed": cfg.seed, "epochs": epochs, "loss_history": history,
             "training": settings | extra}
@@ -135,25 +241,26 @@ def _training_record(cfg: TrainConfig, stage: str, epochs: int, history: list[fl
 
 def train_backbone(cfg: TrainConfig, out: Path, device: torch.device, progress: bool = True) -> dict:
     """Train the SLL backbone with a row-normalised training head and SLL's loss; audit; save."""
-    spec = dataset_spec(cfg.dataset)
-    x_train, y_train = load_tensors(cfg.dataset, "train", limit=cfg.train_limit)
-    x_test, y_test = load_tensors(cfg.dataset, "test", limit=cfg.test_limit)
-    assert spec.num_classes is not None  # only imagefolder lacks it, and load_tensors refuses it without data_root
+    _, num_classes = _spec(cfg)
+    x_train, y_train, x_test, y_test = _tensors(cfg)
     torch.manual_seed(cfg.seed)
     backbone = SLLBackbone(cfg.backbone)
-    train_head = backbone_training_head(cfg.backbone.embedding_dim, spec.num_classes)
+    train_head = backbone_training_head(cfg.backbone.embedding_dim, num_classes)
     model = nn.Sequential(backbone, train_head).to(device)
-    history = fit("backbone", model, lambda x, y, _: sll_loss(model(x), y), x_train, y_train, cfg.backbone_epochs,
+    augment = crop_and_flip if cfg.augment else _identity
+    history = fit("backbone", model, lambda x, y, _: sll_loss(model(augment(x)), y), x_train, y_train,
+                  cfg.backbone_epochs,
                   lambda: torch.optim.Adam(model.parameters(), lr=cfg.backbone_lr, betas=(0.5, 0.9)),
                   cfg.batch_size, cfg.seed, device, out / "sll-backbone.resume.pt", progress)
     acc = accuracy(model, x_test, y_test, device)
-    audit = audit_lipschitz(backbone, x_test[:64].to(device), power_iterations=30, pair_steps=50, seed=cfg.seed)
+    audit = audit_backbone(backbone, x_test[:cfg.audit_images].to(device), cfg.audit_iterations, cfg.seed, progress)
     if not audit.confirms(SLLBackbone.LIPSCHITZ, ckpt.AUDIT_TOLERANCE):
         raise RuntimeError(f"the trained backbone fails its Lipschitz audit: {audit}")
     sidecar = ckpt.save_checkpoint(backbone.cpu(), out / "sll-backbone", {
         "kind": "backbone", "architecture": cfg.backbone.to_dict(),
         **_training_record(cfg, "backbone", cfg.backbone_epochs, history, loss="sll (offset 1.5*sqrt2, T 0.25)",
-                          optimizer="adam betas (0.5, 0.9), one-cycle cosine"),
+                          optimizer="adam betas (0.5, 0.9), one-cycle cosine", audit_images=cfg.audit_images,
+                          audit_iterations=cfg.audit_iterations),
         "clean_accuracy": acc, "accuracy_note": "with the row-normalised training head",
         "lipschitz": ckpt.audit_record(audit, SLLBackbone.LIPSCHITZ),
     })
@@ -181,15 +288,13 @@ def train_heads(cfg: TrainConfig, out: Path, device: torch.device, kinds: tuple[
     """Train each head kind on the frozen backbone ``out/sll-backbone``; save ``out/head-KIND``."""
     backbone, bb_meta = ckpt.load_backbone(out / "sll-backbone")
     backbone.to(device)
-    spec = dataset_spec(cfg.dataset)
-    x_train, y_train = load_tensors(cfg.dataset, "train", limit=cfg.train_limit)
-    x_test, y_test = load_tensors(cfg.dataset, "test", limit=cfg.test_limit)
-    assert spec.num_classes is not None  # only imagefolder lacks it, and load_tensors refuses it without data_root
+    _, num_classes = _spec(cfg)
+    x_train, y_train, x_test, y_test = _tensors(cfg)
     z_train, z_test = embed(backbone, x_train, device), embed(backbone, x_test, device)
     results = []
     for kind in kinds:
         torch.manual_seed(cfg.seed)
-        config = HeadConfig(kind, bb_meta["architecture"]["embedding_dim"], spec.num_classes)
+        config = HeadConfig(kind, bb_meta["architecture"]["embedding_dim"], num_classes)
         head = build_head(config).to(device)
         history = fit(f"head-{kind}", head, _head_loss(kind, head, cfg, backbone.lipschitz), z_train, y_train,
                       cfg.head_epochs, partial(torch.optim.SGD, head.parameters(), lr=cfg.head_lr, momentum=0.9),
@@ -213,20 +318,20 @@ def cnn_name(sigma: float) -> str:
 
 def train_cnns(cfg: TrainConfig, out: Path, device: torch.device, progress: bool = True) -> list[dict]:
     """Cohen's base classifiers: one CNN per sigma, Gaussian noise augmentation on [0, 1] pixels."""
-    spec = dataset_spec(cfg.dataset)
+    spec, num_classes = _spec(cfg)
     c, h, _ = spec.input_shape
-    x_train, y_train = load_tensors(cfg.dataset, "train", limit=cfg.train_limit)
-    x_test, y_test = load_tensors(cfg.dataset, "test", limit=cfg.test_limit)
-    assert spec.num_classes is not None  # only imagefolder lacks it, and load_tensors refuses it without data_root
+    x_train, y_train, x_test, y_test = _tensors(cfg)
+    augment = crop_and_flip if cfg.augment else _identity
     results = []
     for sigma in cfg.cnn_sigmas:
         torch.manual_seed(cfg.seed)
-        config = CNNConfig(in_channels=c, image_size=h, num_classes=spec.num_classes)
+        config = CNNConfig(in_channels=c, image_size=h, num_classes=num_classes)
         model = SmallCNN(config).to(device)
         name = cnn_name(sigma)
 
         def noisy_loss(x: torch.Tensor, y: torch.Tensor, _: int, m: nn.Module = model,
                        s: float = sigma) -> torch.Tensor:
+            x = augment(x)
             return F.cross_entropy(m(x + s * torch.randn_like(x)), y)
 
         def make_optimizer(m: nn.Module = model) -> torch.optim.Optimizer:
