@@ -31,18 +31,22 @@ from smoothing.certificate import NonFiniteScoresError
 
 from .audit.robustness import RobustnessSettings, run_robustness, soundness_failures
 from .certify import distributed as dist_
+from .certify.machine import default_threads, machine_state, noisy_timing_markdown, noisy_timing_warnings, set_threads
 from .certify.manifest import ResumeError, check_resumable, read_manifest, write_manifest
 from .certify.results import merge_results, read_done, read_lines
 from .certify.runner import certify_all, choose_batch_sizes, timing_markdown, timing_summary
-from .certify.runs import METHODS, MonteCarloSettings, Run, build_runs
+from .certify.runs import METHODS, MonteCarloSettings, Run, RunError, build_runs
+from .cli import cli_exit
 from .cli_help import DefaultsHelpFormatter
-from .data import DATASETS
+from .config import ConfigError, load_experiment
+from .data import DATASETS, canonical_name, reported_radii
 from .data.selection import images_fingerprint, select_images
-from .env import EMBEDDED_MODELS, device_name, full_fp32, portable_path, resolve_device, runs_dir, tune_cpu_allocator
-from .models import HEAD_KINDS, CheckpointError, ModelZoo, load_zoo
+from .env import REPO_ROOT, device_name, full_fp32, portable_path, resolve_device, runs_dir, tune_cpu_allocator
+from .models import HEAD_KINDS, CheckpointError
+from .models.experiment import ExperimentModels, load_experiment_models, models_from_folder
 from .perf.scaling import scaling_stage
 from .provenance import git_commit, package_versions
-from .report import write_reports
+from .report import read_results, write_reports
 
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU-sized: the whole default run takes a few minutes on 2 cores.
@@ -54,55 +58,94 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+#: the experiment ``python -m bench.run`` runs without ``--config`` (``make run``)
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "fashion-mnist-quick.toml"
+#: settings neither a preset nor the experiment file sets, and their defaults
+DEFAULTS: dict[str, Any] = dict(dataset="fashion-mnist", data_root=None, methods=list(METHODS), heads=list(HEAD_KINDS),
+                                seed=0, batch_size="auto", scaling_images=2, attack=True, out=None, radii=None,
+                                threads=None, sequential=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run",
         description="Certify test images with Cohen RS, FaRS (Monte Carlo and closed form) and the Lipschitz "
                     "margin on the same images; time each method (device synchronised) and write per-example "
-                    "TSV, summary tables and plots. Re-running the same command resumes an interrupted run. "
-                    "Launch with `torchrun --nproc-per-node N -m bench.run ...` to shard the images over N "
-                    "processes (one GPU each when there are several); the merged results equal a one-process run.",
+                    "TSV, summary tables and plots. The experiment (dataset, models, methods, sigmas, n0, n, "
+                    "alpha, images) is a TOML file (--config; default configs/fashion-mnist-quick.toml, the "
+                    "offline default); every flag below overrides the file, and keys neither sets come from "
+                    "--preset. Re-running the same command resumes an interrupted run. Launch with "
+                    "`torchrun --nproc-per-node N -m bench.run ...` to shard the images over N processes (one GPU "
+                    "each when there are several); the merged results equal a one-process run.",
         formatter_class=DefaultsHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick",
-                        help="quick: CPU-sized n and image count; paper: n0=100, n=100000, alpha=0.001, 500 images. "
-                             "Flags below override the preset.")
-    parser.add_argument("--dataset", default="fashion-mnist", choices=sorted(DATASETS),
-                        help="fashion-mnist without --data-root uses the embedded 1,000-image evaluation subset "
-                             "shipped with the repo (fashion-mnist-embedded names it explicitly); with --data-root, "
-                             "the full test set found there")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="experiment file (TOML; see configs/ and the README's 'Certify your own model'); "
+                             f"default: {portable_path(DEFAULT_CONFIG)}")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="defaults for the keys the experiment file leaves out (default: the file's `preset`, "
+                             "else quick). quick: CPU-sized n and image count; paper: n0=100, n=100000, "
+                             "alpha=0.001, 500 images")
+    parser.add_argument("--dataset", default=None, choices=sorted(DATASETS),
+                        help="evaluation dataset (default: the experiment file's). fashion-mnist without --data-root "
+                             "uses the embedded 1,000-image evaluation subset shipped with the repo "
+                             "(fashion-mnist-embedded names it explicitly); with --data-root, the full test set there")
     parser.add_argument("--data-root", type=Path, default=None,
-                        help="dataset folder for datasets other than the embedded one")
+                        help="dataset folder (default: the experiment file's data_root, else $FARS_DATA_ROOT, else "
+                             "data/ in the checkout)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="image-file datasets (imagenet, imagenette, tiny-imagenet, imagefolder): centre-crop "
+                             "size (0: no crop; default: the file's image_size, else the dataset's)")
+    parser.add_argument("--resize", type=int, default=None,
+                        help="image-file datasets: resize the shorter side to this before the crop (0: no resize; "
+                             "default: the file's resize, else the dataset's)")
     parser.add_argument("--models", type=Path, default=None,
-                        help="checkpoint folder written by `python -m bench.train` (default for fashion-mnist: the "
-                             "shipped models in bench/embedded/models)")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods to run")
-    parser.add_argument("--heads", nargs="+", default=list(HEAD_KINDS), choices=HEAD_KINDS, help="FaRS heads to use")
+                        help="a checkpoint folder written by `python -m bench.train`, certified instead of the "
+                             "experiment file's [models.*] tables")
+    parser.add_argument("--methods", nargs="+", default=None, choices=METHODS,
+                        help="methods to run (default: the experiment file's, else all)")
+    parser.add_argument("--heads", nargs="+", default=None, choices=HEAD_KINDS,
+                        help="heads of a checkpoint folder to certify (default: all)")
     parser.add_argument("--sigma", nargs="+", type=float, default=None,
                         help="noise levels of the Monte Carlo methods (input space for cohen, embedding space for "
-                             "fars-mc); cohen on a CNN runs only at the sigma that CNN was trained with")
+                             "fars-mc); a model trained with noise (cnn-noiseS, a model table's `sigma`) runs only at "
+                             "its own")
     parser.add_argument("--n", "--num-samples", dest="n", type=int, default=None,
-                        help="Monte Carlo estimation samples per image (under torchrun write --num-samples: "
-                             "torchrun reads --n as an abbreviation of its own flags)")
+                        help="Monte Carlo estimation samples per image (the cap with --sequential; under torchrun "
+                             "write --num-samples: torchrun reads --n as an abbreviation of its own flags)")
     parser.add_argument("--n0", type=int, default=None, help="Monte Carlo selection samples per image")
     parser.add_argument("--alpha", type=float, default=None, help="failure probability of each Monte Carlo certificate")
     parser.add_argument("--num-images", type=int, default=None, help="number of test images to certify")
     parser.add_argument("--skip", type=int, default=None, help="certify every SKIP-th image of the evaluation set")
+    parser.add_argument("--sequential", action="store_const", const=True, default=None,
+                        help="anytime-valid sequential CERTIFY for cohen and fars-mc: estimation samples in growing "
+                             "rounds under a time-uniform confidence sequence, stopping once every --radii value is "
+                             "decided (certified, or out of reach); --n is then the cap. Default: Cohen's fixed-n "
+                             "CERTIFY (the reference)")
+    parser.add_argument("--radii", type=float, nargs="+", default=None,
+                        help="radii reported in the tables and figures (default: the experiment file's, else the "
+                             "dataset's: the FaRS paper's, Cohen's and SLL's where they apply)")
     parser.add_argument("--scaling-ns", type=int, nargs="*", default=None,
                         help="after certifying, time cohen and fars-mc on sll+ce at these n (seconds per image "
                              "versus n, with fars-closed as the floor) and write scaling.csv/png; the flag with "
-                             "no value skips the sweep")
-    parser.add_argument("--scaling-images", type=int, default=2, help="images timed per point of the scaling sweep")
-    parser.add_argument("--batch-size", default="auto",
-                        help="noisy samples per forward pass: an integer for every Monte Carlo method, or 'auto': "
-                             "cohen at the throughput-best batch of a plain forward of its network on this device "
-                             "(searched), fars-mc at 65,536 with the projected sampler (linear heads) and 10,000 with "
-                             "the direct one. Results do not depend on it (noise is per example)")
+                             "no value skips the sweep (it needs a checkpoint folder with a ce head)")
+    parser.add_argument("--scaling-images", type=int, default=None,
+                        help="images timed per point of the scaling sweep (default 2)")
+    parser.add_argument("--batch-size", default=None,
+                        help="noisy samples per forward pass: an integer for every Monte Carlo method, or 'auto' "
+                             "(default): cohen at the throughput-best batch of a plain forward of its network on this "
+                             "device (searched), fars-mc at 65,536 with the projected sampler (linear heads) and "
+                             "10,000 with the direct one. Results do not depend on it (noise is per example)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of this process (default: the CPUs this process may use, divided among "
+                             "the torchrun processes, so that timings are not slowed by oversubscription)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="global seed; with an image's index it fixes that image's noise")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="global seed; with an image's index it fixes that image's noise (default 0)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: runs/<dataset>/<preset> under the current directory, which git "
-                             "ignores; the committed reference results are regenerated with `make results`)")
+                        help="output folder (default: the experiment file's `out`, else runs/<dataset>/<preset> for "
+                             "the default experiment and runs/<file name>/<preset> for others, under the current "
+                             "directory, which git ignores; the committed reference results are regenerated with "
+                             "`make results`)")
     parser.add_argument("--overwrite", action="store_true", help="discard earlier results in --out instead of resuming")
     parser.add_argument("--no-attack", action="store_true",
                         help="skip the attack stage (python -m bench.attack with its defaults: empirical robust "
@@ -121,7 +164,7 @@ def _preset_defaults_in_help(parser: argparse.ArgumentParser) -> None:
     for action in parser._actions:
         if action.dest in PRESETS["quick"]:
             values = "; ".join(f"{name}: {_show(preset[action.dest])}" for name, preset in PRESETS.items())
-            action.help = f"{action.help} (default from --preset, {values})"
+            action.help = f"{action.help} (default: the experiment file's, else from --preset, {values})"
 
 
 def _show(value: Any) -> str:
@@ -129,45 +172,91 @@ def _show(value: Any) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The run's settings: each flag given, else the experiment file's key, else the preset's, else the default.
+
+    ``args.experiment`` is the parsed file; ``args.model_tables`` its model tables (empty with ``--models``).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
-    preset = PRESETS[args.preset]
-    for key, value in preset.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    config_path = DEFAULT_CONFIG if args.config is None else args.config
+    try:
+        experiment = load_experiment(config_path)
+    except ConfigError as err:
+        parser.error(str(err))
+    file = experiment.settings
+    args.preset = args.preset or file.get("preset", "quick")
+    if args.preset not in PRESETS:
+        parser.error(f"{config_path}: unknown preset {args.preset!r}; choose from {', '.join(sorted(PRESETS))}")
+    if args.no_attack:
+        args.attack = False
+    else:
+        args.attack = None
+    for key, default in {**DEFAULTS, **PRESETS[args.preset]}.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, file.get(key, default))
+    for key in ("image_size", "resize"):   # 0 in a flag or the file: none; absent: the dataset's own
+        if getattr(args, key) is None and key in file:
+            setattr(args, key, file[key] or 0)
+    try:
+        args.dataset = canonical_name(args.dataset)
+    except ValueError as err:
+        parser.error(f"{config_path}: {err}")
+    args.batch_size = str(args.batch_size)
+    args.experiment = experiment
+    _check_settings(parser, args)
+    if args.radii is None:
+        args.radii = list(reported_radii(args.dataset))
+    if args.models is not None:
+        args.model_tables = []
+    elif experiment.models:
+        args.model_tables = list(experiment.models)
+    else:
+        parser.error(f"{config_path} names no models: add [models.NAME] tables or pass --models DIR")
+    if args.out is None:
+        name = args.dataset if experiment.path == DEFAULT_CONFIG.resolve() else experiment.path.stem
+        args.out = runs_dir(name, args.preset)
+    return args
+
+
+def _check_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Every setting in range, whichever of the flags, the file or the preset gave it."""
+    methods_ok = all(m in METHODS for m in args.methods)
+    heads_ok = all(h in HEAD_KINDS for h in args.heads)
     checks = [
+        (methods_ok, f"unknown method in {args.methods}; choose from {', '.join(METHODS)}"),
+        (heads_ok, f"unknown head in {args.heads}; choose from {', '.join(HEAD_KINDS)}"),
         (args.n >= 1, "--n must be >= 1"), (args.n0 >= 1, "--n0 must be >= 1"),
         (args.n0 <= args.n, f"--n0 ({args.n0}) must not exceed --n ({args.n})"),
         (0 < args.alpha < 1, "--alpha must lie in (0, 1)"),
-        (all(s > 0 and math.isfinite(s) for s in args.sigma), "--sigma values must be > 0"),
+        (len(args.sigma) > 0 and all(s > 0 and math.isfinite(s) for s in args.sigma),
+         "--sigma values must be finite and > 0"),
         (args.num_images >= 1, "--num-images must be >= 1"), (args.skip >= 1, "--skip must be >= 1"),
         (args.batch_size == "auto" or (args.batch_size.isdigit() and int(args.batch_size) >= 1),
          "--batch-size must be 'auto' or an integer >= 1"), (args.seed >= 0, "--seed must be >= 0"),
         (all(n >= 1 for n in args.scaling_ns), "--scaling-ns values must be >= 1"),
         (args.scaling_images >= 1, "--scaling-images must be >= 1"),
+        (args.threads is None or args.threads >= 1, "--threads must be >= 1"),
+        (args.radii is None or all(r >= 0 and math.isfinite(r) for r in args.radii),
+         "--radii values must be finite and >= 0"),
         (args.dist_timeout_hours > 0, "--dist-timeout-hours must be > 0"),
     ]
     for ok, message in checks:
         if not ok:
             parser.error(message)
-    if args.models is None:
-        if args.dataset not in ("fashion-mnist", "fashion-mnist-embedded"):
-            parser.error(f"--models is required for --dataset {args.dataset} (train with `python -m bench.train "
-                         f"--dataset {args.dataset} --out DIR`)")
-        args.models = EMBEDDED_MODELS
-    if args.out is None:
-        args.out = runs_dir(args.dataset, args.preset)
-    return args
-def run_config(args: argparse.Namespace, zoo: ModelZoo, images: torch.Tensor, labels: torch.Tensor,
+
+
+def run_config(args: argparse.Namespace, models: ExperimentModels, images: torch.Tensor, labels: torch.Tensor,
                indices: torch.Tensor) -> dict[str, Any]:
     """What decides the results, and nothing machine-specific (a resumed run must match it exactly).
 
     Models are identified by the content hashes of their checkpoints, the images by a hash of their
     pixels, labels and dataset indices, so the same run resumes from any folder or clone.
     """
-    keys = ("dataset", "methods", "heads", "sigma", "n", "n0", "alpha", "num_images", "skip", "seed")
+    keys = ("dataset", "methods", "heads", "sigma", "n", "n0", "alpha", "num_images", "skip", "seed", "sequential")
     config = {k: getattr(args, k) for k in keys}
-    config["models"] = zoo.fingerprint()
+    if args.sequential:   # where sequential sampling stops depends on the target radii
+        config["radii"] = list(args.radii)
+    config["models"] = models.fingerprint()
     config["images"] = images_fingerprint(images, labels, indices)
     return config
 
@@ -180,29 +269,35 @@ def main(argv: list[str] | None = None) -> Path:
         return _run(args, context)
     except (ResumeError, CheckpointError, NonFiniteScoresError) as err:
         raise SystemExit(f"error: {err}") from None
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: every finished row is kept in {args.out / 'certify.tsv'}; re-run the same command to "
+              "resume where it stopped", file=sys.stderr)
+        raise SystemExit(130) from None
     finally:
         dist_.shutdown(context)
 
 
 def _run(args: argparse.Namespace, context: dist_.Context) -> Path:
     """The stages of a run: inputs, output folder, runs, certification, then (rank 0) reports and audits."""
+    threads = args.threads or default_threads(context.world_size)
+    set_threads(threads)   # no effect on results; no oversubscription, so timings mean what they say
     process = {"cpu_allocator_tuned": tune_cpu_allocator(),  # no effect on results; steadier CPU timings
-               "precision": full_fp32()}
+               "precision": full_fp32(), "machine": machine_state(threads)}
     device = dist_.rank_device(resolve_device(args.device), context)
-    zoo, images, labels, indices = _load_inputs(args, device)
-    config = run_config(args, zoo, images, labels, indices)
+    models, images, labels, indices = _load_inputs(args, device)
+    config = run_config(args, models, images, labels, indices)
     _prepare_output(args.out, config, args.overwrite, context)
-    runs, mc, batch_sizes = _build_runs(args, zoo, tuple(images.shape[1:]), device, context)
-    manifest = _start_manifest(args, config, zoo, runs, mc, batch_sizes, device, context, process, len(images))
+    runs, mc, batch_sizes = _build_runs(args, models, tuple(images.shape[1:]), device, context)
+    manifest = _start_manifest(args, config, models, runs, mc, batch_sizes, device, context, process, len(images))
     timings = _certify_stage(args, runs, images, labels, indices, context)
     if not context.is_main:
         return args.out
     tsv = args.out / "certify.tsv"
     total = merge_results(args.out, tsv, runs, indices)
     timing = timing_summary(timings)
-    scaling = _scaling_stage(args, zoo, images, indices, manifest)
-    _report_stage(args.out, tsv, scaling, timing, total)
-    problems = _attack_stage(args, zoo, images, labels, indices, mc, manifest)
+    scaling = _scaling_stage(args, models, images, indices, manifest)
+    _report_stage(args, tsv, scaling, timing, total, manifest)
+    problems = _attack_stage(args, models, images, labels, indices, mc, manifest)
     _finish(args.out, manifest, timing, total)
     if problems:
         banner = "!" * 100
@@ -213,17 +308,28 @@ def _run(args: argparse.Namespace, context: dist_.Context) -> Path:
 
 
 def _load_inputs(args: argparse.Namespace, device: torch.device
-                 ) -> tuple[ModelZoo, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The checkpoints of ``--models`` on ``device`` and the selected test images (images on ``device``)."""
+                 ) -> tuple[ExperimentModels, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The experiment's models (its model tables, or the ``--models`` folder) on ``device`` and the
+    selected test images (images on ``device``)."""
     try:
-        zoo = load_zoo(args.models).to(device)
-    except CheckpointError as err:
+        if args.model_tables:
+            models = load_experiment_models(args.model_tables, args.dataset, args.heads)
+        else:
+            models = models_from_folder(args.models, args.dataset, args.heads)
+    except ValueError as err:   # CheckpointError, ModelSpecError: a model that cannot be used as asked
         raise SystemExit(f"cannot load the models: {err}") from None
+    models.to(device)
     try:
-        images, labels, indices = select_images(args.dataset, args.data_root, args.num_images, args.skip)
+        sizes: dict[str, Any] = {k: v or None for k in ("image_size", "resize") if (v := getattr(args, k)) is not None}
+        images, labels, indices = select_images(args.dataset, args.data_root, args.num_images, args.skip, **sizes)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
-    return zoo, images.to(device), labels, indices
+    wrong = [f"{e.model.name} takes {tuple(e.model.input_shape)}" for e in models.entries
+             if tuple(e.model.input_shape) != tuple(images.shape[1:])]
+    if wrong:
+        raise SystemExit(f"error: the {args.dataset} images are {tuple(images.shape[1:])} but {'; '.join(wrong)}: "
+                         "certify each model on the dataset it was built for")
+    return models, images.to(device), labels, indices
 
 
 def _prepare_output(out: Path, config: dict[str, Any], overwrite: bool, context: dist_.Context) -> None:
@@ -240,12 +346,16 @@ def _prepare_output(out: Path, config: dict[str, Any], overwrite: bool, context:
     check_resumable(out, config, has_results=tsv.is_file() or bool(dist_.shard_files(out)))
 
 
-def _build_runs(args: argparse.Namespace, zoo: ModelZoo, image_shape: tuple[int, ...], device: torch.device,
+def _build_runs(args: argparse.Namespace, models: ExperimentModels, image_shape: tuple[int, ...], device: torch.device,
                 context: dist_.Context) -> tuple[list[Run], MonteCarloSettings, dict[str, int]]:
     """Every run of the chosen methods, heads and sigmas, with its batch size set (returned by run key)."""
     default_batch = 1000 if args.batch_size == "auto" else int(args.batch_size)
-    mc = MonteCarloSettings(n0=args.n0, n=args.n, alpha=args.alpha, batch_size=default_batch, seed=args.seed)
-    runs = build_runs(zoo, tuple(args.methods), tuple(args.sigma), mc, tuple(args.heads))
+    mc = MonteCarloSettings(n0=args.n0, n=args.n, alpha=args.alpha, batch_size=default_batch, seed=args.seed,
+                            sequential=args.sequential, radii=tuple(sorted(args.radii)))
+    try:
+        runs = build_runs(models.entries, tuple(args.methods), tuple(args.sigma), mc)
+    except RunError as err:
+        raise SystemExit(f"error: {err}") from None
     if not runs:
         raise SystemExit("no run matches the chosen --methods/--heads/--sigma and the available models")
     batch_sizes = choose_batch_sizes(runs, args.batch_size, image_shape, device, args.n0 + args.n,
@@ -257,19 +367,22 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _start_manifest(args: argparse.Namespace, config: dict[str, Any], zoo: ModelZoo, runs: list[Run],
+def _start_manifest(args: argparse.Namespace, config: dict[str, Any], models: ExperimentModels, runs: list[Run],
                     mc: MonteCarloSettings, batch_sizes: dict[str, int], device: torch.device,
                     context: dist_.Context, process: dict[str, Any], images: int) -> dict[str, Any]:
     """The manifest as the run starts (rank 0 writes it; ``first_started`` survives resumes)."""
     manifest = {
         "config": config, "preset": args.preset, "monte_carlo": asdict(mc), "device": str(device),
-        "device_name": device_name(device), "torch_threads": torch.get_num_threads(),
+        "device_name": device_name(device), "torch_threads": torch.get_num_threads(), "machine": process["machine"],
         "processes": context.world_size, "batch_sizes": batch_sizes, "precision": process["precision"],
         "cpu_allocator_tuned": process["cpu_allocator_tuned"],
         "versions": package_versions(), "git_commit": git_commit(),
-        "models_dir": portable_path(args.models),
+        "experiment_file": portable_path(args.experiment.path),
+        "models_dir": None if args.models is None else portable_path(args.models),
         "data_root": None if args.data_root is None else portable_path(args.data_root),
-        "models": zoo.describe(), "backbone_lipschitz": zoo.backbone_meta["lipschitz"], "runs": [r.key for r in runs],
+        "models": models.describe(),
+        "backbone_lipschitz": None if models.zoo is None else models.zoo.backbone_meta["lipschitz"],
+        "runs": [r.key for r in runs], "radii": list(args.radii),
         "images": images, "started": _now(),
     }
     if context.is_main:
@@ -299,10 +412,12 @@ def _certify_stage(args: argparse.Namespace, runs: list[Run], images: torch.Tens
     return dist_.all_gather(context, mine)
 
 
-def _scaling_stage(args: argparse.Namespace, zoo: ModelZoo, images: torch.Tensor, indices: torch.Tensor,
+def _scaling_stage(args: argparse.Namespace, models: ExperimentModels, images: torch.Tensor, indices: torch.Tensor,
                    manifest: dict[str, Any]) -> Any:
-    """Seconds per image versus n on ``sll+ce`` and the cost model (skipped without ``--scaling-ns`` or a ce head)."""
-    if not args.scaling_ns or "ce" not in zoo.heads:
+    """Seconds per image versus n on ``sll+ce`` and the cost model (skipped without ``--scaling-ns`` or a
+    checkpoint folder with a ce head: ``python -m bench.scaling`` times other models)."""
+    zoo = models.zoo
+    if not args.scaling_ns or zoo is None or "ce" not in zoo.heads:
         return None
     k = args.scaling_images
     table, record = scaling_stage(zoo, images[:k], indices[:k], args.scaling_ns, args.out, n0=args.n0,
@@ -313,23 +428,40 @@ def _scaling_stage(args: argparse.Namespace, zoo: ModelZoo, images: torch.Tensor
     return table
 
 
-def _report_stage(out: Path, tsv: Path, scaling: Any, timing: dict[str, Any], total: int) -> None:
-    """summary.csv/md, certified_accuracy.csv and the plots, with the run's timing appended to summary.md."""
-    reports = write_reports(tsv, out, scaling=scaling)
+def _report_stage(args: argparse.Namespace, tsv: Path, scaling: Any, timing: dict[str, Any], total: int,
+                  manifest: dict[str, Any]) -> None:
+    """summary.csv/md, certified_accuracy.csv and the plots, with the run's timing appended to summary.md and
+    a warning there when the machine was too busy for the timings to be trusted."""
+    out = args.out
+    reports = write_reports(tsv, out, radii=sorted({0.0, *args.radii}), scaling=scaling, manifest=manifest)
+    warnings = noisy_timing_warnings(manifest["machine"], _seconds_by_run(tsv))
+    manifest["timing_warnings"] = warnings
     summary = out / "summary.md"
     if summary.is_file():
-        summary.write_text(summary.read_text().rstrip("\n") + "\n" + timing_markdown(timing))
-    print(f"wrote {timing['rows']} new rows ({total} in all) to {tsv}; reports: "
-          f"{', '.join(p.name for p in reports.values())}", file=sys.stderr)
+        summary.write_text(summary.read_text().rstrip("\n") + "\n" + timing_markdown(timing)
+                           + noisy_timing_markdown(warnings))
+    for warning in warnings:
+        print(f"warning: noisy timings: {warning}", file=sys.stderr)
+    written = sorted({p.name for p in reports.values() if p.parent == out} | ({"cohen/"} if (out / "cohen").is_dir()
+                                                                              else set()))
+    print(f"wrote {timing['rows']} new rows ({total} in all) to {tsv}; reports: {', '.join(written)}", file=sys.stderr)
 
 
-def _attack_stage(args: argparse.Namespace, zoo: ModelZoo, images: torch.Tensor, labels: torch.Tensor,
+def _seconds_by_run(tsv: Path) -> list[tuple[str, Any]]:
+    """Per run of fixed work per image (every row the same number of samples): its rows' seconds."""
+    frame = read_results(tsv)
+    groups = frame.groupby(["method", "model", "sigma"], dropna=False, sort=True)
+    return [(f"{m} {model}" + ("" if s != s else f" σ={s:g}"), g["seconds"].to_numpy())
+            for (m, model, s), g in groups if g["samples"].nunique() == 1]
+
+
+def _attack_stage(args: argparse.Namespace, models: ExperimentModels, images: torch.Tensor, labels: torch.Tensor,
                   indices: torch.Tensor, mc: MonteCarloSettings, manifest: dict[str, Any]) -> list[str]:
     """The attack stage (:func:`bench.audit.robustness.run_robustness`); returns the soundness failures."""
-    if args.no_attack:
+    if not args.attack:
         return []
     settings = RobustnessSettings(seed=args.seed)
-    run_robustness(zoo, images, labels, indices, args.out / "certify.tsv", args.out, mc, settings,
+    run_robustness(models, images, labels, indices, args.out / "certify.tsv", args.out, mc, settings,
                    progress=not args.no_progress, verbose=False)
     manifest["attack"] = settings.describe()
     return soundness_failures(args.out)
@@ -348,4 +480,4 @@ def _finish(out: Path, manifest: dict[str, Any], timing: dict[str, Any], total: 
 
 
 if __name__ == "__main__":
-    main()
+    cli_exit(main)

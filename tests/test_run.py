@@ -56,8 +56,9 @@ def test_interrupted_run_resumes_without_redoing_rows(tiny_zoo, tmp_path, monkey
         return original(*a, **k)
 
     monkeypatch.setattr(bench_runner, "format_row", crash_after_four)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SystemExit) as interrupted:   # Ctrl-C: one line saying how to resume, exit 130
         bench_run.main(args(tiny_zoo, out, "--methods", "cohen", "fars-closed"))
+    assert interrupted.value.code == 130
     partial = pd.read_csv(out / "certify.tsv", sep="\t")
     assert len(partial) == 4
     with open(out / "certify.tsv", "a") as handle:  # a row cut in half by a crash is dropped on resume
@@ -132,7 +133,7 @@ def test_a_head_with_a_nan_weight_is_a_clear_error_not_a_certificate(tiny_zoo, t
     ckpt.save_checkpoint(head, models / "head-ce", {
         "kind": "head", "architecture": config.to_dict(),
         "backbone_sha256": ckpt.read_sidecar(models / "sll-backbone")["state_sha256"]})
-    with pytest.raises(SystemExit, match="non-finite scores"):
+    with pytest.raises(SystemExit, match="tensor 'weight' holds NaN or inf"):
         bench_run.main(args(models, tmp_path / "run", "--methods", "fars-mc", "--heads", "ce"))
 
 
@@ -152,7 +153,8 @@ def test_results_without_a_manifest_are_not_resumed(tiny_zoo, tmp_path):
     (["--num-images", "0"], "num-images"),
     (["--scaling-ns", "0"], "scaling-ns"),
     (["--methods", "nope"], "invalid choice"),
-    (["--dataset", "cifar10"], "--models is required"),
+    (["--radii", "nan"], "--radii values must be finite"),
+    (["--threads", "0"], "--threads must be >= 1"),
 ])
 def test_bad_flags_are_rejected_with_a_clear_message(flags, message, capsys):
     with pytest.raises(SystemExit) as info:
@@ -161,12 +163,20 @@ def test_bad_flags_are_rejected_with_a_clear_message(flags, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_models_of_another_dataset_are_refused_in_one_line(tmp_path):
+    # the default experiment's models were trained on Fashion-MNIST (their sidecars say so)
+    for dataset in ("cifar10", "mnist"):
+        with pytest.raises(SystemExit, match="trained on fashion-mnist, not on " + dataset):
+            bench_run.main(["--dataset", dataset, "--out", str(tmp_path / dataset), "--no-progress"])
+
+
 def test_help_explains_every_knob(capsys):
     with pytest.raises(SystemExit):
         bench_run.parse_args(["--help"])
     text = capsys.readouterr().out
     for flag in ("--dataset", "--methods", "--sigma", "--n", "--n0", "--alpha", "--num-images", "--skip",
-                 "--batch-size", "--device", "--seed", "--out", "--preset"):
+                 "--batch-size", "--device", "--seed", "--out", "--preset", "--config", "--threads", "--radii",
+                 "--sequential", "--image-size", "--resize"):
         assert flag in text
 
 

@@ -39,8 +39,10 @@ from smoothing import MonteCarloCertifier
 
 from ..certify.runs import MonteCarloSettings, build_runs
 from ..env import portable_path
+from ..models.experiment import ExperimentModels
+from ..models.loaded import LoadedModel
 from ..models.zoo import ModelZoo
-from ..report import PAPER_RADII, plot_certified_accuracy, read_results
+from ..report import PAPER_RADII, read_results, write_table2
 from .pgd import PGDConfig, min_norm_attack, pgd_attack, rank_targets
 from .soundness import (
     AUDIT_FACTOR,
@@ -121,21 +123,12 @@ class RobustnessSettings:
 # ------------------------------------------------------------------------------ models and attacks
 
 
-def classifier(zoo: ModelZoo, model: str) -> nn.Module:
-    """The deterministic classifier named ``model`` in ``certify.tsv``: ``sll+KIND`` is backbone + head,
-    ``cnn-noiseS`` the base CNN (Cohen's smoothed classifier is built on it, it is not the CNN itself)."""
-    if model.startswith("sll+"):
-        kind = model[4:]
-        if kind not in zoo.heads:
-            raise KeyError(f"no head {kind!r} in the model folder (needed for {model})")
-        return nn.Sequential(zoo.backbone, zoo.heads[kind][0]).eval()
-    if model.startswith("cnn-noise"):
-        sigma = float(model[len("cnn-noise"):])
-        match = [s for s in zoo.cnns if math.isclose(s, sigma, rel_tol=1e-6)]
-        if not match:
-            raise KeyError(f"no CNN trained at sigma {sigma:g} in the model folder (needed for {model})")
-        return zoo.cnns[match[0]][0].eval()
-    raise KeyError(f"unknown model name {model!r} (expected sll+KIND or cnn-noiseS)")
+def classifier(models: dict[str, LoadedModel], model: str) -> nn.Module:
+    """The deterministic classifier named ``model`` in ``certify.tsv`` (the whole network: backbone + head
+    for ``sll+KIND``; for a Cohen model the base network, on which the smoothed classifier is built)."""
+    if model not in models:
+        raise KeyError(f"no model {model!r} among the run's models ({', '.join(sorted(models))})")
+    return models[model].network.eval()
 
 
 def empirical_robustness(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor,
@@ -239,13 +232,13 @@ def _run_key(method: str, model: str, sigma: float) -> str:
 class _Context:
     """What every stage of :func:`run_robustness` reads: the attacked images and the certify results."""
 
-    zoo: ModelZoo
+    models: ExperimentModels
     results: pd.DataFrame
     x: torch.Tensor
     y: torch.Tensor
     idx: torch.Tensor
     where: dict[int, int]
-    models: list[str]
+    names: list[str]
     settings: RobustnessSettings
     out: Path
     progress: bool
@@ -256,14 +249,15 @@ class _Context:
         frame.to_csv(self.out / name, index=False)
 
 
-def run_robustness(zoo: ModelZoo, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor,
-                   certify_tsv: str | Path, out: str | Path, mc: MonteCarloSettings,
+def run_robustness(models: ModelZoo | ExperimentModels, images: torch.Tensor, labels: torch.Tensor,
+                   indices: torch.Tensor, certify_tsv: str | Path, out: str | Path, mc: MonteCarloSettings,
                    settings: RobustnessSettings | None = None, progress: bool = True,
                    verbose: bool = True) -> dict[str, Path]:
     """Attack the certified examples of ``certify_tsv`` and write every robustness and soundness output to ``out``.
 
     Args:
-        zoo: the models ``certify_tsv`` was computed with (same device as ``images``).
+        models: the models ``certify_tsv`` was computed with (same device as ``images``); a checkpoint
+            folder's :class:`ModelZoo` stands for all of its models.
         images, labels, indices: the evaluation images [N, C, H, W] in [0, 1], their labels and
             dataset indices; every ``idx`` of ``certify_tsv`` must be among ``indices``.
         certify_tsv: per-example certification results (``bench.run``'s format).
@@ -290,7 +284,9 @@ def run_robustness(zoo: ModelZoo, images: torch.Tensor, labels: torch.Tensor, in
     started = time.perf_counter()
     wanted = sorted(set(int(i) for i in results["idx"]))
     x, y, idx = _select(images, labels, indices, wanted)
-    ctx = _Context(zoo, results, x, y, idx, {int(i): p for p, i in enumerate(idx.tolist())},
+    if isinstance(models, ModelZoo):
+        models = ExperimentModels(models.experiment_models(), models)
+    ctx = _Context(models, results, x, y, idx, {int(i): p for p, i in enumerate(idx.tolist())},
                    sorted(results["model"].unique()), settings, out, progress)
     examples, curve = _empirical_stage(ctx)
     distance_of = {(r.model, int(r.idx)): float(r.distance) for r in examples.itertuples()}
@@ -310,8 +306,8 @@ def _empirical_stage(ctx: _Context) -> tuple[pd.DataFrame, pd.DataFrame]:
     """1. Empirical robustness of every model: minimum-norm search + PGD at every radius."""
     radii = ctx.settings.attack_radii()
     frames = []
-    for model in tqdm(ctx.models, desc="attack models", disable=not ctx.progress, file=sys.stderr):
-        net = classifier(ctx.zoo, model)
+    for model in tqdm(ctx.names, desc="attack models", disable=not ctx.progress, file=sys.stderr):
+        net = classifier(ctx.models.by_name, model)
         frame = empirical_robustness(net, ctx.x, ctx.y, ctx.idx, radii, ctx.settings.pgd,
                                      min_norm_steps=ctx.settings.min_norm_steps, progress=ctx.progress, desc=model)
         frames.append(frame.assign(model=model))
@@ -335,7 +331,7 @@ def _deterministic_audit_stage(ctx: _Context, distance_of: dict[tuple[str, int],
         g = g.sort_values("idx")
         rows = torch.tensor([ctx.where[int(i)] for i in g["idx"]], dtype=torch.int64)
         known = torch.tensor([distance_of.get((model, int(i)), math.inf) for i in g["idx"]], dtype=torch.float64)
-        frame = audit_certificates(classifier(ctx.zoo, model), ctx.x[rows.to(ctx.x.device)],
+        frame = audit_certificates(classifier(ctx.models.by_name, model), ctx.x[rows.to(ctx.x.device)],
                                    torch.tensor(g["predict"].to_numpy()), torch.tensor(g["radius"].to_numpy()),
                                    config=ctx.settings.audit_config(), factor=ctx.settings.factor,
                                    known_distance=known)
@@ -353,16 +349,16 @@ def _deterministic_audit_stage(ctx: _Context, distance_of: dict[tuple[str, int],
 def _paper_criterion_stage(ctx: _Context, distance_of: dict[tuple[str, int], float]) -> pd.DataFrame:
     """3. The public FaRS code's criterion on every linear head that was certified."""
     paper = []
-    for model in ctx.models:
-        kind = model[4:] if model.startswith("sll+") else None
-        if kind is None or kind not in ctx.zoo.heads:
+    for model in ctx.names:
+        loaded = ctx.models.by_name.get(model)
+        if loaded is None or loaded.backbone is None or loaded.lipschitz is None:
             continue
-        head = ctx.zoo.heads[kind][0]
+        head = loaded.head
         if not isinstance(head, nn.Linear):
             continue
         known = torch.tensor([distance_of[(model, int(i))] for i in ctx.idx.tolist()], dtype=torch.float64)
-        frame = audit_paper_criterion(ctx.zoo.backbone, head, ctx.x, ctx.y, TABLE_RADII,
-                                      indices=ctx.idx, known_distance=known, lipschitz=ctx.zoo.lipschitz)
+        frame = audit_paper_criterion(loaded.backbone, head, ctx.x, ctx.y, TABLE_RADII,
+                                      indices=ctx.idx, known_distance=known, lipschitz=loaded.lipschitz)
         paper.append(frame.assign(model=model, criterion="fars-paper-criterion"))
     paper_frame = pd.concat(paper, ignore_index=True) if paper else pd.DataFrame(
         columns=["model", "variant", "eps", "claimed", "broken"])
@@ -380,8 +376,9 @@ def _smoothed_stage(ctx: _Context, mc: MonteCarloSettings) -> pd.DataFrame:
     if settings.mc_sample > 0 and len(mc_rows):
         sigmas = tuple(sorted(set(float(s) for s in mc_rows["sigma"].dropna())))
         methods = tuple(m for m in MONTE_CARLO_METHODS if m in set(mc_rows["method"]))
-        heads = tuple(k for k in ctx.zoo.heads if f"sll+{k}" in set(mc_rows["model"]))
-        runs = {r.key: r for r in build_runs(ctx.zoo, methods, sigmas, mc, heads or tuple(ctx.zoo.heads))}
+        certified = set(mc_rows["model"])
+        entries = [e for e in ctx.models.entries if e.model.name in certified]
+        runs = {r.key: r for r in build_runs(entries, methods, sigmas, mc)}
         rng = np.random.default_rng(settings.seed)
         groups = list(mc_rows.groupby(["method", "model", "sigma"], sort=True))
         for (method, model, sigma), g in tqdm(groups, desc="smoothed attack", disable=not ctx.progress,
@@ -409,12 +406,24 @@ def _smoothed_stage(ctx: _Context, mc: MonteCarloSettings) -> pd.DataFrame:
 
 
 def _lipschitz_stage(ctx: _Context, verbose: bool) -> dict[str, Any]:
-    """5. Lipschitz audit of the backbone at the evaluated images."""
+    """5. Lipschitz audit of the backbone at the evaluated images (the first model's with a Lipschitz
+    backbone; with a checkpoint folder, against the audit recorded in its sidecar). Skipped when no
+    certified model has one."""
+    zoo = ctx.models.zoo
+    split = [m for m in (ctx.models.by_name.get(n) for n in ctx.names)
+             if m is not None and m.backbone is not None and m.lipschitz is not None]
+    if zoo is not None:
+        backbone, meta = zoo.backbone, zoo.backbone_meta
+    elif split and split[0].backbone is not None:
+        backbone, meta = split[0].backbone, {"name": f"{split[0].name} backbone",
+                                             "lipschitz": {"declared": split[0].lipschitz}}
+    else:
+        (ctx.out / "lipschitz_audit.json").unlink(missing_ok=True)   # not one of an earlier run's
+        return {}
     if ctx.progress and verbose:
         print(f"Lipschitz audit of the backbone on {min(ctx.settings.lipschitz_images, len(ctx.x))} images ...",
               file=sys.stderr)
-    lip = lipschitz_audit(ctx.zoo.backbone, ctx.x[:ctx.settings.lipschitz_images], ctx.zoo.backbone_meta,
-                          seed=ctx.settings.seed)
+    lip = lipschitz_audit(backbone, ctx.x[:ctx.settings.lipschitz_images], meta, seed=ctx.settings.seed)
     ctx.paths["lipschitz_audit_json"] = ctx.out / "lipschitz_audit.json"
     ctx.paths["lipschitz_audit_json"].write_text(json.dumps(lip, indent=2) + "\n")
     return lip
@@ -436,8 +445,9 @@ def _report_stage(ctx: _Context, curve: pd.DataFrame, seconds: float, certify_ts
     ctx.paths["attack_settings_json"] = ctx.out / "attack_settings.json"
     ctx.paths["attack_settings_json"].write_text(json.dumps(described, indent=2) + "\n")
     ctx.paths["soundness_md"] = write_soundness_markdown(ctx.out)
-    ctx.paths["certified_accuracy_png"] = plot_certified_accuracy(ctx.results, ctx.out / "certified_accuracy.png",
-                                                                  empirical=curve)
+    # Table 2 (l2-PGD accuracy) needs this stage's curve; the certified-accuracy figure, drawn by the report
+    # stage with the Monte Carlo cut-offs, stays as it is (`python -m bench.report --attacks` adds the curves)
+    ctx.paths.update({f"table2_{p.suffix[1:]}": p for p in write_table2(curve, ctx.out).values()})
     if (ctx.out / "summary.md").is_file():
         ctx.paths["summary_md"] = update_summary(ctx.out)
 
@@ -492,10 +502,11 @@ def _print_report(out: Path, curve: pd.DataFrame, soundness: pd.DataFrame, paper
           if len(paper) else "(no linear head)")
     print("\nMonte Carlo certificates, attack on the smoothed classifier + fresh PREDICT:")
     print(smooth.drop(columns=["changed_ids"]).to_string(index=False) if len(smooth) else "(none)")
-    print(f"\nLipschitz audit ({lip['backbone']}, declared {lip['declared']:g}): sidecar lower bound "
-          f"{lip.get('sidecar_lower_bound')}, fresh jacobian {lip['fresh_jacobian']:.4f} / "
-          f"pairs {lip['fresh_pairs']:.4f} "
-          f"on {lip['fresh_inputs']} images -> {'confirms' if lip['confirms'] else 'EXCEEDS THE DECLARED CONSTANT'}")
+    if lip:
+        print(f"\nLipschitz audit ({lip['backbone']}, declared {lip['declared']:g}): sidecar lower bound "
+              f"{lip.get('sidecar_lower_bound')}, fresh jacobian {lip['fresh_jacobian']:.4f} / "
+              f"pairs {lip['fresh_pairs']:.4f} on {lip['fresh_inputs']} images -> "
+              f"{'confirms' if lip['confirms'] else 'EXCEEDS THE DECLARED CONSTANT'}")
     guaranteed = table[table["guaranteed"]]
     info = violations[~violations["guaranteed"].astype(bool)] if len(violations) else violations
     bad = violations[violations["guaranteed"].astype(bool)] if len(violations) else violations

@@ -16,7 +16,11 @@ How a sharded run works
 
 An example's noise depends only on the global seed and the example's dataset index (see
 :mod:`smoothing.noise`), so which rank certifies it does not change its result: the merged file equals a
-one-process run row for row (timing columns aside). A rank that dies loses only the example it was
+one-process run row for row (timing columns aside) when every process uses the same number of intra-op
+threads (torchrun sets one per rank: compare with a one-process run under ``OMP_NUM_THREADS=1``). With
+other thread counts float32 forward passes round differently: deterministic radii differ in the last
+digits (< 1e-5 absolute on the shipped model, see :mod:`fars.closed_form`) and a Monte Carlo count can
+differ where a noisy sample lies within round-off of a decision boundary. A rank that dies loses only the example it was
 certifying; running the same command again resumes every shard, with any number of processes.
 
 Only Python objects (timings) cross process boundaries, so the process group always uses the gloo

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from baselines import CohenRS
 
+from ..units import fmt_seconds
 from . import distributed as dist_
 from .batch_size import best_batch_size, fars_batch_size
 from .results import COLUMNS, format_row, read_done
@@ -44,42 +45,112 @@ def certify_all(runs: list[Run], images: torch.Tensor, labels: torch.Tensor, ind
                 context: dist_.Context = dist_.Context()) -> ShardTiming:
     """Certify every (run, image) pair not in ``done`` (default: the rows in ``tsv``), appending rows to ``tsv``.
 
+    Stages: (1) a pilot: for each run with pending pairs, one untimed warm-up call and its first pending
+    image (timed and written, like every other); (2) the plan, printed with ``progress``: runs, images,
+    n and the time each run will take at its pilot's speed; (3) the remaining pairs, run by run in image
+    order, under one progress bar counted in pilot-estimated seconds, so its ETA weighs a Cohen image
+    as the pilot measured it, not as one of many equal steps.
+
     In a multi-process run every rank passes the same ``done`` and takes its round-robin share of the
-    pending pairs; pairs are processed run by run, in image order, as a one-process run does.
+    pending pairs.
     """
     if done is None:
         done = read_done(tsv)
     pending = [(r, i) for r, run in enumerate(runs) for i in range(len(images))
                if (run.key, int(indices[i])) not in done]
     mine = dist_.my_share(pending, context)
+    by_run = {r: [i for _, i in group] for r, group in itertools.groupby(mine, key=lambda item: item[0])}
     timing = ShardTiming(context.rank, str(images.device))
-    abort_after = _test_abort_after(context)
     start = time.perf_counter()
-    tag = f"[rank {context.rank}/{context.world_size}] " if context.distributed else ""
-    new_file = not tsv.is_file()
+    show = progress and context.is_main
     tsv.parent.mkdir(parents=True, exist_ok=True)
-    with open(tsv, "a", encoding="utf-8") as handle:
-        if new_file:
-            handle.write("\t".join(COLUMNS) + "\n")
-            handle.flush()
-        for r, group in itertools.groupby(mine, key=lambda item: item[0]):
-            run, positions = runs[r], [i for _, i in group]
-            # warm-up call (not recorded): allocator, kernels and caches, so the first timed image is typical
-            run.certifier.certify(images[:1], indices=indices[:1])
-            desc = tag + f"{run.method} {run.model}" + ("" if math.isnan(run.sigma) else f" σ={run.sigma:g}")
-            bar = tqdm(positions, desc=desc, disable=not progress or not context.is_main, file=sys.stderr, leave=True)
-            for i in bar:
-                cert = run.certifier.certify(images[i:i + 1], indices=indices[i:i + 1])
-                handle.write(format_row(run, int(indices[i]), int(labels[i]), int(cert.prediction[0]),
-                                        float(cert.radius[0]), cert.seconds, cert.samples))
-                handle.flush()
-                os.fsync(handle.fileno())
-                timing.rows += 1
-                timing.seconds += cert.seconds
-                if abort_after is not None and timing.rows >= abort_after:
-                    os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the resume tests
+    with _RowWriter(tsv, timing, _test_abort_after(context)) as writer:
+        pilot = _pilot_stage(runs, by_run, images, labels, indices, writer, show)
+        if show and by_run:
+            print(plan_text(runs, by_run, pilot, context), file=sys.stderr)
+        _certify_stage(runs, by_run, pilot, images, labels, indices, writer, show, context)
     timing.wall = time.perf_counter() - start
     return timing
+
+
+class _RowWriter:
+    """Appends result rows to the TSV, flushed and synced one by one (an interruption loses nothing)."""
+
+    def __init__(self, tsv: Path, timing: ShardTiming, abort_after: int | None) -> None:
+        self.tsv, self.timing, self.abort_after = tsv, timing, abort_after
+
+    def __enter__(self) -> _RowWriter:
+        new_file = not self.tsv.is_file()
+        self.handle = open(self.tsv, "a", encoding="utf-8")   # noqa: SIM115 - closed by __exit__
+        if new_file:
+            self.handle.write("\t".join(COLUMNS) + "\n")
+            self.handle.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.close()
+
+    def certify(self, run: Run, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, i: int) -> float:
+        """Certify image ``i`` with ``run``, write its row; returns the call's seconds."""
+        cert = run.certifier.certify(images[i:i + 1], indices=indices[i:i + 1])
+        self.handle.write(format_row(run, int(indices[i]), int(labels[i]), int(cert.prediction[0]),
+                                     float(cert.radius[0]), cert.seconds, int(cert.samples[0])))
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.timing.rows += 1
+        self.timing.seconds += cert.seconds
+        if self.abort_after is not None and self.timing.rows >= self.abort_after:
+            os.kill(os.getpid(), signal.SIGKILL)  # fault injection for the resume tests
+        return cert.seconds
+
+
+def _pilot_stage(runs: list[Run], by_run: dict[int, list[int]], images: torch.Tensor, labels: torch.Tensor,
+                 indices: torch.Tensor, writer: _RowWriter, show: bool) -> dict[int, float]:
+    """Per run: a warm-up call (not recorded: allocator, kernels, caches), then its first pending image,
+    recorded; returns the seconds of that image by run (the plan's estimate per image)."""
+    seconds = {}
+    for r, positions in tqdm(list(by_run.items()), desc="pilot (one image per run)", disable=not show,
+                             file=sys.stderr, leave=False):
+        run = runs[r]
+        run.certifier.certify(images[:1], indices=indices[:1])
+        seconds[r] = writer.certify(run, images, labels, indices, positions[0])
+    return seconds
+
+
+def plan_text(runs: list[Run], by_run: dict[int, list[int]], pilot: dict[int, float],
+              context: dist_.Context = dist_.Context()) -> str:
+    """The plan of the certification stage: each run's images and samples, and its estimated time (the
+    pilot image's seconds times the images left), with the total."""
+    lines = [f"plan{f' (rank {context.rank} of {context.world_size})' if context.distributed else ''}: "
+             f"{len(by_run)} run(s), {sum(len(p) for p in by_run.values())} image(s) to certify"]
+    total = 0.0
+    for k, (r, positions) in enumerate(by_run.items(), start=1):
+        run = runs[r]
+        estimate = pilot[r] * (len(positions) - 1)
+        total += estimate
+        samples = getattr(run.certifier, "n", None)
+        lines.append(f"  {k:>3}/{len(by_run)} {run.key:<40} {len(positions):>5} image(s)"
+                     f"{'' if samples is None else f', n = {samples:,}'}, {fmt_seconds(pilot[r])}/image, "
+                     f"about {fmt_seconds(estimate)} left")
+    lines.append(f"  estimated time left: {fmt_seconds(total)} (from one pilot image per run)")
+    return "\n".join(lines)
+
+
+def _certify_stage(runs: list[Run], by_run: dict[int, list[int]], pilot: dict[int, float], images: torch.Tensor,
+                   labels: torch.Tensor, indices: torch.Tensor, writer: _RowWriter, show: bool,
+                   context: dist_.Context) -> None:
+    """Every pending image after the pilot's, under one bar in estimated seconds (run k of N in its text)."""
+    tag = f"[rank {context.rank}/{context.world_size}] " if context.distributed else ""
+    total = sum(pilot[r] * (len(p) - 1) for r, p in by_run.items())
+    with tqdm(total=total, disable=not show, file=sys.stderr, unit="s", unit_scale=True,
+              bar_format="{l_bar}{bar}| {elapsed}<{remaining} (estimated) {postfix}") as bar:
+        for k, (r, positions) in enumerate(by_run.items(), start=1):
+            run = runs[r]
+            bar.set_description(f"{tag}run {k}/{len(by_run)}: {run.method} {run.model}"
+                                + ("" if math.isnan(run.sigma) else f" σ={run.sigma:g}"))
+            for i in positions[1:]:
+                writer.certify(run, images, labels, indices, i)
+                bar.update(pilot[r])
 
 
 def _test_abort_after(context: dist_.Context) -> int | None:

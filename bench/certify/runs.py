@@ -1,14 +1,15 @@
 """The method runs of an experiment: one certify method on one model at one sigma.
 
-A *run* is, e.g., ``fars-mc`` on ``sll+mlp`` at 0.25; :func:`build_runs` makes every run a loaded
-:class:`~bench.models.zoo.ModelZoo` supports, in a stable order (the order of the results file).
+A *run* is, e.g., ``fars-mc`` on ``sll+mlp`` at 0.25; :func:`build_runs` makes every run the models of an
+experiment support, in a stable order (the order of the results file).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,8 +17,9 @@ from torch import nn
 from baselines import CohenRS, LipschitzMargin
 from fars import Certifier, FaRSClosedForm, FaRSMonteCarlo
 
+from ..models.loaded import LoadedModel
 from ..models.networks import HEAD_KINDS
-from ..models.zoo import ModelZoo
+from ..models.zoo import ExperimentModel, ModelZoo
 
 METHODS = ("cohen", "fars-mc", "fars-closed", "lipschitz-margin")
 
@@ -38,68 +40,106 @@ class Run:
 
 @dataclass(frozen=True)
 class MonteCarloSettings:
+    """CERTIFY's settings of every Monte Carlo run; with ``sequential``, ``n`` is the cap and sampling
+    stops once ``radii`` are decided (see :mod:`smoothing.sequential`)."""
+
     n0: int
     n: int
     alpha: float
     batch_size: int
     seed: int
+    sequential: bool = False
+    radii: tuple[float, ...] = ()
+
+    def sequential_options(self) -> dict[str, Any]:
+        """Keyword arguments of a Monte Carlo certifier for this mode (none for fixed n)."""
+        return {"sequential": True, "radii": self.radii} if self.sequential else {}
 
 
-def build_runs(zoo: ModelZoo, methods: tuple[str, ...], sigmas: tuple[float, ...], mc: MonteCarloSettings,
-               heads: tuple[str, ...] = HEAD_KINDS) -> list[Run]:
-    """Every run of ``methods`` the zoo supports, in a stable order.
+class RunError(ValueError):
+    """A run the experiment asks for that its model cannot take (e.g. a FaRS method on a model without a
+    Lipschitz backbone)."""
 
-    * ``cohen``: on the SLL network ``sll+ce`` at each sigma, and on each CNN whose training sigma is listed;
-    * ``fars-mc``: on every head at each sigma (noise in embedding space);
-    * ``fars-closed``: on every linear head;
-    * ``lipschitz-margin``: on every linear head, with the logit map's constant L * ||W||_2.
+
+def build_runs(models: ModelZoo | Sequence[ExperimentModel], methods: tuple[str, ...], sigmas: tuple[float, ...],
+               mc: MonteCarloSettings, heads: tuple[str, ...] = HEAD_KINDS) -> list[Run]:
+    """Every run of ``methods`` the models support, in a stable order: by method, then model, then sigma.
+
+    ``models`` is the experiment's models (a checkpoint folder's :class:`ModelZoo` stands for its
+    :meth:`~ModelZoo.experiment_models` with ``heads``). A model takes part in
+
+    * ``cohen``: at each sigma, on its whole network (input-space noise);
+    * ``fars-mc``: at each sigma, when it has a Lipschitz backbone and a head (noise in embedding space,
+      radius divided by the backbone's constant L);
+    * ``fars-closed``: when its head is one ``nn.Linear`` (the exact margin certificate);
+    * ``lipschitz-margin``: the same heads, with the logit map's constant L * ||W||_2;
+
+    each limited by the model's own ``methods`` and ``sigmas`` (see :class:`ExperimentModel`).
+
+    Raises:
+        ValueError: an unknown method. RunError: a model whose own ``methods`` name one it cannot take.
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
-    available = [k for k in heads if k in zoo.heads]
-    linear: dict[str, nn.Linear] = {}
-    for k in available:
-        candidate = zoo.heads[k][0]
-        if isinstance(candidate, nn.Linear):
-            linear[k] = candidate
+    entries = models.experiment_models(heads) if isinstance(models, ModelZoo) else list(models)
+    for entry in entries:
+        _check_supported(entry)
     runs: list[Run] = []
-    builders: dict[str, Callable[[], None]] = {}
-
-    def cohen() -> None:
-        if "ce" in zoo.heads:
-            network = nn.Sequential(zoo.backbone, zoo.heads["ce"][0])
-            runs.extend(Run("cohen", "sll+ce", s, CohenRS(network, s, n0=mc.n0, n=mc.n, alpha=mc.alpha,
-                                                          batch_size=mc.batch_size, seed=mc.seed))
-                        for s in sigmas)
-        for s in sigmas:
-            match = [t for t in zoo.cnns if math.isclose(t, s, rel_tol=1e-6)]
-            if match:
-                runs.append(Run("cohen", f"cnn-noise{match[0]:.2f}", s,
-                                CohenRS(zoo.cnns[match[0]][0], s, n0=mc.n0, n=mc.n, alpha=mc.alpha,
-                                        batch_size=mc.batch_size, seed=mc.seed)))
-
-    def fars_mc() -> None:
-        for kind in available:
-            runs.extend(Run("fars-mc", f"sll+{kind}", s,
-                            FaRSMonteCarlo(zoo.backbone, zoo.heads[kind][0], s, lipschitz=zoo.lipschitz, n0=mc.n0,
-                                           n=mc.n, alpha=mc.alpha, batch_size=mc.batch_size, seed=mc.seed))
-                        for s in sigmas)
-
-    def fars_closed() -> None:
-        runs.extend(Run("fars-closed", f"sll+{k}", math.nan,
-                        FaRSClosedForm(zoo.backbone, head, lipschitz=zoo.lipschitz)) for k, head in linear.items())
-
-    def lipschitz_margin() -> None:
-        for kind, head in linear.items():
-            with torch.no_grad():
-                spectral = float(torch.linalg.matrix_norm(head.weight.detach().double(), ord=2))
-            # round the constant up so float round-off can never make it too small
-            constant = math.nextafter(zoo.lipschitz * spectral, math.inf)
-            runs.append(Run("lipschitz-margin", f"sll+{kind}", math.nan,
-                            LipschitzMargin(nn.Sequential(zoo.backbone, head), lipschitz=constant)))
-
-    builders = {"cohen": cohen, "fars-mc": fars_mc, "fars-closed": fars_closed, "lipschitz-margin": lipschitz_margin}
     for method in methods:
-        builders[method]()
+        for entry in entries:
+            if method in _supported(entry.model) and (entry.methods is None or method in entry.methods):
+                runs.extend(_method_runs(method, entry, sigmas, mc))
     return runs
+
+
+def _supported(model: LoadedModel) -> tuple[str, ...]:
+    """The methods that can certify ``model``."""
+    split = model.backbone is not None and model.head is not None and model.lipschitz is not None
+    linear = split and isinstance(model.head, nn.Linear)
+    return ("cohen",) + (("fars-mc",) if split else ()) + (("fars-closed", "lipschitz-margin") if linear else ())
+
+
+def _check_supported(entry: ExperimentModel) -> None:
+    wanted = entry.methods or ()
+    unknown = [m for m in wanted if m not in METHODS]
+    if unknown:
+        raise RunError(f"model {entry.model.name!r}: unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    refused = [m for m in wanted if m not in _supported(entry.model)]
+    if refused:
+        why = ("it has no Lipschitz backbone/head split (certify it with cohen only)"
+               if "fars-mc" in refused else "its head is not one linear layer (fars-mc and cohen can certify it)")
+        raise RunError(f"model {entry.model.name!r} cannot be certified by {', '.join(refused)}: {why}")
+
+
+def _sigmas_of(entry: ExperimentModel, sigmas: tuple[float, ...]) -> list[float]:
+    if entry.sigmas is None:
+        return list(sigmas)
+    return [s for s in sigmas if any(math.isclose(s, t, rel_tol=1e-6) for t in entry.sigmas)]
+
+
+def _method_runs(method: str, entry: ExperimentModel, sigmas: tuple[float, ...], mc: MonteCarloSettings) -> list[Run]:
+    """The runs of ``method`` on one model (one per sigma for the Monte Carlo methods)."""
+    model = entry.model
+    name = model.name
+    levels = _sigmas_of(entry, sigmas)
+    if method == "cohen":
+        return [Run("cohen", name, s, CohenRS(model.network, s, n0=mc.n0, n=mc.n, alpha=mc.alpha,
+                                              batch_size=mc.batch_size, seed=mc.seed, **mc.sequential_options()))
+                for s in levels]
+    assert model.backbone is not None and model.head is not None and model.lipschitz is not None
+    if method == "fars-mc":
+        return [Run("fars-mc", name, s, FaRSMonteCarlo(model.backbone, model.head, s, lipschitz=model.lipschitz,
+                                                       n0=mc.n0, n=mc.n, alpha=mc.alpha, batch_size=mc.batch_size,
+                                                       seed=mc.seed, **mc.sequential_options()))
+                for s in levels]
+    head = model.head
+    assert isinstance(head, nn.Linear)
+    if method == "fars-closed":
+        return [Run("fars-closed", name, math.nan, FaRSClosedForm(model.backbone, head, lipschitz=model.lipschitz))]
+    with torch.no_grad():
+        spectral = float(torch.linalg.matrix_norm(head.weight.detach().double(), ord=2))
+    # round the constant up so float round-off can never make it too small
+    constant = math.nextafter(model.lipschitz * spectral, math.inf)
+    return [Run("lipschitz-margin", name, math.nan,
+                LipschitzMargin(nn.Sequential(model.backbone, head), lipschitz=constant))]

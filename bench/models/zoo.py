@@ -6,6 +6,7 @@ is Cohen's CNN trained with Gaussian noise of std S.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,25 @@ import torch
 from torch import nn
 
 from . import checkpoints as ckpt
+from .loaded import LoadedModel
 from .networks import HEAD_KINDS
+
+#: the methods that certify a Lipschitz split (backbone + head)
+FARS_METHODS = ("fars-mc", "fars-closed", "lipschitz-margin")
+
+
+@dataclass(frozen=True)
+class ExperimentModel:
+    """A model of an experiment and the runs it takes part in.
+
+    ``methods``: the methods that certify it (``None``: every method of the experiment it supports);
+    ``sigmas``: the noise levels of its Monte Carlo runs (``None``: the experiment's; a model trained
+    with noise is certified at its training level only).
+    """
+
+    model: LoadedModel
+    methods: tuple[str, ...] | None = None
+    sigmas: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -46,10 +65,46 @@ class ModelZoo:
         metas = [self.backbone_meta] + [m for _, m in self.heads.values()] + [m for _, m in self.cnns.values()]
         return {m["name"]: m for m in metas}
 
+    def experiment_models(self, heads: Sequence[str] | None = None) -> list[ExperimentModel]:
+        """The folder's models as an experiment sees them, in run order: ``sll+KIND`` for each head of
+        ``heads`` (default: all) present, then ``cnn-noiseS`` by sigma.
+
+        ``sll+ce`` is certified by every method, the other heads by the FaRS methods and the Lipschitz
+        margin (Cohen on the whole SLL network needs one head only), each CNN by ``cohen`` at its own
+        training sigma. Fingerprints join the backbone's and the head's checkpoint hashes.
+        """
+        entries = []
+        shape = _input_shape(self.backbone_meta)
+        backbone_sha = str(self.backbone_meta["state_sha256"])
+        for kind in HEAD_KINDS:
+            if kind not in self.heads or (heads is not None and kind not in heads):
+                continue
+            head, meta = self.heads[kind]
+            model = LoadedModel(
+                name=f"sll+{kind}", network=nn.Sequential(self.backbone, head).eval(), backbone=self.backbone,
+                head=head, lipschitz=self.lipschitz, input_shape=shape,
+                num_classes=int(meta["architecture"]["num_classes"]), format="fars-bench",
+                fingerprint=f"{backbone_sha}+{meta['state_sha256']}")
+            fars = FARS_METHODS if isinstance(head, nn.Linear) else FARS_METHODS[:1]   # closed forms: linear heads
+            entries.append(ExperimentModel(model, None if kind == "ce" else fars))
+        for sigma in sorted(self.cnns):
+            cnn, meta = self.cnns[sigma]
+            model = LoadedModel(
+                name=f"cnn-noise{sigma:.2f}", network=cnn, backbone=None, head=None, lipschitz=None,
+                input_shape=_input_shape(meta), num_classes=int(meta["architecture"]["num_classes"]),
+                format="fars-bench", fingerprint=str(meta["state_sha256"]))
+            entries.append(ExperimentModel(model, ("cohen",), (sigma,)))
+        return entries
+
     def describe(self) -> dict[str, Any]:
         """Name, hash and accuracy of every checkpoint (for the run manifest)."""
         return {name: {"sha256": m["state_sha256"], "clean_accuracy": m.get("clean_accuracy"),
                        "git_commit": m.get("git_commit")} for name, m in self._metas().items()}
+
+
+def _input_shape(meta: dict[str, Any]) -> tuple[int, int, int]:
+    arch = meta["architecture"]
+    return (int(arch["in_channels"]), int(arch["image_size"]), int(arch["image_size"]))
 
 
 def load_zoo(directory: str | Path) -> ModelZoo:

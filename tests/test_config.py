@@ -1,0 +1,167 @@
+"""Experiment files (``bench.config``) and how ``bench.run`` reads them: keys checked, paths resolved,
+flags over the file over the preset, and the shipped default experiment equal to the former default run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.certify import machine
+from bench.config import ConfigError, load_experiment
+from bench.run import DEFAULT_CONFIG, PRESETS, parse_args
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str, name: str = "exp.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# ------------------------------------------------------------------------------ the file
+
+
+def test_settings_and_model_tables_are_read_with_paths_relative_to_the_file(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    path = write(tmp_path / "sub", """
+dataset = "cifar10"
+data_root = "../data"
+sigma = [0.25, 0.5]
+n = 500
+out = "runs/x"
+[models.resnet]
+format = "cohen"
+checkpoint = "ckpt/checkpoint.pth.tar"
+arch = "cifar_resnet20"
+sigma = [0.25]
+methods = ["cohen"]
+""")
+    exp = load_experiment(path)
+    assert exp.settings["data_root"] == (tmp_path / "data").resolve()
+    assert exp.settings["out"] == Path("runs/x")            # outputs: relative to where the command runs
+    assert exp.settings["sigma"] == [0.25, 0.5] and exp.settings["n"] == 500
+    (table,) = exp.models
+    assert table.name == "resnet" and table.methods == ("cohen",) and table.sigmas == (0.25,)
+    assert table.spec["checkpoint"] == str((tmp_path / "sub" / "ckpt" / "checkpoint.pth.tar").resolve())
+    assert table.spec["dataset"] == "cifar10" and table.spec["name"] == "resnet"
+    assert "sigma" not in table.spec and "methods" not in table.spec   # run restrictions are not format keys
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("nn = 5", "unknown key 'nn'"),
+    ("n = 1.5", "key 'n' must be an integer"),
+    ("n = true", "key 'n' must be an integer"),
+    ('sigma = 0.25', "key 'sigma' must be a list"),
+    ('sigma = ["a"]', "key 'sigma' must be a finite number"),
+    ("alpha = nan", "key 'alpha' must be a finite number"),
+    ('batch_size = "big"', "key 'batch_size' must be an integer"),
+    ("attack = 1", "key 'attack' must be true or false"),
+    ("models = 3", "'models' must be a table"),
+    ('[models.a]\ncheckpoint = "x"', "[models.a] needs a 'format' key"),
+    ('[models.a]\nformat = "cohen"\nsigma = "0.25"', "[models.a] key 'sigma' must be a list"),
+    ("n = [", "is not valid TOML"),
+])
+def test_bad_files_name_the_key_and_the_file(tmp_path: Path, text: str, fragment: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_experiment(path)
+    assert fragment in str(err.value) and str(path) in str(err.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_experiment(tmp_path / "nope.toml")
+
+
+# ------------------------------------------------------------------------------ bench.run's settings
+
+
+def test_default_experiment_is_the_quick_preset_on_the_shipped_models() -> None:
+    args = parse_args([])
+    assert args.experiment.path == DEFAULT_CONFIG.resolve()
+    quick = PRESETS["quick"]
+    assert (args.n, args.n0, args.alpha, args.num_images, args.skip) == (
+        quick["n"], quick["n0"], quick["alpha"], quick["num_images"], quick["skip"])
+    assert args.sigma == quick["sigma"] and args.dataset == "fashion-mnist" and args.attack
+    assert args.out == Path.cwd() / "runs" / "fashion-mnist" / "quick"
+    (table,) = args.model_tables
+    assert Path(table.spec["checkpoint"]) == REPO / "bench" / "embedded" / "models"
+
+
+def test_flags_override_the_file_which_overrides_the_preset(tmp_path: Path) -> None:
+    path = write(tmp_path, f"""
+preset = "paper"
+n = 777
+sigma = [0.5]
+[models.m]
+format = "fars-bench"
+checkpoint = "{REPO / 'bench' / 'embedded' / 'models'}"
+""", name="mine.toml")
+    args = parse_args(["--config", str(path), "--sigma", "0.25"])
+    assert args.n == 777                               # the file over the preset
+    assert args.n0 == PRESETS["paper"]["n0"]           # the preset for what the file leaves out
+    assert args.sigma == [0.25]                        # the flag over the file
+    assert args.out == Path.cwd() / "runs" / "mine" / "paper"
+    assert parse_args(["--config", str(path), "--preset", "quick"]).n0 == PRESETS["quick"]["n0"]
+
+
+def test_a_bad_file_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "bogus = 1")
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--config", str(path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'bogus'" in err and "Traceback" not in err
+
+
+def test_a_file_without_models_needs_models_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, 'dataset = "fashion-mnist"')
+    with pytest.raises(SystemExit):
+        parse_args(["--config", str(path)])
+    assert "names no models" in capsys.readouterr().err
+    args = parse_args(["--config", str(path), "--models", str(REPO / "bench" / "embedded" / "models")])
+    assert args.model_tables == []
+
+
+# ------------------------------------------------------------------------------ timing you can trust
+
+
+def test_busy_machine_warning_fires_on_a_faked_high_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(machine.os, "getloadavg", lambda: (6.0, 6.0, 6.0))
+    monkeypatch.setattr(machine, "usable_cpus", lambda: 2)
+    state = machine.machine_state(threads=2)
+    warnings = machine.noisy_timing_warnings(state, [])
+    assert len(warnings) == 1 and "busy" in warnings[0] and "6.00" in warnings[0]
+    assert "noisy timings" in machine.noisy_timing_markdown(warnings)
+
+
+def test_quiet_machine_and_steady_timings_give_no_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(machine.os, "getloadavg", lambda: (2.1, 2.0, 2.0))   # this run's own 2 threads
+    monkeypatch.setattr(machine, "usable_cpus", lambda: 2)
+    steady = np.full(50, 0.01) * np.linspace(0.9, 1.1, 50)
+    assert machine.noisy_timing_warnings(machine.machine_state(threads=2), [("cohen m", steady)]) == []
+    assert machine.noisy_timing_markdown([]) == ""
+
+
+def test_widely_spread_timings_are_flagged() -> None:
+    spread = np.concatenate([np.full(25, 0.003), np.full(25, 0.2)])
+    (warning,) = machine.spread_warnings([("fars-closed sll+ce", spread)])
+    assert "fars-closed sll+ce" in warning and "10th and 90th" in warning
+    assert machine.spread_warnings([("few rows", spread[:5])]) == []
+
+
+def test_default_threads_never_oversubscribe(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(machine, "usable_cpus", lambda: 4)
+    assert machine.default_threads() == 4
+    assert machine.default_threads(processes=2) == 2
+    assert machine.default_threads(processes=8) == 1
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_experiment_files_are_valid(path: Path) -> None:
+    exp = load_experiment(path)
+    assert exp.models, f"{path.name} names no models"
+    assert all(t.spec["format"] in ("fars-bench", "cohen", "sll", "torch") for t in exp.models)

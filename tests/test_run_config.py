@@ -1,0 +1,137 @@
+"""``python -m bench.run --config`` end to end on the field's formats: an SLL-authors checkpoint certified by
+cohen, fars-mc and fars-closed, and a Cohen et al. ResNet certified by cohen, on a CIFAR-10 fixture written
+in torchvision's on-disk format (the path a user's real files take)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bench import attack
+from bench.data import CIFAR10_CLASSES
+from bench.models import load_model
+from bench.models.cifar_resnet import CifarResNet
+from bench.run import main
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SLL_LAYOUT = 'layout = {n_conv = 2, n_dense = 2, width = 4, conv_inner = 3, dense_inner = 16}'
+
+
+def write_cifar10(root: Path, test_images: int = 6, seed: int = 0) -> None:
+    """cifar-10-batches-py with a small test batch (and tiny train batches, as a real folder has)."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name, count in [(f"data_batch_{i}", 2) for i in range(1, 6)] + [("test_batch", test_images)]:
+        entry = {"batch_label": name, "labels": [int(v) for v in rng.integers(0, 10, count)],
+                 "data": rng.integers(0, 256, size=(count, 3072), dtype=np.uint8),
+                 "filenames": [f"{name}_{i}.png" for i in range(count)]}
+        (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
+    meta = {"num_cases_per_batch": 2, "label_names": list(CIFAR10_CLASSES), "num_vis": 3072}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+
+
+def write_cohen_resnet20(path: Path, seed: int = 1) -> None:
+    """A random-weight CIFAR ResNet-20 saved as Cohen et al.'s checkpoint.pth.tar ({'arch', 'state_dict'},
+    keys under '1.' behind their state-free normalisation layer)."""
+    torch.manual_seed(seed)
+    net = CifarResNet(20, 10)
+    state = {f"1.{k}": v for k, v in net.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"epoch": 1, "arch": "cifar_resnet20", "state_dict": state, "optimizer": {}}, path)
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("field")
+    write_cifar10(root / "data")
+    write_cohen_resnet20(root / "models" / "resnet20" / "checkpoint.pth.tar")
+    shutil.copy(FIXTURES / "sll_authors" / "model.ckpt-0.pth", root / "models" / "sll.ckpt")
+    config = root / "experiment.toml"
+    config.write_text(f"""
+dataset = "cifar10"
+data_root = "data"
+methods = ["cohen", "fars-mc", "fars-closed"]
+sigma = [0.25]
+n0 = 20
+n = 200
+num_images = 4
+skip = 1
+scaling_ns = []
+
+[models.sll-tiny]
+format = "sll"
+checkpoint = "models/sll.ckpt"
+{SLL_LAYOUT}
+
+[models.resnet20]
+format = "cohen"
+checkpoint = "models/resnet20/checkpoint.pth.tar"
+arch = "cifar_resnet20"
+methods = ["cohen"]
+""")
+    return config
+
+
+def test_config_run_certifies_sll_and_cohen_models(experiment: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    main(["--config", str(experiment), "--out", str(out), "--no-attack", "--no-progress", "--batch-size", "64"])
+    rows = pd.read_csv(out / "certify.tsv", sep="\t")
+    runs = set(zip(rows["method"], rows["model"], strict=True))
+    assert runs == {("cohen", "sll-tiny"), ("fars-mc", "sll-tiny"), ("fars-closed", "sll-tiny"),
+                    ("cohen", "resnet20")}
+    assert rows.groupby(["method", "model"]).size().eq(4).all()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["config"]["models"]) == {"sll-tiny", "resnet20"}
+    assert manifest["experiment_file"] == str(experiment.resolve())
+    assert manifest["machine"]["torch_threads"] >= 1
+    # fars-closed is the SLL authors' certificate: the pairwise margin of the normalised last layer
+    model = load_model({"name": "m", "format": "sll", "dataset": "cifar10",
+                        "checkpoint": str(experiment.parent / "models" / "sll.ckpt"),
+                        "layout": {"n_conv": 2, "n_dense": 2, "width": 4, "conv_inner": 3, "dense_inner": 16}})
+    closed = rows[rows["method"] == "fars-closed"].sort_values("idx")
+    assert (closed["radius"] >= 0).all() and closed["predict"].ge(0).all()
+    assert model.lipschitz == 1.0
+    # resuming the same experiment adds nothing; another sigma is refused
+    main(["--config", str(experiment), "--out", str(out), "--no-attack", "--no-progress", "--batch-size", "64"])
+    assert len(pd.read_csv(out / "certify.tsv", sep="\t")) == len(rows)
+    with pytest.raises(SystemExit, match="differs"):
+        main(["--config", str(experiment), "--out", str(out), "--no-attack", "--no-progress", "--sigma", "0.5"])
+
+
+def test_config_run_with_the_attack_stage_on_field_models(experiment: Path, tmp_path: Path) -> None:
+    out = tmp_path / "attacked"
+    main(["--config", str(experiment), "--out", str(out), "--no-progress", "--num-images", "2", "--n", "100",
+          "--batch-size", "64"])
+    soundness = pd.read_csv(out / "soundness.csv")
+    assert set(soundness["model"]) == {"sll-tiny"} and soundness["broken"].eq(0).all()
+    audit = json.loads((out / "lipschitz_audit.json").read_text())
+    assert audit["declared"] == 1.0 and audit["confirms"]
+    # bench.attack finds the run's models again through the experiment file named in its manifest
+    again = tmp_path / "again"
+    assert attack.main(["--results", str(out), "--out", str(again), "--no-progress", "--steps", "3", "--restarts", "1",
+                        "--min-norm-steps", "3", "--mc-sample", "0", "--lipschitz-images", "1"]) == 0
+    assert set(pd.read_csv(again / "soundness.csv")["model"]) == {"sll-tiny"}
+
+
+@pytest.mark.parametrize(("extra", "flags", "fragment"), [
+    ('[models.resnet20]\nformat = "cohen"\ncheckpoint = "models/resnet20/checkpoint.pth.tar"\nmethods = ["fars-mc"]',
+     [], "no Lipschitz backbone"),
+    ('[models.x]\nformat = "cohen"\ncheckpoint = "nowhere.pth.tar"', [], "cannot load the models"),
+    ('[models.x]\nformat = "sll"\ncheckpoint = "models/sll.ckpt"\n' + SLL_LAYOUT, ["--dataset", "fashion-mnist"],
+     "dataset"),
+])
+def test_models_that_cannot_run_are_refused_in_one_line(experiment: Path, tmp_path: Path, extra: str,
+                                                        flags: list[str], fragment: str) -> None:
+    config = experiment.parent / f"bad-{abs(hash(extra)) % 10_000}.toml"
+    config.write_text(f'dataset = "cifar10"\ndata_root = "data"\nnum_images = 2\nskip = 1\nscaling_ns = []\n{extra}\n')
+    with pytest.raises(SystemExit) as exit_:
+        main(["--config", str(config), "--out", str(tmp_path / "o"), "--no-attack", "--no-progress", *flags])
+    assert fragment in str(exit_.value) and "\n" not in str(exit_.value).strip()
