@@ -3,12 +3,13 @@
 #   make test     - the test suite (CPU)
 #   make lint     - ruff and mypy (configured in pyproject.toml)
 #   make results  - regenerate the committed reference results in results/ (overwrites them; an explicit act):
-#                   the quick run and the scaling sweep; results-art and results-torchrun for the other two
+#                   the quick run and the scaling sweep; results-art, results-torchrun and results-sequential
+#                   for the others
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint results results-art results-torchrun bench train clean-venv
+.PHONY: run test lint results results-art results-torchrun results-sequential bench train clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,10 @@ lint: $(BIN)/.installed
 results: $(BIN)/.installed
 	$(BIN)/python -m bench.run --out results/fashion-mnist/quick --overwrite --no-progress $(ARGS)
 	$(BIN)/python -m bench.scaling --out results/fashion-mnist/scaling --no-progress
+
+# sequential versus fixed-n CERTIFY at cap n = 100,000 (issue 17); about 45 min on 2 CPU cores
+results-sequential: $(BIN)/.installed
+	$(BIN)/python -m bench.sequential --out results/fashion-mnist/sequential --images 50 --skip 20 --no-progress
 
 results-art: $(BIN)/.installed
 	$(BIN)/python -m bench.art_compare --out results/fashion-mnist/art --no-progress
