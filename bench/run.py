@@ -36,7 +36,7 @@ from .certify.manifest import ResumeError, check_resumable, read_manifest, write
 from .certify.results import merge_results, read_done, read_lines
 from .certify.runner import certify_all, choose_batch_sizes, timing_markdown, timing_summary
 from .certify.runs import METHODS, MonteCarloSettings, Run, RunError, build_runs
-from .cli import cli_exit
+from .cli import checked, cli_exit, writable_dir
 from .cli_help import DefaultsHelpFormatter
 from .config import ConfigError, load_experiment
 from .data import DATASETS, canonical_name, reported_radii
@@ -215,6 +215,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.out is None:
         name = args.dataset if experiment.path == DEFAULT_CONFIG.resolve() else experiment.path.stem
         args.out = runs_dir(name, args.preset)
+    if args.data_root is not None and not Path(args.data_root).expanduser().is_dir():
+        parser.error(f"--data-root {args.data_root} is not a folder (give the folder that holds the dataset's files)")
+    checked(parser, lambda: writable_dir(args.out))   # a bad --out fails now, not after the certification
     return args
 
 

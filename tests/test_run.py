@@ -155,6 +155,9 @@ def test_results_without_a_manifest_are_not_resumed(tiny_zoo, tmp_path):
     (["--methods", "nope"], "invalid choice"),
     (["--radii", "nan"], "--radii values must be finite"),
     (["--threads", "0"], "--threads must be >= 1"),
+    (["--out", "/proc/no-such-folder"], "cannot create the folder"),
+    (["--out", __file__], "is a file, not a folder"),
+    (["--data-root", "/no/such/folder"], "is not a folder"),
 ])
 def test_bad_flags_are_rejected_with_a_clear_message(flags, message, capsys):
     with pytest.raises(SystemExit) as info:
