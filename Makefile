@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint results results-art results-torchrun results-sequential bench train clean-venv
+.PHONY: run test lint results results-art results-torchrun results-sequential results-sizes gpu-bench bench train clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ results: $(BIN)/.installed
 # sequential versus fixed-n CERTIFY at cap n = 100,000 (issue 17); about 45 min on 2 CPU cores
 results-sequential: $(BIN)/.installed
 	$(BIN)/python -m bench.sequential --out results/fashion-mnist/sequential --images 50 --skip 20 --no-progress
+
+# speedup versus model size, SLL layouts small..xlarge at CIFAR size (issue 18); see README for the time it takes
+results-sizes: $(BIN)/.installed
+	$(BIN)/python -m bench.scaling --sizes default small medium large xlarge --rounds 1 --out results/sizes --no-progress
+
+# one command on a CUDA machine (about 8 minutes on one H100): paper preset subset, n sweep, size sweep
+gpu-bench: $(BIN)/.installed
+	$(BIN)/python -m bench.gpu --out results/fashion-mnist/gpu $(ARGS)
 
 results-art: $(BIN)/.installed
 	$(BIN)/python -m bench.art_compare --out results/fashion-mnist/art --no-progress

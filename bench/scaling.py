@@ -1,5 +1,9 @@
 """``python -m bench.scaling``: seconds per image versus n, and the cost model (floors, targets).
 
+With ``--sizes`` it runs the model-size sweep instead (:mod:`bench.perf.size_sweep`: speedup versus model
+size, throughput, peak memory; default ``--out runs/sizes``), e.g.
+``python -m bench.scaling --sizes default small medium large xlarge``.
+
 Command-line leaf over :mod:`bench.perf.scaling` and :mod:`bench.perf.cost_model`. Errors are one line
 on stderr (:mod:`bench.cli`).
 """
@@ -17,14 +21,23 @@ from typing import Any
 import torch
 
 from .certify.batch_size import FARS_BATCH_SIZE, best_batch_size
+from .certify.machine import default_threads, machine_state, set_threads
 from .cli import checked, cli_exit, writable_dir
 from .cli_help import DefaultsHelpFormatter
 from .data import load_embedded
 from .env import EMBEDDED_MODELS, device_name, full_fp32, portable_path, resolve_device, runs_dir, tune_cpu_allocator
 from .models import CheckpointError, load_zoo
+from .models.sll_format import SLL_SIZES
+from .perf import size_sweep
 from .perf.scaling import DEFAULT_NS, scaling_table, write_cost_model
 from .provenance import git_commit, package_versions
 from .report import plot_scaling
+
+#: the networks ``--sizes`` accepts
+SIZE_CHOICES = (size_sweep.DEFAULT_NETWORK, *SLL_SIZES)
+#: the argparse destinations of the size sweep's own flags (left out of the n sweep's manifest)
+SIZE_DESTS = frozenset({"sizes", "paper_input", "target_n", "fars_ns", "cohen_ns", "cohen_direct", "rounds",
+                        "throughput_sizes", "throughput_images", "no_memory", "memory_ns", "cohen_memory_ns"})
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -42,7 +55,8 @@ def main(argv: list[str] | None = None) -> Path:
                     "machine's floor, measured/floor and the issue-6 targets): cost_model.csv/md, cost_targets.csv.")
     parser.add_argument("--models", type=Path, default=EMBEDDED_MODELS, help="checkpoint folder")
     parser.add_argument("--ns", type=int, nargs="+", default=list(DEFAULT_NS), help="values of n to time")
-    parser.add_argument("--images", type=int, default=3, help="images timed per point (median reported)")
+    parser.add_argument("--images", type=int, default=None,
+                        help="images timed per point, median reported (default: 3; 1 with --sizes)")
     parser.add_argument("--sigma", type=float, default=0.25, help="noise level")
     parser.add_argument("--n0", type=int, default=100, help="selection samples (capped at n)")
     parser.add_argument("--alpha", type=float, default=0.001, help="failure probability")
@@ -60,13 +74,19 @@ def main(argv: list[str] | None = None) -> Path:
                         choices=["cohen", "fars-mc", "fars-closed"], help="methods to time")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     parser.add_argument("--seed", type=int, default=0, help="global seed; with an image's index it fixes its noise")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch intra-op CPU threads (0: torch's default); the machine is measured with the same")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op CPU threads (0: torch's default); the machine is measured with the same "
+                             "(default: 0; with --sizes, default_threads(): the usable CPUs)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: runs/fashion-mnist/scaling; the committed reference is "
-                             "results/fashion-mnist/scaling, written by `make results`)")
+                        help="output folder (default: runs/fashion-mnist/scaling, with --sizes runs/sizes; the "
+                             "committed reference is results/fashion-mnist/scaling, written by `make results`)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_size_arguments(parser)
     args = parser.parse_args(argv)
+    if args.sizes is not None:
+        return size_main(parser, args)
+    args.images = 3 if args.images is None else args.images
+    args.threads = 0 if args.threads is None else args.threads
     if not math.isfinite(args.sigma) or args.sigma <= 0:
         parser.error(f"--sigma must be a finite number > 0, got {args.sigma}")
     if any(n < 1 for n in args.ns) or args.images < 1 or args.n0 < 1 or not 0 < args.alpha < 1:
@@ -110,7 +130,8 @@ def main(argv: list[str] | None = None) -> Path:
     if search is not None:
         search.to_csv(args.out / "batch_search.csv", index=False)
     plot_scaling(table, args.out / "scaling.png", title=f"Seconds per image versus n ({device_name(device)})")
-    config = {k: (portable_path(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    config = {k: (portable_path(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+              if k not in SIZE_DESTS}   # the n sweep's manifest as before the size sweep existed
     config["models"] = zoo.fingerprint()
     manifest: dict[str, Any] = {
         "config": config, "models_dir": portable_path(args.models),
@@ -125,6 +146,80 @@ def main(argv: list[str] | None = None) -> Path:
     manifest["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return args.out
+
+
+def add_size_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of the model-size sweep (``--sizes``; :mod:`bench.perf.size_sweep`)."""
+    group = parser.add_argument_group(
+        "model-size sweep (--sizes)", "with --sizes, the command times the SLL layouts instead of the n sweep and "
+        "writes speedup_vs_size.csv/png/pdf, size_sweep.md, throughput.csv, memory.csv and manifest.json")
+    group.add_argument("--sizes", nargs="+", default=None, choices=SIZE_CHOICES, metavar="SIZE",
+                       help=f"networks of the size sweep, any of {', '.join(SIZE_CHOICES)}: 'default' is the shipped "
+                            "Fashion-MNIST network sll+ce; the others are the SLL authors' layouts at 3x32x32, "
+                            "10 classes, random seeded weights")
+    group.add_argument("--paper-input", action="store_true",
+                       help="also SLL small at the FaRS paper's 3x224x224 (1000 classes), if its estimated memory fits")
+    group.add_argument("--target-n", type=int, default=size_sweep.TARGET_N, help="n of every speedup and goal")
+    group.add_argument("--fars-ns", type=int, nargs="+", default=list(size_sweep.FARS_MC_NS),
+                       help="n of fars-mc (the target n is always added)")
+    group.add_argument("--cohen-ns", type=int, nargs=2, default=list(size_sweep.COHEN_NS), metavar=("LOW", "HIGH"),
+                       help="the two n cohen is measured at; its time at the target n is extrapolated when linear")
+    group.add_argument("--cohen-direct", nargs="*", default=["small"], metavar="SIZE",
+                       help="sizes where cohen is also measured at the target n directly (one image)")
+    group.add_argument("--rounds", type=int, default=2,
+                       help="timing rounds; the method order is reversed on every other round")
+    group.add_argument("--throughput-sizes", nargs="*", default=[size_sweep.DEFAULT_NETWORK, "small"], metavar="SIZE",
+                       help="sizes whose throughput (many images per certify call) is measured")
+    group.add_argument("--throughput-images", type=int, default=32, help="images per certify call for the throughput")
+    group.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes (fresh subprocesses)")
+    group.add_argument("--memory-ns", type=int, nargs=2, default=[10_000, size_sweep.TARGET_N], metavar=("LOW", "HIGH"),
+                       help="the two n of the peak-memory probes of fars-mc (and of cohen on --cohen-direct sizes)")
+    group.add_argument("--cohen-memory-ns", type=int, nargs=2, default=list(size_sweep.COHEN_MEMORY_NS),
+                       metavar=("LOW", "HIGH"), help="the two n of cohen's memory probes on the other sizes")
+
+
+def size_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path:
+    """``--sizes``: the model-size sweep (:func:`bench.perf.size_sweep.run_size_sweep`) into ``--out``."""
+    images = 1 if args.images is None else args.images
+    threads = default_threads() if args.threads is None else args.threads
+    ns = [args.target_n, *args.fars_ns, *args.cohen_ns, *args.memory_ns, *args.cohen_memory_ns]
+    if min(ns) < 1 or images < 1 or args.rounds < 1 or args.throughput_images < 1 or args.n0 < 1:
+        parser.error("n values, --images, --rounds, --throughput-images and --n0 must be >= 1")
+    if not args.cohen_ns[0] < args.cohen_ns[1]:
+        parser.error(f"--cohen-ns must be two increasing n, got {args.cohen_ns}")
+    if not math.isfinite(args.sigma) or args.sigma <= 0 or not 0 < args.alpha < 1:
+        parser.error("--sigma must be a finite number > 0 and --alpha in (0, 1)")
+    for flag, names in (("--cohen-direct", args.cohen_direct), ("--throughput-sizes", args.throughput_sizes)):
+        unknown = sorted(set(names) - set(SIZE_CHOICES) - {size_sweep.PAPER_INPUT})
+        if unknown:
+            parser.error(f"{flag}: unknown size(s) {', '.join(unknown)}; choose from {', '.join(SIZE_CHOICES)}")
+    out = checked(parser, lambda: writable_dir(args.out if args.out is not None else runs_dir("sizes")))
+    device = checked(parser, lambda: resolve_device(args.device))
+    if threads:
+        set_threads(threads)
+    state = machine_state(torch.get_num_threads())
+    allocator_tuned = tune_cpu_allocator()
+    precision = full_fp32()
+    if args.cohen_batch_size == "auto":
+        cohen_bs = size_sweep.AUTO_COHEN_BATCH[device.type == "cuda"]
+    elif str(args.cohen_batch_size).isdigit() and int(args.cohen_batch_size) >= 1:
+        cohen_bs = int(args.cohen_batch_size)
+    else:
+        parser.error("--cohen-batch-size must be an integer >= 1 or 'auto'")
+    config = size_sweep.SweepConfig(
+        specs=checked(parser, lambda: size_sweep.parse_sizes(args.sizes, args.paper_input, args.seed)),
+        device=device, images=images, rounds=args.rounds, sigma=args.sigma, n0=args.n0, alpha=args.alpha,
+        target_n=args.target_n, fars_ns=tuple(args.fars_ns), cohen_ns=(args.cohen_ns[0], args.cohen_ns[1]),
+        cohen_direct=tuple(args.cohen_direct), cohen_batch_size=cohen_bs, fars_batch_size=args.fars_batch_size,
+        throughput_sizes=tuple(args.throughput_sizes), throughput_images=args.throughput_images,
+        memory=not args.no_memory, memory_ns=(args.memory_ns[0], args.memory_ns[1]),
+        cohen_memory_ns=(args.cohen_memory_ns[0], args.cohen_memory_ns[1]), seed=args.seed,
+        progress=not args.no_progress)
+    size_sweep.run_size_sweep(config, out, manifest_extra={
+        "command": "python -m bench.scaling " + " ".join(sys.argv[1:]), "machine_state": state,
+        "device_name": device_name(device), "versions": package_versions(), "git_commit": git_commit(),
+        "allocator_tuned": allocator_tuned, "precision": precision, "torch_threads": torch.get_num_threads()})
+    return out
 
 
 if __name__ == "__main__":

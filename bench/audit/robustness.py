@@ -293,7 +293,7 @@ def run_robustness(models: ModelZoo | ExperimentModels, images: torch.Tensor, la
     soundness = _deterministic_audit_stage(ctx, distance_of)
     paper_frame = _paper_criterion_stage(ctx, distance_of)
     smooth_frame = _smoothed_stage(ctx, mc)
-    lip = _lipschitz_stage(ctx, verbose)
+    lip = _lipschitz_stage(ctx)
     table, violations = _sanity_stage(ctx, examples)
     _report_stage(ctx, curve, seconds=time.perf_counter() - started, certify_tsv=certify_tsv)
     if verbose:
@@ -405,7 +405,7 @@ def _smoothed_stage(ctx: _Context, mc: MonteCarloSettings) -> pd.DataFrame:
     return smooth_frame
 
 
-def _lipschitz_stage(ctx: _Context, verbose: bool) -> dict[str, Any]:
+def _lipschitz_stage(ctx: _Context) -> dict[str, Any]:
     """5. Lipschitz audit of the backbone at the evaluated images (the first model's with a Lipschitz
     backbone; with a checkpoint folder, against the audit recorded in its sidecar). Skipped when no
     certified model has one."""
@@ -420,7 +420,7 @@ def _lipschitz_stage(ctx: _Context, verbose: bool) -> dict[str, Any]:
     else:
         (ctx.out / "lipschitz_audit.json").unlink(missing_ok=True)   # not one of an earlier run's
         return {}
-    if ctx.progress and verbose:
+    if ctx.progress:   # minutes on a large backbone: say what is running
         print(f"Lipschitz audit of the backbone on {min(ctx.settings.lipschitz_images, len(ctx.x))} images ...",
               file=sys.stderr)
     lip = lipschitz_audit(backbone, ctx.x[:ctx.settings.lipschitz_images], meta, seed=ctx.settings.seed)

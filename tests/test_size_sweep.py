@@ -1,0 +1,129 @@
+"""The model-size sweep (bench.perf.size_sweep, python -m bench.scaling --sizes) on a tiny layout and tiny n."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import pandas as pd
+import pytest
+import torch
+
+from bench import scaling
+from bench.models.sll_format import SLLLayout
+from bench.perf import cost_model as cm
+from bench.perf import size_sweep as ss
+
+TINY = ss.SizeSpec("tiny", SLLLayout(n_conv=2, n_dense=1, width=4, conv_inner=2, dense_inner=16))
+MACHINE = cm.Machine("cpu", "test machine", 1, matmul_flops=1e10, bandwidth=1e10, normal_rate=1e8)
+
+
+def tiny_config(**overrides: Any) -> ss.SweepConfig:
+    config = ss.SweepConfig(specs=[TINY], images=1, rounds=2, n0=10, target_n=200, fars_ns=(50, 200),
+                            cohen_ns=(50, 100), cohen_direct=(), cohen_batch_size=32, fars_batch_size=64,
+                            throughput_sizes=("tiny",), throughput_images=3, memory=False, progress=False)
+    return dataclasses.replace(config, **overrides)
+
+
+def fake_timer(power: float):
+    """Seconds proportional to (n0 + n)**power for cohen (its samples) and constant for the FaRS methods."""
+    def timer(certifier, images, indices):
+        cohen = certifier.name == "cohen"
+        return [1e-3 * ((certifier.n0 + certifier.n) ** power if cohen else 1.0)] * len(images)
+    return timer
+
+
+@pytest.fixture(scope="module")
+def linear_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sizes")
+    table = ss.run_size_sweep(tiny_config(), out, machine=MACHINE, timer=fake_timer(1.0))
+    return table, out
+
+
+def test_outputs_and_columns(linear_run) -> None:
+    table, out = linear_run
+    for name in ("speedup_vs_size.csv", "speedup_vs_size.png", "speedup_vs_size.pdf", "size_sweep.md",
+                 "throughput.csv", "memory.csv", "manifest.json"):
+        assert (out / name).is_file(), name
+    csv = pd.read_csv(out / "speedup_vs_size.csv")
+    for column in ("size", "parameters", "flops_per_image", "method", "n", "seconds", "source", "extrapolated",
+                   "floor_s", "ratio_to_floor", "predicted_speedup", "measured_speedup", "limit"):
+        assert column in csv.columns, column
+    assert set(csv["method"]) == {"fars-closed", "fars-mc", "cohen"}
+    text = (out / "size_sweep.md").read_text()
+    assert "extrapolated" in text and ("PASS" in text or "MISS" in text)
+    throughput = pd.read_csv(out / "throughput.csv")
+    assert set(throughput["method"]) == {"plain-forward", "fars-closed", "fars-mc"}
+    assert list(throughput["seconds_per_image"] * throughput["images_per_call"]) == pytest.approx(
+        list(throughput["seconds_per_call"]))
+
+
+def test_linear_times_are_extrapolated_and_labelled(linear_run) -> None:
+    table, _ = linear_run
+    cohen = table[(table["method"] == "cohen") & (table["n"] == 200)].iloc[0]
+    assert cohen["source"] == "extrapolated" and bool(cohen["extrapolated"])
+    assert cohen["seconds"] == pytest.approx(1e-3 * (10 + 200))   # n0 = 10 selection samples + n
+    mc = table[(table["method"] == "fars-mc") & (table["n"] == 200)].iloc[0]
+    assert mc["speedup_source"] == "extrapolated"
+    assert mc["measured_speedup"] == pytest.approx(cohen["seconds"] / mc["seconds"])
+
+
+def test_nonlinear_times_are_not_extrapolated(tmp_path) -> None:
+    table = ss.run_size_sweep(tiny_config(throughput_sizes=()), tmp_path, machine=MACHINE, timer=fake_timer(1.5))
+    cohen = table[(table["method"] == "cohen") & (table["n"] == 200)].iloc[0]
+    assert cohen["source"] == "not-linear" and math.isnan(cohen["seconds"])
+    assert table["measured_speedup"].isna().all()
+    assert "not linear" in (tmp_path / "size_sweep.md").read_text()
+
+
+def test_linearity_check() -> None:
+    check = ss.linear_in_n(1000, 1.0, 10_000, 10.5, 100_000)
+    assert check.linear and check.seconds == pytest.approx(10.5 + 9.5 / 9000 * 90_000)
+    assert not ss.linear_in_n(1000, 1.0, 10_000, 12.0, 100_000).linear
+    with_n0 = ss.linear_in_n(1000, 1100.0, 10_000, 10_100.0, 100_000, offset=100)
+    assert with_n0.ratio == pytest.approx(1.0) and with_n0.ratio_n == pytest.approx(10_100 / 11_000)
+    assert with_n0.seconds == pytest.approx(100_100.0)
+
+
+def test_flops_come_from_the_cost_model(linear_run) -> None:
+    table, _ = linear_run
+    net = ss.build_network(TINY, torch.device("cpu"), 1)
+    costs = cm.network_costs(net.backbone, net.head, TINY.input_shape)
+    assert (table["flops_per_image"] == costs.backbone.flops(1, 1) + costs.head.flops(1, 1)).all()
+    assert (table["parameters"] == sum(p.numel() for p in net.plain.parameters())).all()
+
+
+def test_real_timer_and_direct_cohen(tmp_path) -> None:
+    config = tiny_config(cohen_direct=("tiny",), rounds=1, throughput_sizes=())
+    table = ss.run_size_sweep(config, tmp_path, machine=MACHINE)
+    cohen = table[(table["method"] == "cohen") & (table["n"] == 200)].iloc[0]
+    assert cohen["source"] == "measured" and cohen["seconds"] > 0
+
+
+def test_memory_probe_in_a_subprocess() -> None:
+    row = ss.measure_memory(TINY, "fars-mc", 100, tiny_config())
+    assert row["peak_bytes"] >= 0 and "subprocess" in row["how"]
+
+
+def test_big_input_is_skipped_with_a_note(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(ss, "available_bytes", lambda device: 1 << 20)
+    ss.run_size_sweep(tiny_config(), tmp_path, machine=MACHINE, timer=fake_timer(1.0))
+    assert "skipped" in (tmp_path / "size_sweep.md").read_text()
+
+
+def test_cli_parses_sizes(tmp_path, monkeypatch) -> None:
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(ss, "run_size_sweep", lambda config, out, **kw: seen.update(config=config, out=out))
+    out = scaling.main(["--sizes", "small", "xlarge", "--out", str(tmp_path), "--cohen-ns", "100", "1000",
+                        "--no-memory", "--threads", "1"])
+    assert out == tmp_path
+    assert [s.name for s in seen["config"].specs] == ["small", "xlarge"] and seen["config"].cohen_ns == (100, 1000)
+
+
+def test_cli_rejects_unknown_size(capsys) -> None:
+    with pytest.raises(SystemExit) as err:
+        scaling.main(["--sizes", "huge"])
+    assert err.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("python -m bench.scaling: error")]
+    assert len(lines) == 1 and "huge" in lines[0]
