@@ -37,7 +37,8 @@ results-sequential: $(BIN)/.installed
 
 # speedup versus model size, SLL layouts small..xlarge at CIFAR size (issue 18); see README for the time it takes
 results-sizes: $(BIN)/.installed
-	$(BIN)/python -m bench.scaling --sizes default small medium large xlarge --rounds 1 --out results/sizes --no-progress
+	$(BIN)/python -m bench.scaling --sizes default small medium large xlarge --rounds 1 --cohen-ns 100 1000 \
+	    --out results/sizes --no-progress
 
 # one command on a CUDA machine (about 8 minutes on one H100): paper preset subset, n sweep, size sweep
 gpu-bench: $(BIN)/.installed
