@@ -11,6 +11,7 @@ from smoothing.certificate import (
     ABSTAIN,
     UNIT,
     Certificate,
+    all_finite,
     call_model,
     check_finite_scores,
     check_indices,
@@ -90,7 +91,7 @@ class LipschitzMargin:
                 x = converted
             with torch.inference_mode(), evaluating(self.model):
                 scores = call_model(self.model, x, "model")
-                check_finite_scores(torch.isfinite(scores).all(), "model")
+                check_finite_scores(all_finite(scores), "model")
                 if scores.shape[1] < 2:
                     raise ValueError("the model returns a single score per input; a margin needs >= 2 classes")
                 top2 = scores.double().topk(2, dim=1)

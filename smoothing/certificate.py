@@ -267,8 +267,23 @@ def call_model(model: Callable[[torch.Tensor], Any], x: torch.Tensor, what: str)
     return out
 
 
+def all_finite(scores: torch.Tensor) -> torch.Tensor:
+    """Boolean scalar tensor (on the scores' device, no sync): every entry of ``scores`` is finite.
+
+    One min/max pass: NaN propagates into both, +inf is the max, -inf the min, so the pair is finite
+    exactly when every score is. About 10x cheaper than ``torch.isfinite(scores).all()``, which writes a
+    boolean copy of the scores (it cost as much as drawing the noise in fars-mc at n = 1e5). The pass
+    reads the scores in their memory order (a column-major [m, K] block is reduced through its transpose).
+    """
+    if scores.numel() == 0:
+        return torch.ones((), dtype=torch.bool, device=scores.device)
+    flat = scores.T if scores.dim() == 2 and not scores.is_contiguous() and scores.T.is_contiguous() else scores
+    low, high = torch.aminmax(flat)
+    return torch.isfinite(low) & torch.isfinite(high)
+
+
 def check_finite_scores(finite: torch.Tensor | bool, what: str) -> None:
-    """Refuse scores that are not all finite; ``finite`` is ``torch.isfinite(scores).all()`` (or the
+    """Refuse scores that are not all finite; ``finite`` is :func:`all_finite` of the scores (or the
     AND of it over several batches, kept on the device until this one check).
 
     Raises:

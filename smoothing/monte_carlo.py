@@ -40,6 +40,7 @@ from .certificate import (
     ABSTAIN,
     LOW_PRECISION,
     Certificate,
+    all_finite,
     check_alpha,
     check_count,
     check_finite_scores,
@@ -184,7 +185,7 @@ class MonteCarloCertifier:
             else:
                 key = batch.rows()
                 scores = self._classify(self._perturb(centers.index_select(0, key), batch.noise))
-            finite &= torch.isfinite(scores).all()
+            finite &= all_finite(scores)
             yield key, scores
         check_finite_scores(finite, "the base classifier")
 

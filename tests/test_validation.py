@@ -476,3 +476,20 @@ def test_monte_carlo_certifiers_check_the_range_unless_told_not_to(kind):
     with pytest.raises(ValueError, match="check_range=False"):
         mc_factories()[kind]().certify(x)
     assert len(mc_factories()[kind](check_range=False).certify(x)) == 2
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("layout", ["row-major", "column-major"])
+def test_all_finite_catches_every_non_finite_score_in_either_layout(bad: float, layout: str) -> None:
+    from smoothing.certificate import all_finite
+
+    scores = torch.randn(257, 7)
+    if layout == "column-major":
+        scores = scores.T.contiguous().T
+    assert bool(all_finite(scores))
+    for row, col in [(0, 0), (256, 6), (100, 3)]:
+        broken = scores.clone()
+        broken[row, col] = bad
+        if layout == "column-major":
+            broken = broken.T.contiguous().T
+        assert not bool(all_finite(broken)), (row, col, bad)
