@@ -35,11 +35,11 @@ from .certify.machine import default_threads, machine_state, noisy_timing_markdo
 from .certify.manifest import ResumeError, check_resumable, read_manifest, write_manifest
 from .certify.results import merge_results, read_done, read_lines
 from .certify.runner import certify_all, choose_batch_sizes, timing_markdown, timing_summary
-from .certify.runs import METHODS, MonteCarloSettings, Run, RunError, build_runs
+from .certify.runs import METHODS, MonteCarloSettings, Run, RunError, build_runs, supported_methods
 from .cli import checked, cli_exit, writable_dir
 from .cli_help import DefaultsHelpFormatter
 from .config import ConfigError, load_experiment
-from .data import DATASETS, canonical_name, reported_radii
+from .data import DATASETS, IMAGE_FILE_DATASETS, canonical_name, dataset_spec, reported_radii
 from .data.selection import images_fingerprint, select_images
 from .env import REPO_ROOT, device_name, full_fp32, portable_path, resolve_device, runs_dir, tune_cpu_allocator
 from .models import HEAD_KINDS, CheckpointError
@@ -215,6 +215,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.out is None:
         name = args.dataset if experiment.path == DEFAULT_CONFIG.resolve() else experiment.path.stem
         args.out = runs_dir(name, args.preset)
+    if (args.image_size is not None or args.resize is not None) and args.dataset not in IMAGE_FILE_DATASETS:
+        parser.error(f"--image-size/--resize (image_size/resize) apply to the image-file datasets "
+                     f"({', '.join(IMAGE_FILE_DATASETS)}), not to {args.dataset}, whose images have one size")
     if args.data_root is not None and not Path(args.data_root).expanduser().is_dir():
         parser.error(f"--data-root {args.data_root} is not a folder (give the folder that holds the dataset's files)")
     checked(parser, lambda: writable_dir(args.out))   # a bad --out fails now, not after the certification
@@ -273,8 +276,9 @@ def main(argv: list[str] | None = None) -> Path:
     except (ResumeError, CheckpointError, NonFiniteScoresError) as err:
         raise SystemExit(f"error: {err}") from None
     except KeyboardInterrupt:
-        print(f"\ninterrupted: every finished row is kept in {args.out / 'certify.tsv'}; re-run the same command to "
-              "resume where it stopped", file=sys.stderr)
+        tsv = args.out / "certify.tsv"
+        kept = f"every finished row is kept in {tsv}" if tsv.is_file() else "no row was finished yet"
+        print(f"\ninterrupted: {kept}; re-run the same command to resume where it stopped", file=sys.stderr)
         raise SystemExit(130) from None
     finally:
         dist_.shutdown(context)
@@ -320,7 +324,7 @@ def _load_inputs(args: argparse.Namespace, device: torch.device
         else:
             models = models_from_folder(args.models, args.dataset, args.heads)
     except ValueError as err:   # CheckpointError, ModelSpecError: a model that cannot be used as asked
-        raise SystemExit(f"cannot load the models: {err}") from None
+        raise SystemExit(f"error: cannot load the models: {err}") from None
     models.to(device)
     try:
         sizes: dict[str, Any] = {k: v or None for k in ("image_size", "resize") if (v := getattr(args, k)) is not None}
@@ -331,7 +335,13 @@ def _load_inputs(args: argparse.Namespace, device: torch.device
              if tuple(e.model.input_shape) != tuple(images.shape[1:])]
     if wrong:
         raise SystemExit(f"error: the {args.dataset} images are {tuple(images.shape[1:])} but {'; '.join(wrong)}: "
-                         "certify each model on the dataset it was built for")
+                         "certify each model on the dataset it was built for (image_size/resize for image folders)")
+    classes = dataset_spec(args.dataset, args.data_root if args.dataset == "imagefolder" else None).num_classes
+    other = [f"{e.model.name} has {e.model.num_classes}" for e in models.entries
+             if classes is not None and e.model.num_classes != classes]
+    if other:   # labels would be compared with the classes of another label space
+        raise SystemExit(f"error: {args.dataset} has {classes} classes but {'; '.join(other)}: certify each model on "
+                         "the dataset whose classes it predicts")
     return models, images.to(device), labels, indices
 
 
@@ -360,10 +370,20 @@ def _build_runs(args: argparse.Namespace, models: ExperimentModels, image_shape:
     except RunError as err:
         raise SystemExit(f"error: {err}") from None
     if not runs:
-        raise SystemExit("no run matches the chosen --methods/--heads/--sigma and the available models")
+        raise SystemExit(f"error: no run matches: {_why_no_run(args, models)}")
     batch_sizes = choose_batch_sizes(runs, args.batch_size, image_shape, device, args.n0 + args.n,
                                      progress=not args.no_progress and context.is_main)
     return runs, mc, batch_sizes
+
+
+def _why_no_run(args: argparse.Namespace, models: ExperimentModels) -> str:
+    """Why --methods/--sigma and the models make no run (what each model can be certified by)."""
+    able = "; ".join(f"{e.model.name}: {', '.join(e.methods or supported_methods(e.model))}"
+                     + ("" if e.sigmas is None else f" at sigma {', '.join(f'{s:g}' for s in e.sigmas)}")
+                     for e in models.entries)
+    return (f"--methods {' '.join(args.methods)} at --sigma {' '.join(f'{s:g}' for s in args.sigma)}, but the models "
+            f"take ({able}); FaRS methods need a model with a Lipschitz backbone, head and constant "
+            "(see the README's model formats)")
 
 
 def _now() -> str:

@@ -364,3 +364,46 @@ def test_attack_curves_only_on_request(df: pd.DataFrame) -> None:
         assert not any(ln.get_gid() == "attack" for ax in fig.axes for ln in ax.get_lines())
     finally:
         plt.close(fig)
+
+
+# ------------------------------------------------------------------ imported files cannot fake certificates
+
+
+def _cohen_file(path: Path, rows: list[tuple[int, int, int, float, int]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["idx\tlabel\tpredict\tradius\tcorrect\ttime"]
+    lines += [f"{i}\t{y}\t{p}\t{r}\t{c}\t0:00:01.500000" for i, y, p, r, c in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(("rows", "fragment"), [
+    ([(0, 1, 2, 0.5, 1), (1, 3, 3, 0.4, 1)], "'correct' disagrees with predict == label"),   # wrong marked correct
+    ([(0, 3, 3, 0.4, 0)], "'correct' disagrees"),                                           # right marked wrong
+    ([(0, 3, -1, 0.0, 1)], "'correct' disagrees"),                                          # abstention marked correct
+    ([(0, 3, 3, -0.5, 1)], "negative or NaN radius"),
+    ([(0, 3, -1, 0.7, 0)], "abstention with a radius"),
+])
+def test_imported_rows_that_are_no_certificate_are_refused(tmp_path: Path, rows: list, fragment: str) -> None:
+    path = _cohen_file(tmp_path / "noise_0.25" / "test" / "sigma_0.25", rows)
+    with pytest.raises(ValueError, match=fragment):
+        report.import_cohen(path)
+
+
+def test_a_cohen_file_without_sigma_in_its_name_is_refused(tmp_path: Path) -> None:
+    path = _cohen_file(tmp_path / "mine.tsv", [(0, 3, 3, 0.4, 1)])
+    with pytest.raises(ValueError, match="no sigma in the file name"):
+        report.import_cohen(path)
+    assert report.import_cohen(path, sigma=0.25)["method"].eq("cohen").all()
+
+
+def test_importing_a_run_twice_is_refused_and_cohen_files_alone_make_a_report(tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    path = _cohen_file(tmp_path / "noise_0.25" / "test" / "sigma_0.25", [(0, 3, 3, 0.4, 1), (1, 2, 2, 0.1, 1)])
+    empty = tmp_path / "run"
+    empty.mkdir()
+    assert report_cli.main([str(empty), "--import-cohen", str(path), "--format", "png"]) == 0
+    summary = pd.read_csv(empty / "summary.csv")
+    assert summary["method"].tolist() == ["cohen"] and float(summary["sigma"].iloc[0]) == 0.25
+    assert report_cli.main([str(empty), "--import-cohen", str(path), str(path)]) == 2
+    assert "appears twice" in capsys.readouterr().err

@@ -158,6 +158,7 @@ def test_results_without_a_manifest_are_not_resumed(tiny_zoo, tmp_path):
     (["--out", "/proc/no-such-folder"], "cannot create the folder"),
     (["--out", __file__], "is a file, not a folder"),
     (["--data-root", "/no/such/folder"], "is not a folder"),
+    (["--image-size", "64"], "apply to the image-file datasets"),
 ])
 def test_bad_flags_are_rejected_with_a_clear_message(flags, message, capsys):
     with pytest.raises(SystemExit) as info:

@@ -127,11 +127,21 @@ def test_config_run_with_the_attack_stage_on_field_models(experiment: Path, tmp_
     ('[models.x]\nformat = "cohen"\ncheckpoint = "nowhere.pth.tar"', [], "cannot load the models"),
     ('[models.x]\nformat = "sll"\ncheckpoint = "models/sll.ckpt"\n' + SLL_LAYOUT, ["--dataset", "fashion-mnist"],
      "dataset"),
+    # a 5-class model of the user's on 10-class CIFAR-10: its labels live in another label space
+    ('[models.x]\nformat = "torch"\nfactory = "fars_user_model:build"\ninput_shape = [3, 32, 32]\n'
+     'kwargs = {side = 32, classes = 5}', [], "has 5"),
+    # FaRS only, on a model without a Lipschitz split: the message says what each model can take
+    ('methods = ["fars-mc"]\n[models.x]\nformat = "torch"\nfactory = "fars_user_model:build"\n'
+     'input_shape = [3, 32, 32]\nkwargs = {side = 32, classes = 10}', [], "x: cohen"),
 ])
 def test_models_that_cannot_run_are_refused_in_one_line(experiment: Path, tmp_path: Path, extra: str,
-                                                        flags: list[str], fragment: str) -> None:
+                                                        flags: list[str], fragment: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(FIXTURES))   # the user's model module, importable as on their PYTHONPATH
     config = experiment.parent / f"bad-{abs(hash(extra)) % 10_000}.toml"
-    config.write_text(f'dataset = "cifar10"\ndata_root = "data"\nnum_images = 2\nskip = 1\nscaling_ns = []\n{extra}\n')
+    methods, _, tables = extra.rpartition("[models.") if extra.startswith("methods") else ("", "", extra)
+    body = f"{methods}[models.{tables}" if methods else tables
+    config.write_text(f'dataset = "cifar10"\ndata_root = "data"\nnum_images = 2\nskip = 1\nscaling_ns = []\n{body}\n')
     with pytest.raises(SystemExit) as exit_:
         main(["--config", str(config), "--out", str(tmp_path / "o"), "--no-attack", "--no-progress", *flags])
     assert fragment in str(exit_.value) and "\n" not in str(exit_.value).strip()

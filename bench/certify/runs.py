@@ -84,28 +84,28 @@ def build_runs(models: ModelZoo | Sequence[ExperimentModel], methods: tuple[str,
         raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
     entries = models.experiment_models(heads) if isinstance(models, ModelZoo) else list(models)
     for entry in entries:
-        _check_supported(entry)
+        _checksupported_methods(entry)
     runs: list[Run] = []
     for method in methods:
         for entry in entries:
-            if method in _supported(entry.model) and (entry.methods is None or method in entry.methods):
+            if method in supported_methods(entry.model) and (entry.methods is None or method in entry.methods):
                 runs.extend(_method_runs(method, entry, sigmas, mc))
     return runs
 
 
-def _supported(model: LoadedModel) -> tuple[str, ...]:
+def supported_methods(model: LoadedModel) -> tuple[str, ...]:
     """The methods that can certify ``model``."""
     split = model.backbone is not None and model.head is not None and model.lipschitz is not None
     linear = split and isinstance(model.head, nn.Linear)
     return ("cohen",) + (("fars-mc",) if split else ()) + (("fars-closed", "lipschitz-margin") if linear else ())
 
 
-def _check_supported(entry: ExperimentModel) -> None:
+def _checksupported_methods(entry: ExperimentModel) -> None:
     wanted = entry.methods or ()
     unknown = [m for m in wanted if m not in METHODS]
     if unknown:
         raise RunError(f"model {entry.model.name!r}: unknown methods {unknown}; choose from {', '.join(METHODS)}")
-    refused = [m for m in wanted if m not in _supported(entry.model)]
+    refused = [m for m in wanted if m not in supported_methods(entry.model)]
     if refused:
         why = ("it has no Lipschitz backbone/head split (certify it with cohen only)"
                if "fars-mc" in refused else "its head is not one linear layer (fars-mc and cohen can certify it)")

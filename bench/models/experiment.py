@@ -84,7 +84,10 @@ def load_experiment_models(tables: Sequence[ModelTable], dataset: str, heads: Se
                 models.zoo = zoo
             models.entries.extend(_restricted(e, table) for e in zoo.experiment_models(heads))
         else:
-            model = load_model(table.spec)
+            spec = dict(table.spec)
+            if isinstance(spec.get("dataset"), str):   # 'CIFAR-10', 'cifar_10': the registry's one name
+                spec["dataset"] = _canonical(spec["dataset"])
+            model = load_model(spec)
             models.entries.append(ExperimentModel(model, table.methods, table.sigmas))
     names = [e.model.name for e in models.entries]
     repeated = sorted({n for n in names if names.count(n) > 1})
@@ -106,6 +109,13 @@ def _restricted(entry: ExperimentModel, table: ModelTable) -> ExperimentModel:
     sigmas = entry.sigmas if table.sigmas is None else tuple(
         s for s in (entry.sigmas or table.sigmas) if any(abs(s - t) <= 1e-6 * max(s, t) for t in table.sigmas))
     return ExperimentModel(entry.model, methods, sigmas)
+
+
+def _canonical(dataset: str) -> str:
+    try:
+        return canonical_name(dataset)
+    except ValueError:
+        return dataset          # not a registered dataset: the format decides what it accepts
 
 
 def _check_dataset(name: str, trained_on: object, dataset: str) -> None:

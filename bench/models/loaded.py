@@ -314,11 +314,14 @@ def _check_dataset(model: LoadedModel, reader: SpecReader) -> None:
     dataset = reader.spec.get("dataset")
     if dataset is None:
         return
-    from ..data.registry import DATASETS, canonical_name
+    from ..data.registry import DATASETS, IMAGE_FILE_DATASETS, canonical_name
     try:
-        spec = DATASETS[canonical_name(dataset)]
+        name = canonical_name(dataset)
     except ValueError:
         return                      # a name the registry does not know (e.g. the SLL authors' cifar100)
+    spec = DATASETS[name]
+    if name in IMAGE_FILE_DATASETS:   # their size is a setting (image_size, resize): the run checks the images
+        return
     if tuple(spec.input_shape) != tuple(model.input_shape):
         raise reader.error("dataset", f"dataset {dataset!r} has images {tuple(spec.input_shape)}, the model expects "
                                       f"{tuple(model.input_shape)}")

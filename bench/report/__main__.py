@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..cli import cli_exit
 from .metrics import PAPER_RADII
-from .results import REQUIRED_COLUMNS, import_cohen, read_results
+from .results import REQUIRED_COLUMNS, check_unique_rows, import_cohen, read_results
 from .write import DEFAULT_FORMATS, FORMATS, write_reports
 
 
@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
                              "references (drop them with --methods)")
     parser.add_argument("--radii", nargs="+", type=float, default=None, metavar="R",
                         help="l2 radii of summary.* and table_certified.* and the time-budget panels "
-                             "(default: 0 0.05 0.1 0.2 0.3)")
+                             "(default: the run's, from its manifest, else 0 0.05 0.1 0.2 0.3)")
     parser.add_argument("--format", nargs="+", default=list(DEFAULT_FORMATS), choices=FORMATS, dest="formats",
                         metavar="FMT", help="figure formats among png, pdf, svg (default: png pdf; png is always "
                                             "written)")
@@ -77,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_radii(manifest: dict | None) -> list[float] | None:
+    """The radii a run reported (``manifest.json``'s ``radii``, with 0 for the clean accuracy), if recorded."""
+    radii = (manifest or {}).get("radii")
+    return sorted({0.0, *(float(r) for r in radii)}) if radii else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: ``python -m bench.report RUN_DIR``.
 
@@ -87,24 +93,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     tsv = args.tsv or args.run_dir / "certify.tsv"
-    if not tsv.is_file():
+    if not tsv.is_file() and not args.import_cohen:
         parser.error(f"no such file: {tsv}")
     out_dir = args.out_dir or args.run_dir
     manifest_path = args.manifest or args.run_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
     try:
-        results = read_results(tsv)
-        if args.import_cohen:
-            results = pd.concat([results, *(import_cohen(p) for p in args.import_cohen)], ignore_index=True)
+        frames = [read_results(tsv)] if tsv.is_file() else []   # Cohen files alone make a report too
+        results = pd.concat([*frames, *(import_cohen(p) for p in args.import_cohen or ())], ignore_index=True)
+        check_unique_rows(results, "--import-cohen" if args.import_cohen else str(tsv))
         empirical = _read_table(args.empirical) if args.empirical else None
         if args.attacks and empirical is None and (args.run_dir / "robustness.csv").is_file():
             empirical = _read_table(args.run_dir / "robustness.csv")
         paths = write_reports(
             results,
             out_dir,
-            radii=args.radii or PAPER_RADII,
+            radii=args.radii or _run_radii(manifest) or PAPER_RADII,
             empirical=empirical,
             scaling=_read_table(args.scaling) if args.scaling else None,
-            manifest=json.loads(manifest_path.read_text()) if manifest_path.is_file() else None,
+            manifest=manifest,
             n=args.n,
             alpha=args.alpha,
             formats=args.formats,

@@ -47,6 +47,11 @@ def _timedelta_seconds(text: object) -> float:
     return days * 86400.0 + int(m.group("h")) * 3600.0 + int(m.group("m")) * 60.0 + float(m.group("s"))
 
 
+#: The harness's methods (as ``bench.certify.runs.METHODS``, which this stage cannot import without torch)
+#: and those that sample (a run of theirs has a noise level).
+KNOWN_METHODS: tuple[str, ...] = ("cohen", "fars-mc", "fars-closed", "lipschitz-margin")
+MONTE_CARLO: tuple[str, ...] = ("cohen", "fars-mc")
+
 #: Cohen et al.'s columns (``code/certify.py`` of locuslab/smoothing), the first six of ours.
 COHEN_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS[:6]
 
@@ -166,6 +171,12 @@ def import_cohen(
     run_model = model if model is not None else str(named.get("model") or _folder_model(path))
     run_sigma = sigma if sigma is not None else named.get("sigma", math.nan)
     run_method = method if method != "cohen" or "method" not in named else str(named["method"])
+    if run_method not in KNOWN_METHODS:   # a file name that only looks like our export: it is Cohen's method
+        run_method, run_model = method, str(named.get("model") and f"{named['method']}_{named['model']}"
+                                            or run_model)
+    if run_method in MONTE_CARLO and math.isnan(float(run_sigma)):
+        raise ValueError(f"{path}: no sigma in the file name (Cohen writes .../sigma_0.25, our export "
+                         "..._sigma0.25.tsv); pass it explicitly")
     out = df.assign(method=run_method, model=run_model, sigma=float(run_sigma), samples=int(samples), seconds=math.nan)
     return _coerce(out, source=str(path))
 
@@ -217,4 +228,40 @@ def _coerce(df: pd.DataFrame, source: str = "results") -> pd.DataFrame:
     no_secs = out["seconds"].isna()
     if no_secs.any():
         out.loc[no_secs, "seconds"] = out.loc[no_secs, "time"].map(_timedelta_seconds)
+    _check_certificates(out, source)
     return out
+
+
+def _check_certificates(out: pd.DataFrame, source: str) -> None:
+    """Refuse rows whose numbers cannot be a certificate, before any metric trusts them.
+
+    Every metric counts an example as certified at r when ``correct`` and ``radius >= r``, so
+    ``correct`` must be what it says (``predict == label``, an abstention never correct) and a radius
+    must be >= 0 (or +inf), never NaN; an abstention's radius is 0 (Cohen's ``certify.py`` writes 0.0).
+    A file that breaks these was not written by CERTIFY, and its rows would count as certified.
+    """
+    expected = (out["predict"] == out["label"]) & (out["predict"] >= 0)
+    wrong = out.index[out["correct"].astype(bool) != expected]
+    if len(wrong):
+        rows = out.loc[wrong[:3], ["idx", "label", "predict", "correct"]].to_dict("records")
+        raise ValueError(f"{source}: column 'correct' disagrees with predict == label in {len(wrong)} row(s), "
+                         f"e.g. {rows}: not a certification result")
+    radius = out["radius"].to_numpy(float)
+    bad = (radius < 0) | np.isnan(radius) | ((out["predict"].to_numpy() < 0) & (radius != 0))
+    if bad.any():
+        rows = out.loc[bad, ["idx", "predict", "radius"]].head(3).to_dict("records")
+        raise ValueError(f"{source}: {int(bad.sum())} row(s) with a negative or NaN radius, or an abstention "
+                         f"with a radius, e.g. {rows}: not a certification result")
+
+
+def check_unique_rows(df: pd.DataFrame, source: str) -> None:
+    """Refuse two rows of one run for the same example (an import that repeats a run counts its images
+    twice, and every interval would be too narrow)."""
+    keys = ["method", "model", "sigma", "idx"]
+    frame = df[keys].assign(sigma=df["sigma"].fillna(-1.0))
+    dup = frame.duplicated(keep=False)
+    if dup.any():
+        runs = sorted({f"{m} {mo} {s:g}" if s >= 0 else f"{m} {mo} -"
+                       for m, mo, s, _ in frame[dup].itertuples(index=False)})
+        raise ValueError(f"{source}: the same example appears twice in run(s) {', '.join(runs[:3])}: an imported "
+                         "file repeats a run (give it another model name) or the results file is corrupt")
