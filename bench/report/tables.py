@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..units import fmt_seconds
 from .metrics import RUN_KEYS
 
 # ---------------------------------------------------------------------------
@@ -62,30 +63,6 @@ def frame_markdown(frame: pd.DataFrame, right_align: Collection[str] = ()) -> st
 # ---------------------------------------------------------------------------
 # Number formatters
 # ---------------------------------------------------------------------------
-
-
-def fmt_seconds(s: float) -> str:
-    """Human/engineering format of a duration: '850 µs', '12.3 ms', '1.05 s', '2.5 min', '1.2 h'.
-
-    ``s`` in seconds; three significant digits; ``'0 s'`` for 0, ``'∞'`` for an
-    infinite duration, ``'—'`` when missing.
-    """
-    if s is None or pd.isna(s):
-        return "—"
-    s = float(s)
-    if math.isinf(s):
-        return "∞"
-    if s == 0:
-        return "0 s"
-    if s < 1e-3:
-        return f"{s * 1e6:.3g} µs"
-    if s < 1:
-        return f"{s * 1e3:.3g} ms"
-    if s < 60:
-        return f"{s:.3g} s"
-    if s < 3600:
-        return f"{s / 60:.3g} min"
-    return f"{s / 3600:.3g} h"
 
 
 def fmt_pct(x: float) -> str:
