@@ -2,7 +2,7 @@
 
 :func:`markdown_table` is the one markdown-table writer of the benchmark
 reports (plain GitHub-flavoured markdown, no extra dependency);
-:func:`fmt_seconds` the one human-readable duration format.  The ``fmt_*``
+:func:`fmt_seconds` (re-exported from :mod:`bench.units`) the one human-readable duration format.  The ``fmt_*``
 helpers return ``'—'`` for a missing value (None / NaN).
 """
 
