@@ -22,10 +22,8 @@ from ..config import ConfigError, load_experiment
 from ..data import canonical_name
 from ..data.selection import select_images
 from ..env import resolve_device
+from .checkpoints import AUDIT_TOLERANCE
 from .experiment import ExperimentModels, load_experiment_models
-
-#: relative slack between an audited lower bound and the declared constant (float round-off)
-AUDIT_TOLERANCE = 1e-4
 
 
 def build_parser() -> argparse.ArgumentParser:
