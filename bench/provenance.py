@@ -10,7 +10,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-from .env import REPO_ROOT
+from .env import REPO_ROOT, portable_path
 
 
 def git_commit(root: Path | None = None) -> str:
@@ -42,3 +42,12 @@ def package_versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             versions[name] = "absent"
     return versions
+
+
+def command_line(module: str, argv: list[str]) -> str:
+    """The command that ran, for a manifest: ``python -m MODULE ARGS`` with every absolute path among
+    ``argv`` written as :func:`bench.env.portable_path` writes it (relative to the checkout when inside
+    it), so that committed outputs never carry the paths of the machine that made them."""
+    words = [portable_path(a) if a.startswith("/") else a for a in argv]
+    return " ".join(["python", "-m", module, *words])
+

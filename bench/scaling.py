@@ -30,7 +30,7 @@ from .models import CheckpointError, load_zoo
 from .models.sll_format import SLL_SIZES
 from .perf import size_sweep
 from .perf.scaling import DEFAULT_NS, scaling_table, write_cost_model
-from .provenance import git_commit, package_versions
+from .provenance import command_line, git_commit, package_versions
 from .report import plot_scaling
 
 #: the networks ``--sizes`` accepts
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> Path:
     add_size_arguments(parser)
     args = parser.parse_args(argv)
     if args.sizes is not None:
-        return size_main(parser, args)
+        return size_main(parser, args, sys.argv[1:] if argv is None else list(argv))
     args.images = 3 if args.images is None else args.images
     args.threads = 0 if args.threads is None else args.threads
     if not math.isfinite(args.sigma) or args.sigma <= 0:
@@ -178,8 +178,9 @@ def add_size_arguments(parser: argparse.ArgumentParser) -> None:
                        metavar=("LOW", "HIGH"), help="the two n of cohen's memory probes on the other sizes")
 
 
-def size_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path:
-    """``--sizes``: the model-size sweep (:func:`bench.perf.size_sweep.run_size_sweep`) into ``--out``."""
+def size_main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> Path:
+    """``--sizes``: the model-size sweep (:func:`bench.perf.size_sweep.run_size_sweep`) into ``--out``;
+    ``argv`` (the command's words) is recorded in the manifest with portable paths."""
     images = 1 if args.images is None else args.images
     threads = default_threads() if args.threads is None else args.threads
     ns = [args.target_n, *args.fars_ns, *args.cohen_ns, *args.memory_ns, *args.cohen_memory_ns]
@@ -216,7 +217,7 @@ def size_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path
         cohen_memory_ns=(args.cohen_memory_ns[0], args.cohen_memory_ns[1]), seed=args.seed,
         progress=not args.no_progress)
     size_sweep.run_size_sweep(config, out, manifest_extra={
-        "command": "python -m bench.scaling " + " ".join(sys.argv[1:]), "machine_state": state,
+        "command": command_line("bench.scaling", argv), "machine_state": state,
         "device_name": device_name(device), "versions": package_versions(), "git_commit": git_commit(),
         "allocator_tuned": allocator_tuned, "precision": precision, "torch_threads": torch.get_num_threads()})
     return out

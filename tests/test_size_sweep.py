@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from bench import scaling
+from bench.env import REPO_ROOT
 from bench.models.sll_format import SLLLayout
 from bench.perf import cost_model as cm
 from bench.perf import size_sweep as ss
@@ -114,11 +115,27 @@ def test_big_input_is_skipped_with_a_note(tmp_path, monkeypatch) -> None:
 
 def test_cli_parses_sizes(tmp_path, monkeypatch) -> None:
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(ss, "run_size_sweep", lambda config, out, **kw: seen.update(config=config, out=out))
+    monkeypatch.setattr(ss, "run_size_sweep", lambda config, out, **kw: seen.update(config=config, out=out, **kw))
     out = scaling.main(["--sizes", "small", "xlarge", "--out", str(tmp_path), "--cohen-ns", "100", "1000",
                         "--no-memory", "--threads", "1"])
     assert out == tmp_path
     assert [s.name for s in seen["config"].specs] == ["small", "xlarge"] and seen["config"].cohen_ns == (100, 1000)
+    # the manifest's command is the one given, and an output inside the checkout is stored relative to it
+    assert seen["manifest_extra"]["command"].startswith("python -m bench.scaling --sizes small xlarge --out ")
+
+
+def test_manifest_command_has_no_machine_paths(monkeypatch) -> None:
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(ss, "run_size_sweep", lambda config, out, **kw: seen.update(kw))
+    out = REPO_ROOT / "runs" / "test-size-sweep-command"
+    try:
+        scaling.main(["--sizes", "small", "--out", str(out), "--no-memory", "--threads", "1"])
+    finally:
+        if out.is_dir():
+            out.rmdir()
+    command = seen["manifest_extra"]["command"]
+    assert command == "python -m bench.scaling --sizes small --out runs/test-size-sweep-command --no-memory --threads 1"
+    assert str(REPO_ROOT) not in command
 
 
 def test_cli_rejects_unknown_size(capsys) -> None:
