@@ -48,6 +48,12 @@ def command_line(module: str, argv: list[str]) -> str:
     """The command that ran, for a manifest: ``python -m MODULE ARGS`` with every absolute path among
     ``argv`` written as :func:`bench.env.portable_path` writes it (relative to the checkout when inside
     it), so that committed outputs never carry the paths of the machine that made them."""
-    words = [portable_path(a) if a.startswith("/") else a for a in argv]
-    return " ".join(["python", "-m", module, *words])
+    return " ".join(["python", "-m", module, *(_portable_word(a) for a in argv)])
 
+
+def _portable_word(word: str) -> str:
+    """One command-line word with an absolute path written portably, alone or as ``--flag=/path``."""
+    flag, sep, value = word.partition("=")
+    if sep and flag.startswith("-") and value.startswith("/"):
+        return f"{flag}={portable_path(value)}"
+    return portable_path(word) if word.startswith("/") else word

@@ -15,6 +15,7 @@ from bench.env import REPO_ROOT
 from bench.models.sll_format import SLLLayout
 from bench.perf import cost_model as cm
 from bench.perf import size_sweep as ss
+from bench.provenance import command_line
 
 TINY = ss.SizeSpec("tiny", SLLLayout(n_conv=2, n_dense=1, width=4, conv_inner=2, dense_inner=16))
 MACHINE = cm.Machine("cpu", "test machine", 1, matmul_flops=1e10, bandwidth=1e10, normal_rate=1e8)
@@ -120,7 +121,7 @@ def test_cli_parses_sizes(tmp_path, monkeypatch) -> None:
                         "--no-memory", "--threads", "1"])
     assert out == tmp_path
     assert [s.name for s in seen["config"].specs] == ["small", "xlarge"] and seen["config"].cohen_ns == (100, 1000)
-    # the manifest's command is the one given, and an output inside the checkout is stored relative to it
+    # the manifest's command is the one given to main(), not sys.argv
     assert seen["manifest_extra"]["command"].startswith("python -m bench.scaling --sizes small xlarge --out ")
 
 
@@ -136,6 +137,13 @@ def test_manifest_command_has_no_machine_paths(monkeypatch) -> None:
     command = seen["manifest_extra"]["command"]
     assert command == "python -m bench.scaling --sizes small --out runs/test-size-sweep-command --no-memory --threads 1"
     assert str(REPO_ROOT) not in command
+
+
+def test_command_line_writes_flag_values_portably() -> None:
+    inside = str(REPO_ROOT / "results" / "sizes")
+    assert command_line("bench.scaling", [f"--out={inside}", "--sizes", "small"]) == \
+        "python -m bench.scaling --out=results/sizes --sizes small"
+    assert command_line("bench.scaling", ["--out", "/elsewhere/x"]) == "python -m bench.scaling --out /elsewhere/x"
 
 
 def test_cli_rejects_unknown_size(capsys) -> None:
