@@ -407,3 +407,12 @@ def test_importing_a_run_twice_is_refused_and_cohen_files_alone_make_a_report(tm
     assert summary["method"].tolist() == ["cohen"] and float(summary["sigma"].iloc[0]) == 0.25
     assert report_cli.main([str(empty), "--import-cohen", str(path), str(path)]) == 2
     assert "appears twice" in capsys.readouterr().err
+
+
+def test_report_stage_knows_the_harness_methods() -> None:
+    # bench.report.results keeps its own copy of the method names (it must not import torch): keep them equal
+    from bench.certify.runs import METHODS
+    from bench.report.results import KNOWN_METHODS, MONTE_CARLO
+
+    assert tuple(KNOWN_METHODS) == tuple(METHODS)
+    assert set(MONTE_CARLO) == {"cohen", "fars-mc"}

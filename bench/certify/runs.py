@@ -84,7 +84,7 @@ def build_runs(models: ModelZoo | Sequence[ExperimentModel], methods: tuple[str,
         raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
     entries = models.experiment_models(heads) if isinstance(models, ModelZoo) else list(models)
     for entry in entries:
-        _checksupported_methods(entry)
+        _check_supported(entry)
     runs: list[Run] = []
     for method in methods:
         for entry in entries:
@@ -100,7 +100,7 @@ def supported_methods(model: LoadedModel) -> tuple[str, ...]:
     return ("cohen",) + (("fars-mc",) if split else ()) + (("fars-closed", "lipschitz-margin") if linear else ())
 
 
-def _checksupported_methods(entry: ExperimentModel) -> None:
+def _check_supported(entry: ExperimentModel) -> None:
     wanted = entry.methods or ()
     unknown = [m for m in wanted if m not in METHODS]
     if unknown:
