@@ -20,6 +20,12 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Every test starts with one intra-op thread, whatever an earlier in-process command (``--threads``) set."""
+    torch.set_num_threads(1)
+
+
 TINY = BackboneConfig(image_size=28, conv_width=2, conv_inner=2, conv_depth=1, stages=2, dense_depth=1,
                       dense_inner=8, embedding_dim=8)
 

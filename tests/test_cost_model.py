@@ -24,15 +24,6 @@ from fars import BackboneConfig, Certificate, FaRSMonteCarlo, SLLBackbone
 from fars.sll import SLLDense
 from smoothing.noise import MAX_BLOCK_SAMPLES, Stage, block_size
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 FAKE = cm.Machine(device="cpu", name="fake", threads=1, matmul_flops=1e9, bandwidth=1e9, normal_rate=1e6)
 TINY = BackboneConfig(image_size=28, conv_width=2, conv_inner=2, conv_depth=1, stages=2, dense_depth=1,
                       dense_inner=8, embedding_dim=8)

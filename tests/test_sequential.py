@@ -44,15 +44,6 @@ from smoothing.statistics import (
     radius_from_sequence,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 #: false-alarm rate of each statistical assertion (one-sided binomial tolerance)
 TOLERANCE = 1e-3
 
@@ -108,10 +99,12 @@ def test_coverage_over_long_horizons_with_the_returned_bounds(p, alpha):
     outside = log_mixture_ratio(successes, trials, p) >= math.log(1 / alpha)
     clear = (np.abs(lower - p) > 1e-9) & (np.abs(upper - p) > 1e-9)
     np.testing.assert_array_equal(((lower > p) | (upper < p))[clear], outside[clear])
-    # and at the round boundaries alone (what sequential CERTIFY looks at)
+    # sequential CERTIFY looks at the round boundaries alone: the bounds computed from those looks only are
+    # the dense run's bounds at those columns (no state carried between looks), so the coverage above holds there
     columns = [dense.index(end) for end in rounds]
-    assert at_most_alpha(int(missed.sum()), runs, alpha)
-    assert ((lower > p) | (upper < p))[:, columns].any(axis=1).sum() <= missed.sum()
+    lower_rounds, upper_rounds = confidence_sequence(successes[:, columns], trials[:, columns], alpha)
+    np.testing.assert_array_equal(lower_rounds, lower[:, columns])
+    np.testing.assert_array_equal(upper_rounds, upper[:, columns])
 
 
 def test_a_fixed_n_bound_read_at_every_round_fails_the_same_check():

@@ -31,17 +31,6 @@ from fars import (
 from fars.audit import LipschitzAudit
 from fars.sll import sll_rescaling
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models: intra-op threads only add OpenMP wake-up latency (on the shared 2-core CI machine a
-    4x4 conv pair took ~8 ms with 2 threads against ~0.01 ms with 1). Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 TOL = 1e-5          # float32 round-off allowance on the constant 1
 TOL64 = 1e-9        # the same in float64
 SMALL = dict(image_size=8, conv_width=4, conv_inner=4, stages=1, conv_depth=1, dense_depth=1,

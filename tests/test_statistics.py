@@ -28,17 +28,6 @@ from smoothing.monte_carlo import argmax_is
 from smoothing.noise import Stage
 from smoothing.statistics import binomial_abstain, lower_confidence_bound, radius_from_counts
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models: intra-op threads only add OpenMP wake-up latency (on the shared 2-core CI machine a
-    4x4 conv pair took ~8 ms with 2 threads against ~0.01 ms with 1). Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 #: significance of the statistical assertions below (false alarm rate of one assertion)
 SIGNIFICANCE = 1e-6
 

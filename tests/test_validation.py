@@ -12,17 +12,6 @@ from torch import nn
 from baselines import CohenRS, LipschitzMargin
 from fars import Certificate, FaRSClosedForm, FaRSMonteCarlo
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny models: intra-op threads only add OpenMP wake-up latency (on the shared 2-core CI machine a
-    4x4 conv pair took ~8 ms with 2 threads against ~0.01 ms with 1). Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 D, K = 4, 3
 
 
