@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint results results-art results-torchrun results-sequential results-sizes gpu-bench bench train clean-venv
+.PHONY: run test lint results results-index results-art results-torchrun results-sequential results-sizes gpu-bench bench train clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,28 +30,37 @@ lint: $(BIN)/.installed
 results: $(BIN)/.installed
 	$(BIN)/python -m bench.run --out results/fashion-mnist/quick --overwrite --no-progress $(ARGS)
 	$(BIN)/python -m bench.scaling --out results/fashion-mnist/scaling --no-progress
+	$(BIN)/python -m bench.results_index results
 
 # sequential versus fixed-n CERTIFY at cap n = 100,000 (issue 17); about 45 min on 2 CPU cores
 results-sequential: $(BIN)/.installed
 	$(BIN)/python -m bench.sequential --out results/fashion-mnist/sequential --images 50 --skip 20 --no-progress
+	$(BIN)/python -m bench.results_index results
 
 # speedup versus model size, SLL layouts small..xlarge at CIFAR size (issue 18); see README for the time it takes
 results-sizes: $(BIN)/.installed
 	$(BIN)/python -m bench.scaling --sizes default small medium large xlarge --rounds 1 --cohen-ns 100 1000 \
 	    --out results/sizes --no-progress
+	$(BIN)/python -m bench.results_index results
 
 # one command on a CUDA machine (about 8 minutes on one H100): paper preset subset, n sweep, size sweep
 gpu-bench: $(BIN)/.installed
 	$(BIN)/python -m bench.gpu --out results/fashion-mnist/gpu $(ARGS)
 
+# results/README.md: the index of every committed result, made from the result folders' own files
+results-index: $(BIN)/.installed
+	$(BIN)/python -m bench.results_index results
+
 results-art: $(BIN)/.installed
 	$(BIN)/python -m bench.art_compare --out results/fashion-mnist/art --no-progress
+	$(BIN)/python -m bench.results_index results
 
 TORCHRUN_RUN := --methods cohen fars-mc --heads ce --num-images 20 --scaling-ns --no-attack --overwrite --no-progress
 results-torchrun: $(BIN)/.installed
 	$(BIN)/python -m bench.run $(TORCHRUN_RUN) --out results/fashion-mnist/torchrun/one-process
 	$(BIN)/torchrun --standalone --nproc-per-node 2 -m bench.run $(TORCHRUN_RUN) \
 	    --out results/fashion-mnist/torchrun/two-processes
+	$(BIN)/python -m bench.results_index results
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m pytest --benchmark-only $(ARGS)

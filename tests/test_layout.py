@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = {"bench.run", "bench.attack", "bench.scaling", "bench.art_compare", "bench.train", "bench.sequential",
-            "bench.gpu"}
+            "bench.gpu", "bench.results_index"}
 #: what each part of bench may import from bench (besides itself, env, files, provenance, cli, cli_help)
 ALLOWED = {
     "bench.data": set(),
