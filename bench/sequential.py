@@ -1,4 +1,4 @@
-"""``python -m bench.sequential``: sequential versus fixed-n CERTIFY on the same images (issue 17).
+"""``python -m bench.sequential``: sequential versus fixed-n CERTIFY on the same images.
 
 Command-line leaf over :mod:`bench.perf.sequential`: certifies every image with ``cohen`` and ``fars-mc``
 on ``sll+ce`` at each fixed n of a grid and sequentially at the cap, and writes ``sequential_examples.csv``,
@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
         description="Sequential (anytime-valid) versus fixed-n CERTIFY for cohen and fars-mc on sll+ce, on the "
                     "same images: samples and seconds per image and certified accuracy at each radius. Writes "
                     "sequential_examples.csv, sequential.csv, sequential.md (with the PASS/MISS verdict against "
-                    "issue 17's goals), time_budget_sequential.png/.pdf and manifest.json.")
+                    "the goals), time_budget_sequential.png/.pdf and manifest.json.")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: runs/fashion-mnist/sequential)")
     parser.add_argument("--models", type=Path, default=EMBEDDED_MODELS, help="checkpoint folder (needs head-ce)")

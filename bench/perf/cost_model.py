@@ -27,7 +27,7 @@ estimate of what this arithmetic and this eager traffic cannot beat on this mach
 above it is overhead (op dispatch and kernel launches, element-wise kernels below peak bandwidth,
 convolutions below matmul throughput).
 
-Targets (issue 6), checked by :func:`targets_table` and printed by ``python -m bench.scaling``:
+Cost targets, checked by :func:`targets_table` and printed by ``python -m bench.scaling``:
 cohen within 1.25x of (n0 + n) x the per-sample time of a plain batched forward of the same network;
 fars-mc within 2x of its floor and at least 1000x faster than cohen at n = 100,000; fars-closed within
 1.1x of a plain single-image forward.
@@ -59,7 +59,7 @@ from ..env import cpu_allocator_tuned, device_name
 from ..report import fmt_seconds, markdown_table
 
 FP32_BYTES = 4
-#: issue 6's targets: the n they are stated at, and their limits
+#: the cost targets: the n they are stated at, and their limits
 TARGET_N = 100_000
 COHEN_OVERHEAD_LIMIT = 1.25
 FARS_MC_FLOOR_LIMIT = 2.0
@@ -555,7 +555,7 @@ def cost_markdown(table: pd.DataFrame, targets: pd.DataFrame, machine: Machine, 
     ]
     if note:
         parts.append(note)
-    parts += ["", markdown_table(view.columns, view.itertuples(index=False)), "", "## Targets (issue 6)", "",
+    parts += ["", markdown_table(view.columns, view.itertuples(index=False)), "", "## Targets", "",
               markdown_table(goals.columns, goals.itertuples(index=False)), ""]
     return "\n".join(parts)
 

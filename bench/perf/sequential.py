@@ -1,4 +1,4 @@
-"""Sequential versus fixed-n CERTIFY on the same images: samples, seconds and certified accuracy (issue 17).
+"""Sequential versus fixed-n CERTIFY on the same images: samples, seconds and certified accuracy.
 
 The command is ``python -m bench.sequential``. For ``cohen`` (Cohen et al. 2019, noise on the pixels of the
 ``sll+ce`` network: backbone + linear head) and ``fars-mc`` (noise on the embedding, the same head), every
@@ -64,7 +64,7 @@ FIXED, SEQUENTIAL = "fixed", "sequential"
 DEFAULT_RADII: tuple[float, ...] = reported_radii("fashion-mnist")
 DEFAULT_FIXED_NS = (1_000, 10_000, 100_000)
 DEFAULT_CAP = 100_000
-#: the issue's goals: cohen's mean samples at least this many times fewer, accuracies within this many points
+#: the goals: cohen's mean samples at least this many times fewer, accuracies within this many points
 GOAL_RATIO = 10.0
 GOAL_POINTS = 1.0
 EXAMPLE_COLUMNS = ["method", "mode", "n", "idx", "label", "predict", "radius", "correct", "samples", "seconds"]
@@ -314,7 +314,7 @@ def _sequential_columns(run: pd.DataFrame, reference: pd.DataFrame, paired: pd.D
 def verdict_lines(summary: pd.DataFrame, ratio_goal: float = GOAL_RATIO, points_goal: float = GOAL_POINTS) -> list[str]:
     """One line per goal and method: PASS or MISS (never an assertion).
 
-    Goals (issue 17): ``cohen``'s sample ratio >= ``ratio_goal``; for each method, the largest |difference| of
+    Goals: ``cohen``'s sample ratio >= ``ratio_goal``; for each method, the largest |difference| of
     certified accuracy between sequential and fixed-n at the cap over the radii <= ``points_goal`` points.
     """
     lines = []

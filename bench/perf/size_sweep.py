@@ -24,7 +24,7 @@ memory fits) it writes, to ``--out`` (default ``runs/sizes``):
   before it (after the network is built; Linux's ``VmHWM``, reset just before the call, else the growth of
   ``resource.getrusage(RUSAGE_SELF).ru_maxrss``); on CUDA, in this process, ``torch.cuda.max_memory_allocated`` minus
   the memory allocated before the call (peak statistics reset first). The ``how`` column says which.
-* ``size_sweep.md``: the table and the issue's goals as PASS / MISS lines (printed, never asserted);
+* ``size_sweep.md``: the table and the performance goals as PASS / MISS lines (printed, never asserted);
   ``manifest.json``: settings, machine state, versions, git commit.
 
 What is measured and what is extrapolated: ``fars-closed`` and ``fars-mc`` (n = 1e4, 1e5) are always
@@ -91,7 +91,7 @@ MEMORY_FRACTION = 0.5
 #: the name of the shipped Fashion-MNIST network in ``--sizes``
 DEFAULT_NETWORK = "default"
 PAPER_INPUT = "small@224"
-#: the issue's goals
+#: the performance goals the sweep checks
 CLOSED_FORWARD_GOAL = 1.1
 MC_FLOOR_GOAL_DEFAULT = 1.25
 MC_FLOOR_GOAL_SMALL = 1.5
@@ -630,7 +630,7 @@ def plot_speedup_vs_size(table: pd.DataFrame, out_path: Path, target_n: int = TA
 
 
 def goal_lines(table: pd.DataFrame, throughput: pd.DataFrame, target_n: int = TARGET_N) -> list[str]:
-    """The issue's goals as ``PASS`` / ``MISS`` lines (``n/a`` when not measured); printed, never asserted."""
+    """The performance goals as ``PASS`` / ``MISS`` lines (``n/a`` when not measured); printed, never asserted."""
     def verdict(ok: bool | None) -> str:
         return "n/a " if ok is None else ("PASS" if ok else "MISS")
 
@@ -681,7 +681,7 @@ def sweep_markdown(table: pd.DataFrame, throughput: pd.DataFrame, memory: pd.Dat
              "Limit: cohen's time / one plain single-image forward.", "",
              markdown_table(["size", "params", "flops/image", "method", "n", "seconds", "source", "floor",
                              "measured/floor", "measured speedup", "predicted speedup", "limit"], rows),
-             "", "## Goals (issue 18)", "", "```", *goal_lines(table, throughput, target_n), "```", ""]
+             "", "## Goals", "", "```", *goal_lines(table, throughput, target_n), "```", ""]
     if not throughput.empty:
         parts += ["## Throughput (one certify call on many images; seconds per image = call / images)", "",
                   markdown_table(["size", "method", "n", "images", "images/s", "x plain batched"],
