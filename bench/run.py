@@ -59,7 +59,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 #: the experiment ``python -m bench.run`` runs without ``--config`` (``make run``)
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "fashion-mnist-quick.toml"
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "embedded" / "fashion-mnist-quick.toml"
 #: settings neither a preset nor the experiment file sets, and their defaults
 DEFAULTS: dict[str, Any] = dict(dataset="fashion-mnist", data_root=None, methods=list(METHODS), heads=list(HEAD_KINDS),
                                 seed=0, batch_size="auto", scaling_images=2, attack=True, out=None, radii=None,
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Certify test images with Cohen RS, FaRS (Monte Carlo and closed form) and the Lipschitz "
                     "margin on the same images; time each method (device synchronised) and write per-example "
                     "TSV, summary tables and plots. The experiment (dataset, models, methods, sigmas, n0, n, "
-                    "alpha, images) is a TOML file (--config; default configs/fashion-mnist-quick.toml, the "
+                    "alpha, images) is a TOML file (--config; default bench/embedded/fashion-mnist-quick.toml, the "
                     "offline default); every flag below overrides the file, and keys neither sets come from "
                     "--preset. Re-running the same command resumes an interrupted run. Launch with "
                     "`torchrun --nproc-per-node N -m bench.run ...` to shard the images over N processes (one GPU "
