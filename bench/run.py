@@ -41,7 +41,7 @@ from .cli_help import DefaultsHelpFormatter
 from .config import ConfigError, load_experiment
 from .data import DATASETS, IMAGE_FILE_DATASETS, canonical_name, dataset_spec, reported_radii
 from .data.selection import images_fingerprint, select_images
-from .env import REPO_ROOT, device_name, full_fp32, portable_path, resolve_device, runs_dir, tune_cpu_allocator
+from .env import device_name, full_fp32, portable_path, resolve_device, runs_dir, tune_cpu_allocator
 from .models import HEAD_KINDS, CheckpointError
 from .models.experiment import ExperimentModels, load_experiment_models, models_from_folder
 from .perf.scaling import scaling_stage
