@@ -1,15 +1,10 @@
-"""Package layout: the method-neutral core lives in ``smoothing``, which ``fars`` and ``baselines`` import.
-
-The old homes ``fars.certificate``, ``fars.noise`` and ``fars.smoothing`` remain as deprecated shims
-that re-export the core's objects; ``smoothing`` and ``baselines`` never import ``fars``.
+"""Package layout: the method-neutral core lives in ``smoothing``, which ``fars`` and ``baselines`` import;
+``smoothing`` and ``baselines`` never import ``fars``.
 """
 
 from __future__ import annotations
 
 import ast
-import importlib
-import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,37 +13,6 @@ import fars
 import smoothing
 
 REPO = Path(__file__).resolve().parents[1]
-
-#: deprecated module -> the public names it offered before the move (all must still be there)
-SHIMS = {
-    "fars.certificate": [
-        "ABSTAIN", "INDEX_MAX", "UNIT", "SMALLEST_NORMAL", "LOW_PRECISION", "Certificate", "Certifier",
-        "check_positive", "check_count", "check_alpha", "module_device", "check_inputs", "check_indices",
-        "flush_subnormal", "call_model", "synchronize", "timed",
-    ],
-    "fars.noise": [
-        "BLOCK_ELEMENTS", "MAX_BLOCK_SAMPLES", "Stage", "block_size", "block_seed", "check_seed", "Segment",
-        "plan_batches", "NoiseBatch", "NoiseSource",
-    ],
-    "fars.smoothing": [
-        "MonteCarloCertifier", "lower_confidence_bound", "radius_from_counts", "max_certifiable_radius",
-        "binomial_abstain", "argmax_is", "evaluating", "validate_classifier", "call_model", "BOUND_SLACK",
-        "RADIUS_SLACK", "ABSTAIN", "LOW_PRECISION", "SMALLEST_NORMAL", "UNIT", "Certificate", "check_alpha",
-        "check_count", "check_indices", "check_inputs", "check_positive", "timed", "NoiseBatch", "NoiseSource",
-        "Stage", "check_seed",
-    ],
-}
-
-
-@pytest.mark.parametrize("name", sorted(SHIMS))
-def test_deprecated_modules_warn_and_reexport_the_core(name):
-    with pytest.warns(DeprecationWarning, match=re.escape(f"{name} is deprecated")):
-        # reload when some other import got there first: the warning is raised when the module body runs
-        module = importlib.reload(sys.modules[name]) if name in sys.modules else importlib.import_module(name)
-    assert set(SHIMS[name]) <= set(module.__all__)
-    for attr in module.__all__:
-        assert getattr(module, attr) is getattr(smoothing, attr), f"{name}.{attr} is not smoothing.{attr}"
-
 
 def test_fars_reexports_the_core():
     for attr in ("ABSTAIN", "Certificate", "Certifier", "MonteCarloCertifier", "max_certifiable_radius"):
@@ -96,14 +60,6 @@ def test_core_and_baselines_do_not_import_fars(package, forbidden):
     assert sources
     offending = {f"{path.relative_to(REPO)}: {module}" for path in sources
                  for module in imported_modules(path, package) if top_level(module) in forbidden}
-    assert not offending, sorted(offending)
-
-
-def test_fars_does_not_import_its_deprecated_shims():
-    shims = set(SHIMS)
-    offending = {f"{path.relative_to(REPO)}: {module}" for path in sorted((REPO / "fars").rglob("*.py"))
-                 if f"fars.{path.stem}" not in shims
-                 for module in imported_modules(path, "fars") if module in shims}
     assert not offending, sorted(offending)
 
 
