@@ -3,8 +3,7 @@
 Every method in this project (``cohen``, ``fars-mc``, ``fars-closed``, ``lipschitz-margin``)
 returns a :class:`Certificate` from ``certify(x)``, so the harness can time, store and plot them
 the same way. Also here: the checks and helpers every method runs on each call (input and index
-validation, :func:`call_model`, :class:`evaluating`, :class:`timed`). Part of the method-neutral core
-(this module was ``fars.certificate``).
+validation, :func:`call_model`, :class:`evaluating`, :class:`timed`). Part of the method-neutral core.
 """
 
 from __future__ import annotations

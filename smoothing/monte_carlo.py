@@ -25,7 +25,7 @@ sample j of an example is the same noise whatever the rounds, the batch size or 
 
 Steps 1-2 (the sampling, with the deterministic noise of :mod:`smoothing.noise`) are here; steps 3-4
 and PREDICT's test are the count statistics of :mod:`smoothing.statistics`. Part of the
-method-neutral core (this class was in ``fars.smoothing``).
+method-neutral core.
 """
 
 from __future__ import annotations

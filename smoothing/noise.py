@@ -17,7 +17,7 @@ noise.
 Selection (``n0`` samples) and estimation (``n`` samples) use different stages, so the samples that
 pick the class are never reused to estimate its probability, as CERTIFY requires.
 
-Part of the method-neutral core (this module was ``fars.noise``).
+Part of the method-neutral core.
 """
 
 from __future__ import annotations

@@ -9,8 +9,7 @@ abstains unless a two-sided binomial test separates the top two counts at level 
 
 Pure arithmetic on counts (numpy and scipy: no model, no sampling), with the floating-point slack
 that keeps every returned bound and radius below its exact value. The sampling that produces the
-counts is :mod:`smoothing.monte_carlo`. Part of the method-neutral core (these functions were in
-``fars.smoothing``).
+counts is :mod:`smoothing.monte_carlo`. Part of the method-neutral core.
 """
 
 from __future__ import annotations

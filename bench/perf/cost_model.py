@@ -454,7 +454,7 @@ def cost_table(costs: NetworkCosts, scaling: pd.DataFrame, machine: Machine, pla
 
 
 def targets_table(table: pd.DataFrame, target_n: int = TARGET_N) -> pd.DataFrame:
-    """Issue 6's targets from a :func:`cost_table`: (target, method, n, value, limit, met, note).
+    """The cost targets from a :func:`cost_table`: (target, method, n, value, limit, met, note).
 
     The n-dependent targets are read at ``target_n`` when the table has it, else at its largest n
     (noted); ``met`` is None when a method is missing.

@@ -114,7 +114,7 @@ def write_reports(
     -------
     dict[str, pathlib.Path]
         Keys ``summary_csv, summary_md, certified_accuracy_csv, certified_accuracy_png,
-        speedup_png`` (and ``scaling_png``) as before, plus ``<figure>_<format>``,
+        speedup_png`` (and ``scaling_png``), plus ``<figure>_<format>``,
         ``table_certified_md/_tex``, ``table1_md/_tex``, ``table2_md/_tex`` and ``cohen/<file name>`` per run.
 
     Raises
