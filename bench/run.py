@@ -322,8 +322,12 @@ def _run(args: argparse.Namespace, context: dist_.Context) -> Path:
 def _load_inputs(args: argparse.Namespace, device: torch.device
                  ) -> tuple[ExperimentModels, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The experiment's models (its model tables, or the ``--models`` folder) on ``device`` and the
-    selected test images (images on ``device``)."""
-    from .data import dataset_spec
+    selected test images (images on ``device``).
+
+    Models whose input shape or classes are not the dataset's are refused before any image is read or
+    downloaded (from the registered shape and classes; an image-file dataset's shape from its ``image_size``),
+    and their shape is checked again on the images read (an image folder without a crop).
+    """
     from .data.selection import select_images
     from .models.experiment import load_experiment_models, models_from_folder
 
@@ -334,24 +338,47 @@ def _load_inputs(args: argparse.Namespace, device: torch.device
             models = models_from_folder(args.models, args.dataset, args.heads)
     except ValueError as err:   # CheckpointError, ModelSpecError: a model that cannot be used as asked
         raise SystemExit(f"error: cannot load the models: {err}") from None
+    sizes: dict[str, Any] = {k: v or None for k in ("image_size", "resize") if (v := getattr(args, k)) is not None}
+    shape, classes = _dataset_shape_and_classes(args, sizes)
+    if shape is not None:
+        _refuse_misfits(args.dataset, models, shape, classes)   # before any image is read or downloaded
     models.to(device)
     try:
-        sizes: dict[str, Any] = {k: v or None for k in ("image_size", "resize") if (v := getattr(args, k)) is not None}
         images, labels, indices = select_images(args.dataset, args.data_root, args.num_images, args.skip, **sizes)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
+    _refuse_misfits(args.dataset, models, tuple(images.shape[1:]), classes)
+    return models, images.to(device), labels, indices
+
+
+def _dataset_shape_and_classes(args: argparse.Namespace, sizes: dict[str, Any]
+                               ) -> tuple[tuple[int, ...] | None, int | None]:
+    """The dataset's image shape (None when only its images say: an image folder without a crop) and its
+    number of classes (None when the registry does not fix it), read from the registry, not from the data."""
+    from .data import dataset_spec
+
+    root = args.data_root if args.dataset == "imagefolder" else None
+    classes = dataset_spec(args.dataset, root).num_classes
+    try:
+        shape: tuple[int, ...] | None = tuple(dataset_spec(args.dataset, None, **sizes).input_shape)
+    except ValueError:   # image_size None: the shape is that of the images themselves
+        shape = None
+    return shape, classes
+
+
+def _refuse_misfits(dataset: str, models: ExperimentModels, shape: tuple[int, ...], classes: int | None) -> None:
+    """``SystemExit`` with one line naming each model whose input shape is not ``shape`` or whose classes are
+    not ``classes`` (labels would be compared with the classes of another label space)."""
     wrong = [f"{e.model.name} takes {tuple(e.model.input_shape)}" for e in models.entries
-             if tuple(e.model.input_shape) != tuple(images.shape[1:])]
+             if tuple(e.model.input_shape) != shape]
     if wrong:
-        raise SystemExit(f"error: the {args.dataset} images are {tuple(images.shape[1:])} but {'; '.join(wrong)}: "
+        raise SystemExit(f"error: the {dataset} images are {shape} but {'; '.join(wrong)}: "
                          "certify each model on the dataset it was built for (image_size/resize for image folders)")
-    classes = dataset_spec(args.dataset, args.data_root if args.dataset == "imagefolder" else None).num_classes
     other = [f"{e.model.name} has {e.model.num_classes}" for e in models.entries
              if classes is not None and e.model.num_classes != classes]
-    if other:   # labels would be compared with the classes of another label space
-        raise SystemExit(f"error: {args.dataset} has {classes} classes but {'; '.join(other)}: certify each model on "
+    if other:
+        raise SystemExit(f"error: {dataset} has {classes} classes but {'; '.join(other)}: certify each model on "
                          "the dataset whose classes it predicts")
-    return models, images.to(device), labels, indices
 
 
 def _prepare_output(out: Path, config: dict[str, Any], overwrite: bool, context: dist_.Context) -> None:
