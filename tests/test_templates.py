@@ -5,9 +5,11 @@ its budget and shows progress."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 
 from bench.cli import run_cli
@@ -181,3 +183,33 @@ def test_info_states_the_audit_budget_and_shows_progress(capsys: pytest.CaptureF
     assert run_cli(models_cli.main, ["info", "--config", str(config), "--images", "0", "--audit-images", "1",
                                      "--audit-iterations", "2", "--no-progress"]) == 0
     assert "/8 [" not in capsys.readouterr().err
+
+
+# ---------------------------------------------------------- where a checkpoint goes, which keys a table takes
+
+
+def test_config_comments_put_the_checkpoint_where_the_table_reads_it() -> None:
+    """A path in an experiment file's comments that names its checkpoint (same folder and file name) is, taken
+    from the checkout's root as the comments say, the file the table's ``checkpoint`` (relative to the file) is;
+    a checkpoint outside the file's folder is not said to lie "next to this file"."""
+    checked = 0
+    for config in sorted((ROOT / "configs").glob("*.toml")):
+        text = config.read_text()
+        comments = " ".join(line for line in text.splitlines() if line.lstrip().startswith("#"))
+        for table in tomllib.loads(text).get("models", {}).values():
+            target = (config.parent / table.get("checkpoint", "")).resolve()
+            if not target.is_relative_to(config.parent.resolve()):
+                assert "next to this file" not in comments, config.name
+            for token in re.findall(r"[\w./-]+", comments):
+                named = Path(token)
+                if named.name == target.name and named.parent.name == target.parent.name:
+                    assert (ROOT / named).resolve() == target, (config.name, token)
+                    checked += 1
+    assert checked >= 1
+
+
+def test_readme_cohen_row_names_every_key_of_the_cohen_format() -> None:
+    row = next(line for line in (ROOT / "README.md").read_text().splitlines()
+               if line.startswith("| `cohen` |") and "checkpoint.pth.tar" in line)      # the formats table
+    keys_column = row.split("|")[3]
+    assert all(f"`{key}`" in keys_column for key in cohen_format.KEYS), keys_column
