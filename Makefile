@@ -1,71 +1,87 @@
 # Entry points for a fresh machine (each sets up .venv on first use):
 #   make run      - the main job: python -m bench.run on the embedded Fashion-MNIST default -> runs/fashion-mnist/quick/
-#   make test     - the test suite (CPU)
-#   make lint     - ruff and mypy (configured in pyproject.toml)
+#                   (installs what running needs: `pip install -e .`, no test or lint package)
+#   make test     - the test suite (CPU); adds the `test` extra (pytest, hypothesis, foolbox, ART, ...)
+#   make lint     - ruff and mypy (configured in pyproject.toml); adds the `lint` extra
 #   make results  - regenerate the committed reference results in results/ (overwrites them; an explicit act):
 #                   the quick run and the scaling sweep; results-art, results-torchrun and results-sequential
 #                   for the others
+#
+# CPU-only PyTorch (no CUDA wheels, no triton: a much smaller .venv), on a fresh .venv:
+#   make run TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# installs torch and torchvision from that index first; everything else comes from PyPI.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+TORCH_INDEX_URL ?=
 
 .PHONY: run test lint results results-index results-art results-torchrun results-sequential results-sizes gpu-bench bench train clean-venv
 
-$(BIN)/.installed: pyproject.toml
+# one stamp per install set: `make run` installs the package alone; `make test` / `make lint` add their extra
+$(BIN)/.installed-run: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[test,lint]'
+	$(if $(TORCH_INDEX_URL),$(BIN)/pip install --index-url $(TORCH_INDEX_URL) torch torchvision)
+	$(BIN)/pip install -e .
 	touch $@
 
-run: $(BIN)/.installed
+$(BIN)/.installed-test: $(BIN)/.installed-run
+	$(BIN)/pip install -e '.[test]'
+	touch $@
+
+$(BIN)/.installed-lint: $(BIN)/.installed-run
+	$(BIN)/pip install -e '.[lint]'
+	touch $@
+
+run: $(BIN)/.installed-run
 	$(BIN)/python -m bench.run $(ARGS)
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed-test
 	$(BIN)/python -m pytest $(ARGS)
 
-lint: $(BIN)/.installed
+lint: $(BIN)/.installed-lint
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-results: $(BIN)/.installed
+results: $(BIN)/.installed-run
 	$(BIN)/python -m bench.run --out results/fashion-mnist/quick --overwrite --no-progress $(ARGS)
 	$(BIN)/python -m bench.scaling --out results/fashion-mnist/scaling --no-progress
 	$(BIN)/python -m bench.results_index results
 
-# sequential versus fixed-n CERTIFY at cap n = 100,000 (issue 17); about 45 min on 2 CPU cores
-results-sequential: $(BIN)/.installed
+# sequential versus fixed-n CERTIFY at cap n = 100,000; about 45 min on 2 CPU cores
+results-sequential: $(BIN)/.installed-run
 	$(BIN)/python -m bench.sequential --out results/fashion-mnist/sequential --images 50 --skip 20 --no-progress
 	$(BIN)/python -m bench.results_index results
 
-# speedup versus model size, SLL layouts small..xlarge at CIFAR size (issue 18); see README for the time it takes
-results-sizes: $(BIN)/.installed
+# speedup versus model size, SLL layouts small..xlarge at CIFAR size; see docs/performance.md for the time it takes
+results-sizes: $(BIN)/.installed-run
 	$(BIN)/python -m bench.scaling --sizes default small medium large xlarge --rounds 1 --cohen-ns 100 1000 \
 	    --out results/sizes --no-progress
 	$(BIN)/python -m bench.results_index results
 
 # one command on a CUDA machine (about 8 minutes on one H100): paper preset subset, n sweep, size sweep
-gpu-bench: $(BIN)/.installed
+gpu-bench: $(BIN)/.installed-run
 	$(BIN)/python -m bench.gpu --out results/fashion-mnist/gpu $(ARGS)
 
 # results/README.md: the index of every committed result, made from the result folders' own files
-results-index: $(BIN)/.installed
+results-index: $(BIN)/.installed-run
 	$(BIN)/python -m bench.results_index results
 
-results-art: $(BIN)/.installed
+results-art: $(BIN)/.installed-test
 	$(BIN)/python -m bench.art_compare --out results/fashion-mnist/art --no-progress
 	$(BIN)/python -m bench.results_index results
 
 TORCHRUN_RUN := --methods cohen fars-mc --heads ce --num-images 20 --scaling-ns --no-attack --overwrite --no-progress
-results-torchrun: $(BIN)/.installed
+results-torchrun: $(BIN)/.installed-run
 	$(BIN)/python -m bench.run $(TORCHRUN_RUN) --out results/fashion-mnist/torchrun/one-process
 	$(BIN)/torchrun --standalone --nproc-per-node 2 -m bench.run $(TORCHRUN_RUN) \
 	    --out results/fashion-mnist/torchrun/two-processes
 	$(BIN)/python -m bench.results_index results
 
-bench: $(BIN)/.installed
+bench: $(BIN)/.installed-test
 	$(BIN)/python -m pytest --benchmark-only $(ARGS)
 
-train: $(BIN)/.installed
+train: $(BIN)/.installed-run
 	$(BIN)/python -m bench.train $(ARGS)
 
 clean-venv:

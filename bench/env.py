@@ -1,6 +1,7 @@
 """Settings shared by every part of the harness: folders, device choice, numeric policy, process tuning.
 
-This module imports nothing from ``bench``; every other module may import it.
+This module imports nothing from ``bench``; every other module may import it. It imports PyTorch only
+inside the functions that use it, so that a command's ``--help`` answers without loading it.
 
 Folders:
 
@@ -18,8 +19,10 @@ import ctypes
 import os
 import platform
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_MODELS = Path(__file__).resolve().parent / "embedded" / "models"
@@ -59,6 +62,8 @@ def resolve_device(name: str) -> torch.device:
     Raises:
         SystemExit: an unknown device name, or a CUDA device on a machine without CUDA.
     """
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -72,6 +77,8 @@ def resolve_device(name: str) -> torch.device:
 
 def device_name(device: torch.device) -> str:
     """Human-readable device: the GPU's name, or the CPU with its core and thread counts."""
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     cpu = platform.processor() or platform.machine()
@@ -83,6 +90,8 @@ def full_fp32() -> dict[str, bool]:
 
     Returns the settings, for the manifest. Lower precision stays an explicit opt-in (``CohenRS(precision=)``).
     """
+    import torch
+
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     return {"cuda_matmul_tf32": torch.backends.cuda.matmul.allow_tf32, "cudnn_tf32": torch.backends.cudnn.allow_tf32}

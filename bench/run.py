@@ -23,30 +23,21 @@ import math
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from smoothing.certificate import NonFiniteScoresError
-
-from .audit.robustness import RobustnessSettings, run_robustness, soundness_failures
-from .certify import distributed as dist_
-from .certify.machine import default_threads, machine_state, noisy_timing_markdown, noisy_timing_warnings, set_threads
-from .certify.manifest import ResumeError, check_resumable, read_manifest, write_manifest
-from .certify.results import merge_results, read_done, read_lines
-from .certify.runner import certify_all, choose_batch_sizes, timing_markdown, timing_summary
-from .certify.runs import METHODS, MonteCarloSettings, Run, RunError, build_runs, supported_methods
 from .cli import checked, cli_exit, writable_dir
 from .cli_help import DefaultsHelpFormatter
 from .config import ConfigError, load_experiment
-from .data import DATASETS, IMAGE_FILE_DATASETS, canonical_name, dataset_spec, reported_radii
-from .data.selection import images_fingerprint, select_images
 from .env import device_name, full_fp32, portable_path, resolve_device, runs_dir, tune_cpu_allocator
-from .models import HEAD_KINDS, CheckpointError
-from .models.experiment import ExperimentModels, load_experiment_models, models_from_folder
-from .perf.scaling import scaling_stage
+from .names import DATASET_NAMES, HEAD_KINDS, METHODS
 from .provenance import git_commit, package_versions
-from .report import read_results, write_reports
+
+if TYPE_CHECKING:   # the stages import PyTorch and the pipeline when they run, after the flags are parsed
+    import torch
+
+    from .certify import distributed as dist_
+    from .certify.runs import MonteCarloSettings, Run
+    from .models.experiment import ExperimentModels
 
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU-sized: the whole default run takes a few minutes on 2 cores.
@@ -85,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="defaults for the keys the experiment file leaves out (default: the file's `preset`, "
                              "else quick). quick: CPU-sized n and image count; paper: n0=100, n=100000, "
                              "alpha=0.001, 500 images")
-    parser.add_argument("--dataset", default=None, choices=sorted(DATASETS),
+    parser.add_argument("--dataset", default=None, choices=sorted(DATASET_NAMES),
                         help="evaluation dataset (default: the experiment file's). fashion-mnist without --data-root "
                              "uses the embedded 1,000-image evaluation subset shipped with the repo "
                              "(fashion-mnist-embedded names it explicitly); with --data-root, the full test set there")
@@ -178,6 +169,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .data import IMAGE_FILE_DATASETS, canonical_name, reported_radii
     config_path = DEFAULT_CONFIG if args.config is None else args.config
     try:
         experiment = load_experiment(config_path)
@@ -258,6 +250,8 @@ def run_config(args: argparse.Namespace, models: ExperimentModels, images: torch
     Models are identified by the content hashes of their checkpoints, the images by a hash of their
     pixels, labels and dataset indices, so the same run resumes from any folder or clone.
     """
+    from .data.selection import images_fingerprint
+
     keys = ("dataset", "methods", "heads", "sigma", "n", "n0", "alpha", "num_images", "skip", "seed", "sequential")
     config = {k: getattr(args, k) for k in keys}
     if args.sequential:   # where sequential sampling stops depends on the target radii
@@ -269,6 +263,12 @@ def run_config(args: argparse.Namespace, models: ExperimentModels, images: torch
 
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
+    from smoothing.certificate import NonFiniteScoresError
+
+    from .certify import distributed as dist_
+    from .certify.manifest import ResumeError
+    from .models import CheckpointError
+
     context = dist_.context_from_env()
     dist_.init(context, args.dist_timeout_hours)
     try:
@@ -286,6 +286,11 @@ def main(argv: list[str] | None = None) -> Path:
 
 def _run(args: argparse.Namespace, context: dist_.Context) -> Path:
     """The stages of a run: inputs, output folder, runs, certification, then (rank 0) reports and audits."""
+    from .certify import distributed as dist_
+    from .certify.machine import default_threads, machine_state, set_threads
+    from .certify.results import merge_results
+    from .certify.runner import timing_summary
+
     threads = args.threads or default_threads(context.world_size)
     set_threads(threads)   # no effect on results; no oversubscription, so timings mean what they say
     process = {"cpu_allocator_tuned": tune_cpu_allocator(),  # no effect on results; steadier CPU timings
@@ -317,7 +322,15 @@ def _run(args: argparse.Namespace, context: dist_.Context) -> Path:
 def _load_inputs(args: argparse.Namespace, device: torch.device
                  ) -> tuple[ExperimentModels, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The experiment's models (its model tables, or the ``--models`` folder) on ``device`` and the
-    selected test images (images on ``device``)."""
+    selected test images (images on ``device``).
+
+    Models whose input shape or classes are not the dataset's are refused before any image is read or
+    downloaded (from the registered shape and classes; an image-file dataset's shape from its ``image_size``),
+    and their shape is checked again on the images read (an image folder without a crop).
+    """
+    from .data.selection import select_images
+    from .models.experiment import load_experiment_models, models_from_folder
+
     try:
         if args.model_tables:
             models = load_experiment_models(args.model_tables, args.dataset, args.heads)
@@ -325,28 +338,54 @@ def _load_inputs(args: argparse.Namespace, device: torch.device
             models = models_from_folder(args.models, args.dataset, args.heads)
     except ValueError as err:   # CheckpointError, ModelSpecError: a model that cannot be used as asked
         raise SystemExit(f"error: cannot load the models: {err}") from None
+    sizes: dict[str, Any] = {k: v or None for k in ("image_size", "resize") if (v := getattr(args, k)) is not None}
+    shape, classes = _dataset_shape_and_classes(args, sizes)
+    if shape is not None:
+        _refuse_misfits(args.dataset, models, shape, classes)   # before any image is read or downloaded
     models.to(device)
     try:
-        sizes: dict[str, Any] = {k: v or None for k in ("image_size", "resize") if (v := getattr(args, k)) is not None}
         images, labels, indices = select_images(args.dataset, args.data_root, args.num_images, args.skip, **sizes)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
+    _refuse_misfits(args.dataset, models, tuple(images.shape[1:]), classes)
+    return models, images.to(device), labels, indices
+
+
+def _dataset_shape_and_classes(args: argparse.Namespace, sizes: dict[str, Any]
+                               ) -> tuple[tuple[int, ...] | None, int | None]:
+    """The dataset's image shape (None when only its images say: an image folder without a crop) and its
+    number of classes (None when the registry does not fix it), read from the registry, not from the data."""
+    from .data import dataset_spec
+
+    root = args.data_root if args.dataset == "imagefolder" else None
+    classes = dataset_spec(args.dataset, root).num_classes
+    try:
+        shape: tuple[int, ...] | None = tuple(dataset_spec(args.dataset, None, **sizes).input_shape)
+    except ValueError:   # image_size None: the shape is that of the images themselves
+        shape = None
+    return shape, classes
+
+
+def _refuse_misfits(dataset: str, models: ExperimentModels, shape: tuple[int, ...], classes: int | None) -> None:
+    """``SystemExit`` with one line naming each model whose input shape is not ``shape`` or whose classes are
+    not ``classes`` (labels would be compared with the classes of another label space)."""
     wrong = [f"{e.model.name} takes {tuple(e.model.input_shape)}" for e in models.entries
-             if tuple(e.model.input_shape) != tuple(images.shape[1:])]
+             if tuple(e.model.input_shape) != shape]
     if wrong:
-        raise SystemExit(f"error: the {args.dataset} images are {tuple(images.shape[1:])} but {'; '.join(wrong)}: "
+        raise SystemExit(f"error: the {dataset} images are {shape} but {'; '.join(wrong)}: "
                          "certify each model on the dataset it was built for (image_size/resize for image folders)")
-    classes = dataset_spec(args.dataset, args.data_root if args.dataset == "imagefolder" else None).num_classes
     other = [f"{e.model.name} has {e.model.num_classes}" for e in models.entries
              if classes is not None and e.model.num_classes != classes]
-    if other:   # labels would be compared with the classes of another label space
-        raise SystemExit(f"error: {args.dataset} has {classes} classes but {'; '.join(other)}: certify each model on "
+    if other:
+        raise SystemExit(f"error: {dataset} has {classes} classes but {'; '.join(other)}: certify each model on "
                          "the dataset whose classes it predicts")
-    return models, images.to(device), labels, indices
 
 
 def _prepare_output(out: Path, config: dict[str, Any], overwrite: bool, context: dist_.Context) -> None:
     """Create ``out``; with ``overwrite`` delete its results, else refuse results of another configuration."""
+    from .certify import distributed as dist_
+    from .certify.manifest import check_resumable
+
     out.mkdir(parents=True, exist_ok=True)
     tsv = out / "certify.tsv"
     if overwrite:
@@ -362,6 +401,9 @@ def _prepare_output(out: Path, config: dict[str, Any], overwrite: bool, context:
 def _build_runs(args: argparse.Namespace, models: ExperimentModels, image_shape: tuple[int, ...], device: torch.device,
                 context: dist_.Context) -> tuple[list[Run], MonteCarloSettings, dict[str, int]]:
     """Every run of the chosen methods, heads and sigmas, with its batch size set (returned by run key)."""
+    from .certify.runner import choose_batch_sizes
+    from .certify.runs import MonteCarloSettings, RunError, build_runs
+
     default_batch = 1000 if args.batch_size == "auto" else int(args.batch_size)
     mc = MonteCarloSettings(n0=args.n0, n=args.n, alpha=args.alpha, batch_size=default_batch, seed=args.seed,
                             sequential=args.sequential, radii=tuple(sorted(args.radii)))
@@ -378,6 +420,8 @@ def _build_runs(args: argparse.Namespace, models: ExperimentModels, image_shape:
 
 def _why_no_run(args: argparse.Namespace, models: ExperimentModels) -> str:
     """Why --methods/--sigma and the models make no run (what each model can be certified by)."""
+    from .certify.runs import supported_methods
+
     able = "; ".join(f"{e.model.name}: {', '.join(e.methods or supported_methods(e.model))}"
                      + ("" if e.sigmas is None else f" at sigma {', '.join(f'{s:g}' for s in e.sigmas)}")
                      for e in models.entries)
@@ -394,6 +438,10 @@ def _start_manifest(args: argparse.Namespace, config: dict[str, Any], models: Ex
                     mc: MonteCarloSettings, batch_sizes: dict[str, int], device: torch.device,
                     context: dist_.Context, process: dict[str, Any], images: int) -> dict[str, Any]:
     """The manifest as the run starts (rank 0 writes it; ``first_started`` survives resumes)."""
+    import torch
+
+    from .certify.manifest import read_manifest, write_manifest
+
     manifest = {
         "config": config, "preset": args.preset, "monte_carlo": asdict(mc), "device": str(device),
         "device_name": device_name(device), "torch_threads": torch.get_num_threads(), "machine": process["machine"],
@@ -419,6 +467,10 @@ def _start_manifest(args: argparse.Namespace, config: dict[str, Any], models: Ex
 def _certify_stage(args: argparse.Namespace, runs: list[Run], images: torch.Tensor, labels: torch.Tensor,
                    indices: torch.Tensor, context: dist_.Context) -> list[Any]:
     """Certify every pending (run, image) pair; returns every rank's timing."""
+    from .certify import distributed as dist_
+    from .certify.results import read_done, read_lines
+    from .certify.runner import certify_all
+
     out, tsv = args.out, args.out / "certify.tsv"
     # Every rank must see the same finished rows before any rank appends: repair, barrier, read, barrier.
     target = dist_.shard_path(out, context.rank) if context.distributed else tsv
@@ -439,6 +491,8 @@ def _scaling_stage(args: argparse.Namespace, models: ExperimentModels, images: t
                    manifest: dict[str, Any]) -> Any:
     """Seconds per image versus n on ``sll+ce`` and the cost model (skipped without ``--scaling-ns`` or a
     checkpoint folder with a ce head: ``python -m bench.scaling`` times other models)."""
+    from .perf.scaling import scaling_stage
+
     zoo = models.zoo
     if not args.scaling_ns or zoo is None or "ce" not in zoo.heads:
         return None
@@ -455,6 +509,10 @@ def _report_stage(args: argparse.Namespace, tsv: Path, scaling: Any, timing: dic
                   manifest: dict[str, Any]) -> None:
     """summary.csv/md, certified_accuracy.csv and the plots, with the run's timing appended to summary.md and
     a warning there when the machine was too busy for the timings to be trusted."""
+    from .certify.machine import noisy_timing_markdown, noisy_timing_warnings
+    from .certify.runner import timing_markdown
+    from .report import write_reports
+
     out = args.out
     reports = write_reports(tsv, out, radii=sorted({0.0, *args.radii}), scaling=scaling, manifest=manifest)
     warnings = noisy_timing_warnings(manifest["machine"], _seconds_by_run(tsv))
@@ -472,6 +530,8 @@ def _report_stage(args: argparse.Namespace, tsv: Path, scaling: Any, timing: dic
 
 def _seconds_by_run(tsv: Path) -> list[tuple[str, Any]]:
     """Per run of fixed work per image (every row the same number of samples): its rows' seconds."""
+    from .report import read_results
+
     frame = read_results(tsv)
     groups = frame.groupby(["method", "model", "sigma"], dropna=False, sort=True)
     return [(f"{m} {model}" + ("" if s != s else f" σ={s:g}"), g["seconds"].to_numpy())
@@ -481,6 +541,8 @@ def _seconds_by_run(tsv: Path) -> list[tuple[str, Any]]:
 def _attack_stage(args: argparse.Namespace, models: ExperimentModels, images: torch.Tensor, labels: torch.Tensor,
                   indices: torch.Tensor, mc: MonteCarloSettings, manifest: dict[str, Any]) -> list[str]:
     """The attack stage (:func:`bench.audit.robustness.run_robustness`); returns the soundness failures."""
+    from .audit.robustness import RobustnessSettings, run_robustness, soundness_failures
+
     if not args.attack:
         return []
     settings = RobustnessSettings(seed=args.seed)
@@ -492,6 +554,8 @@ def _attack_stage(args: argparse.Namespace, models: ExperimentModels, images: to
 
 def _finish(out: Path, manifest: dict[str, Any], timing: dict[str, Any], total: int) -> None:
     """Complete the manifest and print the summary."""
+    from .certify.manifest import write_manifest
+
     manifest["finished"] = _now()
     manifest["rows_written_by_last_invocation"] = timing["rows"]
     manifest["rows_total"] = total

@@ -20,8 +20,7 @@ from fars import Certifier, FaRSClosedForm, FaRSMonteCarlo
 from ..models.loaded import LoadedModel
 from ..models.networks import HEAD_KINDS
 from ..models.zoo import ExperimentModel, ModelZoo
-
-METHODS = ("cohen", "fars-mc", "fars-closed", "lipschitz-margin")
+from ..names import METHODS
 
 
 @dataclass

@@ -27,6 +27,7 @@ from fars.audit import LipschitzAudit
 from ..data import dataset_spec
 from ..files import sha256_file
 from ..provenance import git_commit, package_versions
+from .keys import mismatch_message
 from .networks import CNNConfig, HeadConfig, SmallCNN, build_head
 
 _ModuleT = TypeVar("_ModuleT", bound=nn.Module)
@@ -221,17 +222,11 @@ def _load_state(model: _ModuleT, stem: str | Path) -> _ModuleT:
     weights, _ = paths(stem)
     state = read_state(weights)
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-              for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or shapes:
-        details = "; ".join(filter(None, [
-            f"missing keys {missing[:5]}" if missing else "",
-            f"unexpected keys {unexpected[:5]}" if unexpected else "",
-            f"shape mismatches {shapes[:5]}" if shapes else "",
-        ]))
-        raise CheckpointError(f"{weights} does not fit the architecture in its sidecar: {details}")
+    mismatch = mismatch_message(weights, "the architecture in its sidecar",
+                                {k: tuple(v.shape) for k, v in expected.items()},
+                                {k: tuple(v.shape) for k, v in state.items()})
+    if mismatch:
+        raise CheckpointError(mismatch)
     model.load_state_dict(state, strict=True)
     return model.eval()
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import torch
 from torch import nn
 from torchvision.models import resnet50
 
@@ -56,6 +57,30 @@ ARCHS: dict[str, tuple[int, tuple[int, int, int], int, tuple[float, ...], tuple[
 }
 NORMALIZATIONS = ("standardize", "center", "none")
 KEYS = ("checkpoint", "normalization", "mean", "std", "arch")
+
+
+def build_classifier(arch: str, num_classes: int | None = None) -> tuple[nn.Module, nn.Module]:
+    """``(saved, classifier)`` of ``arch`` (a key of :data:`ARCHS`) with random weights: ``saved`` is the module
+    whose state dict the file holds under ``1.`` (ResNet-50 inside a ``module`` wrapper, DataParallel's names),
+    ``classifier`` the network itself ([B, 3, H, W] standardised inputs -> [B, classes] logits).
+
+    ``num_classes`` defaults to the arch's. Works under ``torch.device("meta")``. ``KeyError`` for another arch.
+    """
+    depth, _, default_classes, _, _ = ARCHS[arch]
+    classes = num_classes or default_classes
+    if depth:
+        model = CifarResNet(depth, classes)
+        return model, model
+    inner = resnet50(weights=None, num_classes=classes)
+    # DataParallel's parameter names (``module.``) without DataParallel (which would move it to a GPU)
+    return nn.Sequential(OrderedDict([("module", inner)])), inner
+
+
+def state_shapes(arch: str, num_classes: int | None = None) -> dict[str, tuple[int, ...]]:
+    """The keys and shapes of the file's ``state_dict`` for ``arch`` (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        saved, _ = build_classifier(arch, num_classes)
+    return {f"1.{key}": tuple(value.shape) for key, value in saved.state_dict().items()}
 
 
 def _num_classes(state: dict, fc_key: str, default: int) -> int:
@@ -94,16 +119,8 @@ def load(reader: SpecReader) -> LoadedModel:
     state = state_dict_of(payload, reader, path, ("state_dict",))
 
     depth, input_shape, default_classes, mean, std = ARCHS[arch]
-    model: nn.Module
-    if depth:
-        num_classes = _num_classes(state, "1.fc.weight", default_classes)
-        model = CifarResNet(depth, num_classes)
-        inner: nn.Module = model
-    else:
-        num_classes = _num_classes(state, "1.module.fc.weight", default_classes)
-        inner = resnet50(weights=None, num_classes=num_classes)
-        # DataParallel's parameter names (``module.``) without DataParallel (which would move it to a GPU)
-        model = nn.Sequential(OrderedDict([("module", inner)]))
+    num_classes = _num_classes(state, "1.fc.weight" if depth else "1.module.fc.weight", default_classes)
+    model, inner = build_classifier(arch, num_classes)
     mean = mean_override or mean
     std = std_override or std
     norm: nn.Module

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..files import sha256_file
+from .keys import mismatch_message
 
 #: format name -> module (in this package) whose ``load(reader)`` builds the model
 FORMATS: dict[str, str] = {
@@ -263,22 +264,18 @@ def state_dict_of(obj: Any, reader: SpecReader, path: Path, container_keys: tupl
 
 def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], reader: SpecReader, path: Path,
                       key: str = "checkpoint", may_lack: tuple[str, ...] = ("num_batches_tracked",)) -> None:
-    """Load ``state`` into ``module`` strictly; :class:`ModelSpecError` on ``key`` listing missing and unexpected
-    keys, shape mismatches and non-finite tensors.
+    """Load ``state`` into ``module`` strictly; :class:`ModelSpecError` on ``key`` listing every missing,
+    unexpected and mis-shaped key with its expected shape (:func:`~bench.models.keys.mismatch_message`), or the
+    non-finite tensors.
 
     Only buffers whose name ends with one of ``may_lack`` may be absent (batch norm's ``num_batches_tracked``,
     which older PyTorch did not save and which no eval-mode forward reads); they keep the module's value.
     """
     expected = module.state_dict()
-    missing = sorted(k for k in set(expected) - set(state) if not k.endswith(may_lack))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-              for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or shapes:
-        raise reader.error(key, f"{path} does not fit the architecture: " + "; ".join(filter(None, [
-            f"{len(missing)} missing keys {missing[:8]}" if missing else "",
-            f"{len(unexpected)} unexpected keys {unexpected[:8]}" if unexpected else "",
-            f"{len(shapes)} shape mismatches {shapes[:8]}" if shapes else ""])))
+    mismatch = mismatch_message(path, "the architecture", {k: tuple(v.shape) for k, v in expected.items()},
+                                {k: tuple(v.shape) for k, v in state.items()}, may_lack)
+    if mismatch:
+        raise reader.error(key, mismatch)
     bad = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
     if bad:
         raise reader.error(key, f"{path} holds non-finite values in {bad[:8]}")

@@ -8,7 +8,7 @@ from torch import nn
 
 from fars import NormalizedLinear
 
-HEAD_KINDS = ("ce", "sparsemax", "margin", "mlp")
+from ..names import HEAD_KINDS
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from torch import nn
 
 from fars.sll import LipschitzAvgPool2d, PadChannels, SLLConv2d, SLLDense
 
+from .keys import mismatch_message
 from .loaded import (
     LoadedModel,
     SpecReader,
@@ -226,16 +227,11 @@ def load(reader: SpecReader) -> LoadedModel:
         raise reader.error("checkpoint", f"{path}: keys are not those of DataParallel(NormalizedModel("
                                          f"LipschitzNetwork)) ('module.model.model.*'): {strays[:8]}")
     expected = authors_state_shapes(layout, dataset, prefix)
-    missing = sorted(set(expected) - set(state), key=_natural)
-    unexpected = sorted(set(state) - set(expected), key=_natural)
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs layout {expected[k]}"
-              for k in expected if k in state and tuple(state[k].shape) != expected[k]]
-    if missing or unexpected or shapes:
-        raise reader.error("checkpoint", f"{path} does not fit the {size or 'given'} "
-                                         f"layout on {dataset}: " + "; ".join(filter(None, [
-            f"{len(missing)} missing keys {missing[:8]}" if missing else "",
-            f"{len(unexpected)} unexpected keys {unexpected[:8]}" if unexpected else "",
-            f"{len(shapes)} shape mismatches {shapes[:8]}" if shapes else ""])))
+    found = {k: tuple(state[k].shape) for k in sorted(state, key=_natural)}
+    mismatch = mismatch_message(path, f"the {size or 'given'} layout on {dataset} (docs/model-formats.md)",
+                                expected, found)
+    if mismatch:
+        raise reader.error("checkpoint", mismatch)
     bad = sorted(k for k, v in state.items() if not bool(torch.isfinite(v).all()))
     if bad:
         raise reader.error("checkpoint", f"{path} holds non-finite values in {bad[:8]}")
