@@ -7,7 +7,6 @@ import pathlib
 from pathlib import Path
 
 import pytest
-from conftest import TINY  # noqa: F401  (the tiny_zoo fixture's configuration)
 
 from bench import run as bench_run
 from bench.certify import results as bench_results
