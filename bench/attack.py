@@ -23,6 +23,7 @@ from .cli_help import DefaultsHelpFormatter
 from .config import ModelTable, load_experiment
 from .data.selection import select_images
 from .env import resolve_device, stored_path
+from .files import FolderInUseError, FolderLock
 from .models.experiment import load_experiment_models, models_from_folder
 
 
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         SystemExit: (2) a flag out of range, no certify.tsv or manifest.json (or an invalid one) in --results,
             models that cannot be loaded or are not the run's, models of format "torch" without --config
             (nothing named in a results folder is imported or called), an --out that is a file or cannot be
-            written;
+            written or that another live process owns;
             an unknown --device.
         ValueError: a results file that cannot be read (turned into one line by :func:`bench.cli.run_cli`).
     """
@@ -145,6 +146,19 @@ def main(argv: list[str] | None = None) -> int:
     manifest = _load_manifest(args.results, parser)
     out = args.out or args.results
     checked(parser, lambda: writable_dir(out))
+    lock = FolderLock(out, "bench.attack")   # one command at a time writes into a folder
+    try:
+        lock.acquire()
+    except FolderInUseError as err:
+        parser.error(str(err))
+    try:
+        return _attack(args, parser, manifest, out)
+    finally:
+        lock.release()
+
+
+def _attack(args: argparse.Namespace, parser: argparse.ArgumentParser, manifest: dict[str, Any], out: Path) -> int:
+    """The attack of :func:`main` once its flags are checked and ``out`` is owned."""
     device = checked(parser, lambda: resolve_device(args.device))
     torch.set_num_threads(args.threads)
     config = manifest.get("config", {})

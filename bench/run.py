@@ -272,7 +272,8 @@ def main(argv: list[str] | None = None) -> Path:
     context = dist_.context_from_env()
     dist_.init(context, args.dist_timeout_hours)
     try:
-        return _run(args, context)
+        with dist_.output_lock(args.out, context):   # one run at a time owns --out
+            return _run(args, context)
     except (ResumeError, CheckpointError, NonFiniteScoresError) as err:
         raise SystemExit(f"error: {err}") from None
     except KeyboardInterrupt:
