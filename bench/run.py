@@ -31,10 +31,10 @@ from smoothing.certificate import NonFiniteScoresError
 
 from .audit.robustness import RobustnessSettings, run_robustness, soundness_failures
 from .certify import distributed as dist_
-from .certify.machine import default_threads, machine_state, noisy_timing_markdown, noisy_timing_warnings, set_threads
+from .certify.machine import default_threads, machine_state, noisy_timing_warnings, set_threads
 from .certify.manifest import ResumeError, check_resumable, read_manifest, write_manifest
 from .certify.results import merge_results, read_done, read_lines
-from .certify.runner import certify_all, choose_batch_sizes, timing_markdown, timing_summary
+from .certify.runner import certify_all, choose_batch_sizes, timing_summary
 from .certify.runs import METHODS, MonteCarloSettings, Run, RunError, build_runs, supported_methods
 from .cli import checked, cli_exit, writable_dir
 from .cli_help import DefaultsHelpFormatter
@@ -454,16 +454,13 @@ def _scaling_stage(args: argparse.Namespace, models: ExperimentModels, images: t
 
 def _report_stage(args: argparse.Namespace, tsv: Path, scaling: Any, timing: dict[str, Any], total: int,
                   manifest: dict[str, Any]) -> None:
-    """summary.csv/md, certified_accuracy.csv and the plots, with the run's timing appended to summary.md and
-    a warning there when the machine was too busy for the timings to be trusted."""
+    """summary.csv/md, certified_accuracy.csv and the plots; summary.md carries the run's timing and a warning
+    when the machine was too busy for the timings to be trusted, both from the manifest (recorded there
+    first, so that ``python -m bench.report`` regenerates the same file)."""
     out = args.out
-    reports = write_reports(tsv, out, radii=sorted({0.0, *args.radii}), scaling=scaling, manifest=manifest)
     warnings = noisy_timing_warnings(manifest["machine"], _seconds_by_run(tsv))
-    manifest["timing_warnings"] = warnings
-    summary = out / "summary.md"
-    if summary.is_file():
-        summary.write_text(summary.read_text().rstrip("\n") + "\n" + timing_markdown(timing)
-                           + noisy_timing_markdown(warnings))
+    manifest["timing"], manifest["timing_warnings"] = timing, warnings
+    reports = write_reports(tsv, out, radii=sorted({0.0, *args.radii}), scaling=scaling, manifest=manifest)
     for warning in warnings:
         print(f"warning: noisy timings: {warning}", file=sys.stderr)
     written = sorted({p.name for p in reports.values() if p.parent == out} | ({"cohen/"} if (out / "cohen").is_dir()
