@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,10 @@ from .audit.robustness import RobustnessSettings, run_robustness, soundness_fail
 from .certify.runs import MonteCarloSettings
 from .cli import checked, cli_exit, writable_dir
 from .cli_help import DefaultsHelpFormatter
-from .config import load_experiment
+from .config import ModelTable, load_experiment
 from .data.selection import select_images
 from .env import resolve_device, stored_path
+from .files import FolderInUseError, FolderLock
 from .models.experiment import load_experiment_models, models_from_folder
 
 
@@ -56,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run folder holding certify.tsv and manifest.json, e.g. results/fashion-mnist/quick")
     parser.add_argument("--models", type=Path, default=None,
                         help="checkpoint folder (default: the one recorded in manifest.json)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="the experiment file whose [models.NAME] tables rebuild the run's models; required "
+                             "for models of format \"torch\" (their factory is code: it is imported and called "
+                             "only from a file named here, never from what manifest.json records)")
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: --results)")
     parser.add_argument("--radii", type=float, nargs="+", default=list(defaults.radii),
                         help="l2 radii (pixel space) where the full PGD runs; 0.05 0.1 0.2 0.3 are always added")
@@ -103,12 +109,25 @@ def _load_manifest(results: Path, parser: argparse.ArgumentParser) -> dict[str, 
     return record
 
 
+def _refuse_code(parser: argparse.ArgumentParser, tables: Sequence[ModelTable], experiment_file: Path,
+                 results: Path) -> None:
+    """Refuse to rebuild ``torch``-format models from the experiment file a manifest names: their
+    ``factory`` would be imported and called, and a results folder is data, not code."""
+    factories = [f"{t.name} ({t.spec.get('factory')})" for t in tables if t.spec.get("format") == "torch"]
+    if factories:
+        parser.error(f"{results / 'manifest.json'} names the experiment file {experiment_file}, whose model(s) "
+                     f"{', '.join(factories)} are built by calling a factory: a results folder never runs code; "
+                     "pass --config FILE, the experiment file you trust, to rebuild them")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Attack a finished run; returns the exit status: 3 when a deterministic certificate is broken, else 0.
 
     Raises:
         SystemExit: (2) a flag out of range, no certify.tsv or manifest.json (or an invalid one) in --results,
-            models that cannot be loaded or are not the run's, an --out that is a file or cannot be written;
+            models that cannot be loaded or are not the run's, models of format "torch" without --config
+            (nothing named in a results folder is imported or called), an --out that is a file or cannot be
+            written or that another live process owns;
             an unknown --device.
         ValueError: a results file that cannot be read (turned into one line by :func:`bench.cli.run_cli`).
     """
@@ -127,25 +146,45 @@ def main(argv: list[str] | None = None) -> int:
     manifest = _load_manifest(args.results, parser)
     out = args.out or args.results
     checked(parser, lambda: writable_dir(out))
+    lock = FolderLock(out, "bench.attack")   # one command at a time writes into a folder
+    try:
+        lock.acquire()
+    except FolderInUseError as err:
+        parser.error(str(err))
+    try:
+        return _attack(args, parser, manifest, out)
+    finally:
+        lock.release()
+
+
+def _attack(args: argparse.Namespace, parser: argparse.ArgumentParser, manifest: dict[str, Any], out: Path) -> int:
+    """The attack of :func:`main` once its flags are checked and ``out`` is owned."""
     device = checked(parser, lambda: resolve_device(args.device))
     torch.set_num_threads(args.threads)
     config = manifest.get("config", {})
     # runs of earlier versions stored the models' folder as config["models"]; now config holds their hashes
     recorded = config.get("models")
     dataset = config.get("dataset", "fashion-mnist")
-    models = args.models or stored_path(manifest.get("models_dir") or (recorded if isinstance(recorded, str) else None))
-    experiment_file = stored_path(manifest.get("experiment_file")) if models is None else None
+    if args.models is not None and args.config is not None:
+        parser.error("pass --models (a checkpoint folder) or --config (an experiment file), not both")
+    models = args.models if args.config is None else None
+    if models is None and args.config is None:
+        models = stored_path(manifest.get("models_dir") or (recorded if isinstance(recorded, str) else None))
+    experiment_file = args.config or (stored_path(manifest.get("experiment_file")) if models is None else None)
     if models is None and experiment_file is None:
-        parser.error(f"{args.results / 'manifest.json'} does not say where its models are: pass --models")
+        parser.error(f"{args.results / 'manifest.json'} does not say where its models are: pass --models or --config")
     source = models if models is not None else experiment_file
     try:
         if models is not None:
             loaded = models_from_folder(models, dataset)
         else:
             assert experiment_file is not None
-            loaded = load_experiment_models(load_experiment(experiment_file).models, dataset, config.get("heads"))
+            tables = load_experiment(experiment_file).models
+            if args.config is None:
+                _refuse_code(parser, tables, experiment_file, args.results)
+            loaded = load_experiment_models(tables, dataset, config.get("heads"))
     except (ValueError, OSError) as err:   # CheckpointError, ModelSpecError, ConfigError, a missing file
-        parser.error(f"cannot load the models of {source}: {err} (pass --models)")
+        parser.error(f"cannot load the models of {source}: {err} (pass --models or --config)")
     if isinstance(recorded, dict) and recorded != loaded.fingerprint():
         parser.error(f"the models of {source} are not the ones {args.results} was certified with "
                      "(content hashes differ); pass --models with the right folder")

@@ -272,7 +272,8 @@ def main(argv: list[str] | None = None) -> Path:
     context = dist_.context_from_env()
     dist_.init(context, args.dist_timeout_hours)
     try:
-        return _run(args, context)
+        with dist_.output_lock(args.out, context):   # one run at a time owns --out
+            return _run(args, context)
     except (ResumeError, CheckpointError, NonFiniteScoresError) as err:
         raise SystemExit(f"error: {err}") from None
     except KeyboardInterrupt:
@@ -507,20 +508,16 @@ def _scaling_stage(args: argparse.Namespace, models: ExperimentModels, images: t
 
 def _report_stage(args: argparse.Namespace, tsv: Path, scaling: Any, timing: dict[str, Any], total: int,
                   manifest: dict[str, Any]) -> None:
-    """summary.csv/md, certified_accuracy.csv and the plots, with the run's timing appended to summary.md and
-    a warning there when the machine was too busy for the timings to be trusted."""
-    from .certify.machine import noisy_timing_markdown, noisy_timing_warnings
-    from .certify.runner import timing_markdown
+    """summary.csv/md, certified_accuracy.csv and the plots; summary.md carries the run's timing and a warning
+    when the machine was too busy for the timings to be trusted, both from the manifest (recorded there
+    first, so that ``python -m bench.report`` regenerates the same file)."""
+    from .certify.machine import noisy_timing_warnings
     from .report import write_reports
 
     out = args.out
-    reports = write_reports(tsv, out, radii=sorted({0.0, *args.radii}), scaling=scaling, manifest=manifest)
     warnings = noisy_timing_warnings(manifest["machine"], _seconds_by_run(tsv))
-    manifest["timing_warnings"] = warnings
-    summary = out / "summary.md"
-    if summary.is_file():
-        summary.write_text(summary.read_text().rstrip("\n") + "\n" + timing_markdown(timing)
-                           + noisy_timing_markdown(warnings))
+    manifest["timing"], manifest["timing_warnings"] = timing, warnings
+    reports = write_reports(tsv, out, radii=sorted({0.0, *args.radii}), scaling=scaling, manifest=manifest)
     for warning in warnings:
         print(f"warning: noisy timings: {warning}", file=sys.stderr)
     written = sorted({p.name for p in reports.values() if p.parent == out} | ({"cohen/"} if (out / "cohen").is_dir()

@@ -20,6 +20,7 @@ from .cli import checked, cli_exit, writable_dir
 from .cli_help import DefaultsHelpFormatter
 from .data import canonical_name, dataset_spec
 from .env import EMBEDDED_MODELS, REPO_ROOT, resolve_device, runs_dir
+from .files import is_within
 from .models.networks import HEAD_KINDS
 from .models.training import (
     DEFAULT_SIGMAS,
@@ -113,8 +114,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--data-root {args.data_root} is a file, not a folder")
     if args.out is None:
         args.out = runs_dir("models", args.dataset)
-    if args.out.expanduser().resolve() == EMBEDDED_MODELS.resolve() and not args.overwrite_shipped:
-        parser.error(f"--out {args.out} holds the shipped default models; add --overwrite-shipped to replace them")
+    if is_within(args.out, EMBEDDED_MODELS) and not args.overwrite_shipped:   # through a link or a bind mount too
+        parser.error(f"--out {args.out} is (or lies in) {EMBEDDED_MODELS}, the shipped default models; add "
+                     "--overwrite-shipped to replace them")
     args.out = checked(parser, lambda: writable_dir(args.out))
     args.device = checked(parser, lambda: resolve_device(args.device))
     return args

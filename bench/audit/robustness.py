@@ -43,6 +43,7 @@ from ..models.experiment import ExperimentModels
 from ..models.loaded import LoadedModel
 from ..models.zoo import ModelZoo
 from ..report import PAPER_RADII, read_results, write_table2
+from ..report.write import SOUNDNESS_BEGIN, SOUNDNESS_END, update_soundness_section
 from .pgd import PGDConfig, min_norm_attack, pgd_attack, rank_targets
 from .soundness import (
     AUDIT_FACTOR,
@@ -53,7 +54,6 @@ from .soundness import (
     lipschitz_audit,
     sanity_check,
     smoothed_attack_check,
-    soundness_markdown,
     summarize_audit,
     summarize_smoothed,
     write_soundness_markdown,
@@ -74,8 +74,7 @@ __all__ = [
 TABLE_RADII: tuple[float, ...] = tuple(r for r in PAPER_RADII if r > 0)
 #: Radii where the full PGD runs by default (the paper's plus a grid for the curve).
 DEFAULT_RADII: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 1.5)
-SUMMARY_BEGIN = "<!-- bench.attack:begin -->"
-SUMMARY_END = "<!-- bench.attack:end -->"
+SUMMARY_BEGIN, SUMMARY_END = SOUNDNESS_BEGIN, SOUNDNESS_END
 
 
 @dataclass(frozen=True)
@@ -453,18 +452,9 @@ def _report_stage(ctx: _Context, curve: pd.DataFrame, seconds: float, certify_ts
 
 
 def update_summary(out: str | Path) -> Path:
-    """Insert (or replace) :func:`bench.soundness.soundness_markdown` in ``out/summary.md`` between markers."""
-    path = Path(out) / "summary.md"
-    text = path.read_text() if path.is_file() else ""
-    block = f"{SUMMARY_BEGIN}\n{soundness_markdown(out)}{SUMMARY_END}\n"
-    if SUMMARY_BEGIN in text and SUMMARY_END in text:
-        head, rest = text.split(SUMMARY_BEGIN, 1)
-        tail = rest.split(SUMMARY_END, 1)[1].lstrip("\n")
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + block
-    path.write_text(text)
-    return path
+    """Insert (or replace) ``out/soundness.md`` (:func:`bench.audit.soundness.soundness_markdown`) in
+    ``out/summary.md`` between markers (:func:`bench.report.write.update_soundness_section`)."""
+    return update_soundness_section(out)
 
 
 def soundness_failures(out: str | Path) -> list[str]:

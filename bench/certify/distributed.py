@@ -29,16 +29,21 @@ backend, on CPUs and GPUs alike; each rank computes on its own GPU (``cuda:LOCAL
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
+import sys
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from ..cli import UsageError
+from ..files import FolderInUseError, FolderLock
 
 SHARD_DIR = "shards"
 
@@ -129,6 +134,40 @@ def check_shared_folder(out: Path, context: Context) -> None:
     barrier(context)
     if context.is_main:
         token_file.unlink()
+
+
+@contextlib.contextmanager
+def output_lock(out: Path, context: Context, command: str = "bench.run") -> Iterator[None]:
+    """Own ``out`` for the duration of the block (:class:`bench.files.FolderLock`): one run at a time.
+
+    Under torchrun the ranks share one lock: rank 0 takes it for the whole group (the record names the
+    launcher's pid and the number of processes) and every rank learns whether it got it.
+
+    Raises:
+        UsageError: (rank 0; exit 2) another live process owns ``out``; the message names it.
+        SystemExit: (2, other ranks) the same refusal, said once by rank 0.
+    """
+    lock: FolderLock | None = None
+    refusal: str | None = None
+    if context.is_main:
+        extra = {"processes": context.world_size, "launcher_pid": os.getppid()} if context.distributed else {}
+        lock = FolderLock(out, command, extra)
+        try:
+            lock.acquire()
+        except FolderInUseError as err:
+            refusal = str(err)
+        if lock.stale:
+            print(f"note: took over the lock of {lock.stale}, which is no longer running", file=sys.stderr)
+    refusal = all_gather(context, refusal)[0]
+    if refusal is not None:
+        if context.is_main:
+            raise UsageError(refusal)
+        raise SystemExit(2)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def shard_path(out: Path, rank: int) -> Path:

@@ -24,29 +24,74 @@ COLUMNS = ("idx", "label", "predict", "radius", "correct", "time", "method", "mo
 NO_SIGMA = "-"
 
 
+class ResultsFileError(ValueError):
+    """A complete data line of a results TSV that is not a row this harness writes (the message names the
+    file, the line number and the value)."""
+
+
+#: How each column of a data line is read (``sigma`` also accepts :data:`NO_SIGMA`, blank and ``nan``).
+_COLUMN_TYPES = {"idx": int, "label": int, "predict": int, "radius": float, "correct": int, "sigma": float,
+                 "samples": int, "seconds": float}
+
+
 def row_key(line: str) -> tuple[str, int]:
-    """(run key, dataset index) of a data line of the results TSV."""
-    f = dict(zip(COLUMNS, line.split("\t"), strict=False))  # a short row reads missing fields as absent
+    """(run key, dataset index) of a data line of the results TSV (one :func:`read_lines` returned)."""
+    f = dict(zip(COLUMNS, line.split("\t"), strict=False))
     sigma = float(f["sigma"]) if f["sigma"].strip() not in (NO_SIGMA, "", "nan", "NaN") else math.nan
     return f"{f['method']}|{f['model']}|{'-' if math.isnan(sigma) else f'{sigma:g}'}", int(f["idx"])
+
+
+def check_line(line: str, tsv: Path, number: int) -> None:
+    """Refuse a data line that does not have :data:`COLUMNS`' fields with their types.
+
+    Raises:
+        ResultsFileError: a short or long line, or a field that does not parse (line ``number`` of ``tsv``,
+            counted from 1 with the header).
+    """
+    fields = line.split("\t")
+    if len(fields) != len(COLUMNS):
+        raise ResultsFileError(f"{tsv} line {number}: {len(fields)} fields, a result row has {len(COLUMNS)} "
+                               f"({' '.join(COLUMNS)}): {line[:80]!r}; delete that line (or use --overwrite)")
+    for name, value in zip(COLUMNS, fields, strict=True):
+        kind = _COLUMN_TYPES.get(name)
+        if kind is None or (name == "sigma" and value.strip() in (NO_SIGMA, "", "nan", "NaN")):
+            continue
+        try:
+            kind(value)
+        except ValueError:
+            raise ResultsFileError(f"{tsv} line {number}: {name} = {value[:40]!r} is not "
+                                   f"{'an integer' if kind is int else 'a number'}; delete that line "
+                                   "(or use --overwrite)") from None
 
 
 def read_lines(tsv: Path, repair: bool = False) -> list[str]:
     """The complete data lines of a results TSV (none if it does not exist).
 
     A partial last line (a crash in the middle of a write) is ignored; with ``repair`` it is also cut
-    from the file, which only the process that appends to ``tsv`` may do.
+    from the file by one ``os.truncate`` at the end of the last complete line (a crash during the repair
+    leaves the file as it was or repaired, never shorter), which only the process that appends to ``tsv``
+    may do.
+
+    Raises:
+        ResultsFileError: a complete line that is not a result row (:func:`check_line`).
+        SystemExit: the header is not :data:`COLUMNS`.
     """
     if not tsv.is_file():
         return []
-    text = tsv.read_text()
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
+    data = tsv.read_bytes()
+    if data and not data.endswith(b"\n"):
+        data = data[: data.rfind(b"\n") + 1]
         if repair:
-            tsv.write_text(text)
-    lines = text.splitlines()
+            os.truncate(tsv, len(data))
+    try:
+        lines = data.decode("utf-8").split("\n")[:-1] if data else []
+    except UnicodeDecodeError as err:
+        raise ResultsFileError(f"{tsv}: byte {err.start} is not UTF-8 text; not a results file of this harness "
+                               "(use --overwrite or another --out)") from None
     if not lines or tuple(lines[0].split("\t")) != COLUMNS:
         raise SystemExit(f"{tsv} is not a results file of this harness (unexpected header); use --overwrite or --out")
+    for number, line in enumerate(lines[1:], start=2):
+        check_line(line, tsv, number)
     return lines[1:]
 
 

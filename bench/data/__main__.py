@@ -5,7 +5,8 @@ selection where there is one, the normalisation constants (informational) and, f
 the size settings (``info NAME --image-size N --resize N``; 0 = none).
 
 ``build-embedded`` regenerates ``bench/embedded/fashion_mnist_eval.npz`` (and its JSON sidecar) byte for
-byte from the Fashion-MNIST test idx files. Errors are one line on stderr (exit status 2).
+byte from the Fashion-MNIST test idx files; it writes into ``bench/embedded`` only with
+``--overwrite-shipped``. Errors are one line on stderr (exit status 2).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from pathlib import Path
 import torch
 
 from ..cli import cli_exit
+from ..files import is_within
 from .base import DatasetUnavailableError, EmbeddedDataError, IdxFormatError
 from .cifar import CIFAR_LAYOUTS, official_md5_matches
-from .embedded import EMBEDDED_PATH, EMBEDDED_PER_CLASS, build_embedded_subset, sidecar_path
+from .embedded import EMBEDDED_DIR, EMBEDDED_PATH, EMBEDDED_PER_CLASS, build_embedded_subset, sidecar_path
 from .idx import find_idx_files
 from .registry import DATASETS, UNSET, DatasetSpec, SizeSetting, canonical_name, dataset_spec, load_dataset
 
@@ -132,7 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     build.add_argument("--source-dir", default=None, help="folder with t10k-*-ubyte(.gz) (default: usual lookup)")
     build.add_argument("--out", default=str(EMBEDDED_PATH), help=f"output .npz (default: {EMBEDDED_PATH})")
     build.add_argument("--per-class", type=_positive_int, default=EMBEDDED_PER_CLASS)
+    build.add_argument("--overwrite-shipped", action="store_true",
+                       help=f"allow --out to lie in {EMBEDDED_DIR}, replacing the shipped subset and its sidecar")
     args = parser.parse_args(argv)
+    if args.command == "build-embedded" and is_within(Path(args.out).expanduser().parent, EMBEDDED_DIR) \
+            and not args.overwrite_shipped:   # compared as real folders: a link or a bind mount is seen through
+        build.error(f"--out {args.out} lies in {EMBEDDED_DIR}, the shipped files; add --overwrite-shipped to replace "
+                    "them, or give --out another path")
     try:
         if args.command == "list":
             for spec in DATASETS.values():

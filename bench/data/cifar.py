@@ -7,7 +7,9 @@ cannot match, and a check that tests must switch off is a check that is never te
 here is instead what the labels depend on, applied to every file:
 
 * the pickles are read by a restricted unpickler that builds nothing but dicts, lists, strings, numbers and
-  numpy arrays (an arbitrary pickle can run code; the official files need nothing else);
+  numpy arrays (an arbitrary pickle can run code; the official files need nothing else), none larger than
+  the file itself and none of Python objects, checked before anything is allocated (a few bytes of pickle
+  can ask numpy for a terabyte);
 * each batch is a dict with ``data`` uint8 ``[N, 3072]`` (three 32x32 planes R, G, B, row-major) and
   ``labels`` (CIFAR-10) / ``fine_labels`` (CIFAR-100): ``N`` integers in ``[0, num_classes)``;
 * the meta file (``batches.meta`` / ``meta``) names exactly the registered classes in label order
@@ -22,10 +24,12 @@ info``).
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.error import URLError
 
 import numpy as np
@@ -87,26 +91,70 @@ _ALLOWED_GLOBALS = {
 }
 
 
+class _NumpyName:
+    """What the name ``numpy.ndarray`` unpickles to: a token that only :meth:`_ArrayUnpickler._reconstruct`
+    accepts (calling the real class would allocate whatever shape the pickle asks for)."""
+
+    def __repr__(self) -> str:
+        return "numpy.ndarray"
+
+
+_NDARRAY = _NumpyName()
+
+
 class _ArrayUnpickler(pickle.Unpickler):
-    """Builds only what :data:`_ALLOWED_GLOBALS` allows (``numpy.core`` is read as numpy 2's ``numpy._core``)."""
+    """Builds only what :data:`_ALLOWED_GLOBALS` allows (``numpy.core`` is read as numpy 2's ``numpy._core``),
+    and no array, scalar or dtype larger than the file itself (``limit`` bytes: every byte of a real array
+    is in the file) or holding Python objects; the size is checked before anything is allocated."""
+
+    def __init__(self, handle: BinaryIO, limit: int) -> None:
+        super().__init__(handle, encoding="latin1")
+        self.limit = limit
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in _ALLOWED_GLOBALS:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name} (not part of a CIFAR file)")
         if module.startswith("numpy.core.") and int(np.__version__.split(".")[0]) >= 2:
             module = "numpy._core." + module[len("numpy.core."):]  # numpy 2 warns on the old path
-        return super().find_class(module, name)
+        found = super().find_class(module, name)
+        if name == "scalar":
+            return lambda dtype, *args: self._scalar(found, dtype, *args)
+        return {"ndarray": _NDARRAY, "dtype": self._dtype, "_reconstruct": self._reconstruct}.get(name, found)
+
+    def _dtype(self, *args: Any) -> np.dtype:
+        dtype = np.dtype(*args)
+        if dtype.hasobject or dtype.itemsize > self.limit:
+            raise pickle.UnpicklingError(f"refusing the dtype {dtype} (Python objects, or larger than the file)")
+        return dtype
+
+    def _reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+        if subtype is not _NDARRAY:
+            raise pickle.UnpicklingError(f"refusing to build an array of type {subtype!r}")
+        dtype = self._dtype(dtype.decode("latin1") if isinstance(dtype, bytes) else dtype)
+        dims = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
+        if not all(isinstance(d, int) and d >= 0 for d in dims):
+            raise pickle.UnpicklingError(f"an array shape must be non-negative integers, got {shape!r}")
+        count = math.prod(dims)
+        if count * dtype.itemsize > self.limit:
+            raise pickle.UnpicklingError(f"asks for an array of {count} elements of {dtype} ({count * dtype.itemsize} "
+                                         f"bytes), more than the file's {self.limit} bytes can hold")
+        return np.ndarray.__new__(np.ndarray, dims, dtype)
+
+    def _scalar(self, scalar: Any, dtype: Any, *args: Any) -> Any:
+        if not isinstance(dtype, np.dtype):
+            raise pickle.UnpicklingError(f"refusing a scalar of {dtype!r}")
+        return scalar(self._dtype(dtype), *args)
 
 
 def _unpickle(path: Path) -> dict[str, Any]:
     """The dict pickled in ``path`` (Python 2 pickles of the official files decode as latin-1)."""
     try:
         with open(path, "rb") as handle:
-            content = _ArrayUnpickler(handle, encoding="latin1").load()
+            content = _ArrayUnpickler(handle, limit=os.fstat(handle.fileno()).st_size).load()
     except FileNotFoundError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError,
-            KeyError, OSError) as exc:
+            KeyError, OSError, MemoryError, OverflowError, RecursionError) as exc:
         raise DatasetFormatError(f"{path}: not a readable CIFAR pickle ({short_reason(exc)})") from None
     if not isinstance(content, dict):
         raise DatasetFormatError(f"{path}: expected a pickled dict, got {type(content).__name__}")

@@ -183,7 +183,7 @@ def embedded_dataset(path: Path = EMBEDDED_PATH) -> EmbeddedSubset:
 
 
 def _read_embedded(path: Path, verify: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    rebuild = f"regenerate it with `{REBUILD_COMMAND}` or restore it with git"
+    rebuild = f"regenerate it with `{REBUILD_COMMAND} --overwrite-shipped` or restore it with git"
     if not path.is_file():
         raise EmbeddedDataError(f"embedded subset {path} is missing; {rebuild}")
     if verify:

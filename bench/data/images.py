@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import torch
 from torch.utils.data import Dataset
@@ -107,19 +107,39 @@ def open_rgb(path: str | Path) -> Image:
     """The image file at ``path`` decoded as RGB (as torchvision's ``pil_loader``).
 
     Raises :class:`CorruptImageError` (a ``ValueError``) naming the file when PIL cannot identify or fully
-    decode it (PIL's ``UnidentifiedImageError``, a truncated file). A file that cannot be opened at all
-    (missing, no permission) raises ``OSError`` as ``open`` does.
+    decode it (PIL's ``UnidentifiedImageError``, a truncated file) or when its pixel count exceeds PIL's
+    decompression-bomb limit ``PIL.Image.MAX_IMAGE_PIXELS`` (PIL's warning and error both refuse it,
+    before any pixel is decoded). A file that cannot be opened at all (missing, no permission) raises
+    ``OSError`` as ``open`` does.
     """
+    with open(path, "rb") as handle:
+        image = _open_image(handle, path)
+        try:
+            return image.convert("RGB")
+        except (OSError, SyntaxError, ValueError) as exc:  # truncated data, broken headers
+            raise CorruptImageError(path, " ".join(str(exc).split()) or type(exc).__name__) from None
+
+
+def _open_image(source: str | Path | BinaryIO, path: str | Path) -> Image:
+    """``PIL.Image.open(source)`` (lazy: the header only) with every refusal as a :class:`CorruptImageError`."""
+    import warnings
+
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
 
-    with open(path, "rb") as handle:
-        try:
-            return PILImage.open(handle).convert("RGB")
-        except UnidentifiedImageError:
-            raise CorruptImageError(path, "not an image PIL can identify") from None
-        except (OSError, SyntaxError, ValueError) as exc:  # truncated data, broken headers
-            raise CorruptImageError(path, " ".join(str(exc).split()) or type(exc).__name__) from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+            return PILImage.open(source)
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except UnidentifiedImageError:
+        raise CorruptImageError(path, "not an image PIL can identify") from None
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
+        raise CorruptImageError(path, f"refused as a possible decompression bomb ({' '.join(str(exc).split())}); "
+                                      "PIL.Image.MAX_IMAGE_PIXELS sets the limit") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # broken headers
+        raise CorruptImageError(path, " ".join(str(exc).split()) or type(exc).__name__) from None
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -177,15 +197,9 @@ class ImageFileDataset(Dataset):
         if self._reference_hw is None:
             if not self.samples:
                 raise ValueError(f"{self.root}: no images, so no image size (set image_size)")
-            from PIL import Image as PILImage
-            from PIL import UnidentifiedImageError
-
             path = self.samples[0][0]
-            try:
-                with PILImage.open(path) as image:  # reads the header only
-                    width, height = image.size
-            except UnidentifiedImageError:
-                raise CorruptImageError(path, "not an image PIL can identify") from None
+            with _open_image(path, path) as image:  # reads the header only
+                width, height = image.size
             self._reference_hw = self.options.output_hw(width, height)
         return self._reference_hw
 

@@ -18,6 +18,10 @@ random inputs in [0, 1], :data:`AUDIT_ITERATIONS` power iterations and pair-asce
 model is refused when the audit's lower bound exceeds the constant by more than ``AUDIT_TOLERANCE`` (relative).
 The audit can only catch a constant that is too small; it never proves one.
 
+An experiment file that names a factory is code: loading it imports the module and calls the function, as
+running a script would (one line on stderr names both first). Read such a file as you would a script;
+commands that read a results folder never rebuild these models from what it records.
+
 The fingerprint is the SHA-256 of the checkpoint file, or without one of the built module's state dict
 (:func:`~bench.models.loaded.state_fingerprint`).
 """
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import importlib
 import operator
+import sys
 from typing import Any
 
 import torch
@@ -58,6 +63,8 @@ def _factory(reader: SpecReader) -> Any:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise reader.error("factory", f"must read 'package.module:function', got {spec!r}")
+    print(f"{reader.name}: format \"torch\": importing {module_name!r} and calling {attr!r} "
+          f"(factory = {spec!r}: the experiment file runs this code)", file=sys.stderr, flush=True)
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
@@ -84,7 +91,8 @@ def _attribute(network: nn.Module, reader: SpecReader, key: str) -> nn.Module:
 
 
 def load(reader: SpecReader) -> LoadedModel:
-    """Build, load, probe and (with a split) audit a user's model; see the module doc.
+    """Build, load, probe and (with a split) audit a user's model; see the module doc. Prints which factory
+    it imports and calls (stderr) before doing so.
 
     Raises :class:`~bench.models.loaded.ModelSpecError` for a bad key, a factory that cannot be imported or
     does not return an ``nn.Module``, a checkpoint that does not fit, logits of the wrong shape, a split that

@@ -33,7 +33,9 @@ def _parser() -> argparse.ArgumentParser:
             "family), certified_accuracy.csv (fine radius grid, long format), "
             "certified_accuracy.png and speedup.png; plus PDF copies, time_budget.*, the tables "
             "table_certified/table1/table2 (.md and .tex, 95 percent Clopper-Pearson intervals) and cohen/*.tsv "
-            "(each run in Cohen et al.'s result-file format)."
+            "(each run in Cohen et al.'s result-file format). summary.md keeps the sections the run wrote: its "
+            "timing and noisy-timing warning (from manifest.json) and the attack stage's audit (RUN_DIR/soundness.md), "
+            "so that regenerating a finished run's report rewrites the same file."
         ),
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory containing certify.tsv")
@@ -121,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             attacks=args.attacks,
             robustness=_read_table(args.run_dir / "robustness.csv")
             if (args.run_dir / "robustness.csv").is_file() else None,
+            run_dir=args.run_dir,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,4 +1,11 @@
-"""Orchestration: read the results TSV, compute the metrics, write the tables, figures and Cohen-format files."""
+"""Orchestration: read the results TSV, compute the metrics, write the tables, figures and Cohen-format files.
+
+``summary.md`` is written here only, as a function of a run folder's files: the tables of ``certify.tsv``,
+the closing paragraph, then the sections recorded by the run: its timing (``manifest.json``'s ``timing``),
+the noisy-timing warning (``timing_warnings``) and the attack stage's audit (``soundness.md``, between
+:data:`SOUNDNESS_BEGIN` and :data:`SOUNDNESS_END`). ``python -m bench.report RUN_DIR`` on a finished run
+therefore rewrites the ``summary.md`` the run wrote, byte for byte.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..certify.machine import noisy_timing_markdown
+from ..certify.runner import timing_markdown
 from .cohen import COHEN_DIR, export_cohen
 from .figures import plot_certified_accuracy, plot_time_budget
 from .metrics import PAPER_RADII, certified_accuracy, default_grid, summarize
@@ -17,7 +26,11 @@ from .paper_metrics import TABLE_EPS, clopper_pearson
 from .paper_tables import write_table1, write_table2, write_table_certified
 from .plots import plot_scaling, plot_speedup, sibling_paths
 from .results import as_results, read_results
-from .tables import write_summary
+from .tables import summary_markdown, write_summary
+
+#: The markers around the attack stage's section of ``summary.md`` (the text of ``soundness.md``).
+SOUNDNESS_BEGIN = "<!-- bench.attack:begin -->"
+SOUNDNESS_END = "<!-- bench.attack:end -->"
 
 #: Figure formats written by default (PNG for reading, PDF for the paper).
 DEFAULT_FORMATS: tuple[str, ...] = ("png", "pdf")
@@ -81,6 +94,7 @@ def write_reports(
     attacks: bool = False,
     robustness: pd.DataFrame | None = None,
     table_eps: Sequence[float] = TABLE_EPS,
+    run_dir: str | Path | None = None,
 ) -> dict[str, Path]:
     """Read ``tsv_path`` (or take a results frame) and write every report into ``out_dir``.
 
@@ -109,6 +123,9 @@ def write_reports(
     table_eps:
         The radii of Table 1 and Table 2 (default 0.05, 0.1, 0.2, 0.3); ``radii`` are those of
         ``summary.*`` and ``table_certified.*``.
+    run_dir:
+        The run folder whose ``soundness.md`` becomes the audit section of ``summary.md`` (default
+        ``out_dir``); the timing sections come from ``manifest`` (see the module doc).
 
     Returns
     -------
@@ -154,21 +171,54 @@ def write_reports(
         robustness = pd.read_csv(out_dir / "robustness.csv")
     paths.update(write_table2(robustness, out_dir, table_eps))
     paths.update({f"{COHEN_DIR}/{p.name}": p for p in export_cohen(df, out_dir / COHEN_DIR).values()})
-    _append_table_pointer(paths["summary_md"], int(summary["examples"].min()), n, alpha)
+    text = (summary_markdown(summary).rstrip("\n") + "\n\n"
+            + _table_pointer(int(summary["examples"].min()), n, alpha))
+    paths["summary_md"].write_text(with_run_sections(text, Path(run_dir or out_dir), manifest), encoding="utf-8")
     return paths
 
 
-def _append_table_pointer(summary_md: Path, images: int, n: int | None, alpha: float | None) -> None:
-    """A closing paragraph in ``summary.md``: the uncertainty of its percentages, where the intervals are, and
-    CERTIFY's settings.
+def _table_pointer(images: int, n: int | None, alpha: float | None) -> str:
+    """The closing paragraph of ``summary.md``'s tables: the uncertainty of its percentages, where the intervals
+    are, and CERTIFY's settings.
 
     The uncertainty quoted is the widest 95 % Clopper-Pearson half-width over the images (at 50 %).
     """
     lo, hi = clopper_pearson(images // 2, images) if images > 0 else (math.nan, math.nan)
     mc = "" if n is None or alpha is None or math.isnan(alpha) else f" CERTIFY: n = {n}, alpha = {alpha:g}."
-    summary_md.write_text(summary_md.read_text(encoding="utf-8").rstrip("\n") + "\n\n"
-                          f"With {images} images per run a percentage above is uncertain by up to "
-                          f"±{50 * (hi - lo):.0f} points (95% Clopper-Pearson interval over the images). "
-                          "Certified accuracy with its interval and ACR ± SE per run: "
-                          "`table_certified.md` (LaTeX: `table_certified.tex`); the paper's tables: `table1.*`, "
-                          "`table2.*`; each run in Cohen et al.'s format: `cohen/`." + mc + "\n", encoding="utf-8")
+    return (f"With {images} images per run a percentage above is uncertain by up to "
+            f"±{50 * (hi - lo):.0f} points (95% Clopper-Pearson interval over the images). "
+            "Certified accuracy with its interval and ACR ± SE per run: "
+            "`table_certified.md` (LaTeX: `table_certified.tex`); the paper's tables: `table1.*`, "
+            "`table2.*`; each run in Cohen et al.'s format: `cohen/`." + mc + "\n")
+
+
+def with_run_sections(text: str, run_dir: Path, manifest: Mapping[str, Any] | None) -> str:
+    """``text`` (the tables of ``summary.md``) followed by the run's sections: its timing and noisy-timing
+    warning from ``manifest`` (``timing``, ``timing_warnings``) and ``run_dir/soundness.md`` between
+    :data:`SOUNDNESS_BEGIN` and :data:`SOUNDNESS_END`; a section whose source is absent is left out."""
+    text = text.rstrip("\n") + "\n"
+    timing = (manifest or {}).get("timing")
+    if isinstance(timing, Mapping) and timing:
+        text += timing_markdown(dict(timing))
+    text += noisy_timing_markdown(list((manifest or {}).get("timing_warnings") or []))
+    return _with_soundness(text, run_dir)
+
+
+def _with_soundness(text: str, run_dir: Path) -> str:
+    """``text`` without its audit section, then ``run_dir/soundness.md``'s text as that section (if the file exists)."""
+    if SOUNDNESS_BEGIN in text and SOUNDNESS_END in text:
+        head, rest = text.split(SOUNDNESS_BEGIN, 1)
+        text = head.rstrip("\n") + "\n" + rest.split(SOUNDNESS_END, 1)[1].lstrip("\n")
+    audit = Path(run_dir) / "soundness.md"
+    if not audit.is_file():
+        return text
+    return text.rstrip("\n") + "\n\n" + f"{SOUNDNESS_BEGIN}\n{audit.read_text()}{SOUNDNESS_END}\n"
+
+
+def update_soundness_section(out: str | Path) -> Path:
+    """Put ``out/soundness.md`` into ``out/summary.md`` as its audit section (replacing an earlier one), as
+    :func:`write_reports` would; returns the summary's path."""
+    path = Path(out) / "summary.md"
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    path.write_text(_with_soundness(text, Path(out)), encoding="utf-8")
+    return path
