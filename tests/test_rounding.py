@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from baselines import lipschitz_margin
-from fars import closed_form
+from fars import closed_form, crown
 from smoothing.certificate import UNIT
 from smoothing.rounding import MAX_TERMS, TINY, norm_upper_bound, rounding_factor
 
@@ -58,7 +58,8 @@ def test_norm_upper_bound_is_above_the_exact_norm(scale: float) -> None:
 
 
 def test_every_deterministic_certificate_uses_the_one_bound() -> None:
-    """One implementation: the closed form, the Lipschitz margin share smoothing.rounding's helpers."""
+    """One implementation: the closed form, the Lipschitz margin and CROWN share smoothing.rounding's helpers."""
     assert closed_form.rounding_factor is rounding_factor and closed_form.norm_upper_bound is norm_upper_bound
     assert lipschitz_margin.rounding_factor is rounding_factor
     assert lipschitz_margin.norm_upper_bound is norm_upper_bound
+    assert crown.rounding_factor is rounding_factor and crown.norm_upper_bound is norm_upper_bound
