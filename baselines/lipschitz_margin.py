@@ -9,7 +9,6 @@ import torch
 
 from smoothing.certificate import (
     ABSTAIN,
-    UNIT,
     Certificate,
     all_finite,
     call_model,
@@ -23,6 +22,7 @@ from smoothing.certificate import (
     timed,
     validate_classifier,
 )
+from smoothing.rounding import norm_upper_bound, rounding_factor
 
 
 def _model_dtype(module: torch.nn.Module) -> torch.dtype | None:
@@ -30,16 +30,6 @@ def _model_dtype(module: torch.nn.Module) -> torch.dtype | None:
         if tensor.is_floating_point():
             return tensor.dtype
     return None
-
-
-def _rounding_offset(x: torch.Tensor, converted: torch.Tensor) -> torch.Tensor:
-    """An upper bound [B] on ||x - converted||_2 per input: the difference is exact in float64 (``converted``
-    keeps x's leading bits), its norm is taken on entries scaled by their maximum and rounded up."""
-    diff = (x.double() - converted.double()).flatten(1)
-    scale = diff.abs().amax(dim=1)
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    norm = scale * torch.linalg.vector_norm(diff / safe[:, None], dim=1) * (1 + 4 * (diff.shape[1] + 4) * UNIT)
-    return torch.where(scale > 0, norm + 2.0 ** -1074, norm)
 
 
 class LipschitzMargin:
@@ -87,7 +77,9 @@ class LipschitzMargin:
             if dtype is not None and x.dtype != dtype:
                 converted = x.to(dtype)
                 if torch.finfo(dtype).bits < torch.finfo(x.dtype).bits:
-                    offset = _rounding_offset(x, converted)
+                    # ||x - converted||, rounded up: the difference is exact in float64 (the rounded copy
+                    # keeps x's leading bits)
+                    offset = norm_upper_bound((x.double() - converted.double()).flatten(1))
                 x = converted
             with torch.inference_mode(), evaluating(self.model):
                 scores = call_model(self.model, x, "model")
@@ -96,11 +88,11 @@ class LipschitzMargin:
                     raise ValueError("the model returns a single score per input; a margin needs >= 2 classes")
                 top2 = scores.double().topk(2, dim=1)
                 margin = top2.values[:, 0] - top2.values[:, 1]
-                # rounded down by 8 units of round-off: the margin, sqrt(2), the product and the quotient round
-                radius = margin / (math.sqrt(2.0) * self.lipschitz) * (1 - 8 * UNIT)
+                # rounded down: the margin, sqrt(2), the product and the quotient round (4 operations)
+                radius = margin / (math.sqrt(2.0) * self.lipschitz) * (1 - rounding_factor(4))
                 certified = margin > 0
                 if offset is not None:   # around x as given: lowered by its distance to the rounded copy
-                    radius = (radius - offset) * (1 - 4 * UNIT)
+                    radius = (radius - offset) * (1 - rounding_factor(1))
                     certified &= radius > 0
                 prediction = torch.where(certified, top2.indices[:, 0], torch.full_like(top2.indices[:, 0], ABSTAIN))
                 radius = torch.where(certified, radius, torch.zeros_like(radius))

@@ -29,7 +29,8 @@ from .cli import checked, cli_exit, writable_dir
 from .cli_help import DefaultsHelpFormatter
 from .config import ConfigError, load_experiment
 from .env import device_name, full_fp32, portable_path, resolve_device, runs_dir, tune_cpu_allocator
-from .names import DATASET_NAMES, HEAD_KINDS, METHODS
+from .methods import METHODS
+from .names import DATASET_NAMES, HEAD_KINDS
 from .provenance import git_commit, package_versions
 
 if TYPE_CHECKING:   # the stages import PyTorch and the pipeline when they run, after the flags are parsed

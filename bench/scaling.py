@@ -26,6 +26,7 @@ from .cli import checked, cli_exit, writable_dir
 from .cli_help import DefaultsHelpFormatter
 from .data import load_embedded
 from .env import EMBEDDED_MODELS, device_name, full_fp32, portable_path, resolve_device, runs_dir, tune_cpu_allocator
+from .methods import SCALING_METHODS
 from .models import CheckpointError, load_zoo
 from .models.sll_format import SLL_SIZES
 from .perf import size_sweep
@@ -70,8 +71,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--cohen-precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                         help="opt-in lower precision for cohen's forward (autocast); recorded in the results")
     parser.add_argument("--no-cost-model", action="store_true", help="skip the cost model (cost_model.csv/md)")
-    parser.add_argument("--methods", nargs="+", default=["cohen", "fars-mc", "fars-closed"],
-                        choices=["cohen", "fars-mc", "fars-closed"], help="methods to time")
+    parser.add_argument("--methods", nargs="+", default=list(SCALING_METHODS), choices=SCALING_METHODS,
+                        help="methods to time")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     parser.add_argument("--seed", type=int, default=0, help="global seed; with an image's index it fixes its noise")
     parser.add_argument("--threads", type=int, default=None,

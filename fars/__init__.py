@@ -1,6 +1,7 @@
 """FaRS: Fast Randomized Smoothing on provably Lipschitz backbones.
 
-Public API: the certify methods :class:`FaRSMonteCarlo` and :class:`FaRSClosedForm`, the SLL layers
+Public API: the certify methods :class:`FaRSMonteCarlo`, :class:`FaRSClosedForm` and :class:`FaRSCrown`
+(bound propagation through a ReLU head), the SLL layers
 and backbone builder, and the Lipschitz audit; the shared :class:`Certificate` record, the
 :class:`Certifier` protocol and :class:`MonteCarloCertifier` live in the method-neutral :mod:`smoothing`
 package and are re-exported here.
@@ -11,6 +12,7 @@ from smoothing import ABSTAIN, Certificate, Certifier, MonteCarloCertifier, max_
 from .audit import LipschitzAudit, audit_lipschitz
 from .backbone import BackboneConfig, SLLBackbone, build_backbone
 from .closed_form import FaRSClosedForm, linear_head_radius
+from .crown import FaRSCrown
 from .monte_carlo import FaRSMonteCarlo
 from .sll import LipschitzAvgPool2d, NormalizedLinear, PadChannels, SLLConv2d, SLLDense, SpectralLinear
 
@@ -19,6 +21,7 @@ __all__ = [
     "Certificate",
     "Certifier",
     "FaRSClosedForm",
+    "FaRSCrown",
     "FaRSMonteCarlo",
     "MonteCarloCertifier",
     "linear_head_radius",

@@ -13,7 +13,6 @@ import torch
 from smoothing.certificate import (
     ABSTAIN,
     SMALLEST_NORMAL,
-    UNIT,
     Certificate,
     check_indices,
     check_inputs,
@@ -23,6 +22,7 @@ from smoothing.certificate import (
     timed,
     validate_classifier,
 )
+from smoothing.rounding import TINY, norm_upper_bound, rounding_factor
 
 from .memo import WeightDerived
 
@@ -30,18 +30,9 @@ from .memo import WeightDerived
 SCALAR_ROWS = 16
 #: the largest finite float64
 LARGEST = sys.float_info.max
-#: the smallest positive float64 (subnormal): products that underflow are off by up to half of it
-TINY = 2.0 ** -1074
 #: pairwise row differences are formed in chunks of at most this many float64 entries (128 MiB), so a
 #: 1000-class head with 2048-dimensional embeddings does not need K x K x d = 16 GiB at once
 GEOMETRY_CHUNK_ELEMENTS = 1 << 24
-
-
-def rounding_factor(terms: int) -> float:
-    """2 gamma_n with gamma_n = n u / (1 - n u): twice the standard bound on the relative error of a
-    float64 sum of n rounded terms in any order, FMA or not (Higham, Accuracy and Stability of Numerical
-    Algorithms, 2nd ed., sections 3.1-3.5); the factor 2 also covers the rounding of the bound itself."""
-    return 2 * terms * UNIT / (1 - terms * UNIT)
 
 
 @dataclass(frozen=True)
@@ -69,28 +60,18 @@ class HeadGeometry:
         return tuple(zip(self.row_norms.tolist(), self.abs_bias.tolist(), strict=True))
 
 
-def _scaled_norm(v: torch.Tensor) -> torch.Tensor:
-    """||v||_2 over the last dimension, scaled by max |v_i| so that tiny or huge entries neither underflow nor
-    overflow, rounded up by the relative error of the divisions, squares, sum, square root and product, and
-    by :data:`TINY` where the products are subnormal (their error is absolute there); exactly 0 for v = 0."""
-    scale = v.abs().amax(dim=-1)
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    norm = scale * torch.linalg.vector_norm(v / safe[..., None], dim=-1) * (1 + rounding_factor(v.shape[-1] + 4))
-    return torch.where(scale > 0, norm + TINY, norm)   # + TINY changes nothing above the subnormal range
-
-
 def head_geometry(weight: torch.Tensor, bias: torch.Tensor | None) -> HeadGeometry:
     """The :class:`HeadGeometry` of the linear head (weight, bias).
 
-    Norms are computed with a per-row scale (:func:`_scaled_norm`), so tiny or huge rows neither
+    Norms are computed with a per-row scale (:func:`norm_upper_bound`), so tiny or huge rows neither
     underflow to 0 nor overflow, and rounded up.
     """
     w = weight.detach().double()
     b = None if bias is None else bias.detach().double()
     k, d = w.shape
     rows = max(1, GEOMETRY_CHUNK_ELEMENTS // max(1, k * d))                  # [rows, K, d] differences at a time
-    gaps = torch.cat([_scaled_norm(w[i:i + rows, None, :] - w[None, :, :]) for i in range(0, k, rows)])  # [K, K]
-    row_norms = _scaled_norm(w)
+    gaps = torch.cat([norm_upper_bound(w[i:i + rows, None, :] - w[None, :, :]) for i in range(0, k, rows)])  # [K, K]
+    row_norms = norm_upper_bound(w)
     abs_bias = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device) if b is None else b.abs()
     return HeadGeometry(w, b, row_norms, abs_bias, gaps)
 
@@ -99,7 +80,7 @@ def norm_scale(d: int) -> float:
     """A float >= sqrt(d) (1 + 2u) / (1 - u): ``abs_max * norm_scale(d)``, rounded to nearest, is >= ||z||_2
     for any z in R^d with max |z_i| = abs_max, since ||z||_2 <= sqrt(d) ||z||_inf (when the product is in the
     normal range; :func:`linear_head_radius` adds :data:`TINY` for a subnormal one)."""
-    return math.sqrt(d) * (1 + 8 * UNIT)          # sqrt and product each round by at most u
+    return math.sqrt(d) * (1 + rounding_factor(2))   # sqrt and product each round by at most u
 
 
 def _abs_max_scalar(row: list[float]) -> float:
@@ -134,7 +115,7 @@ def _radius_tensor(s: torch.Tensor, z_size: torch.Tensor, g: HeadGeometry, gamma
     distance.scatter_(1, top, math.inf)                                       # j = c is not a rival
     nearest = distance.amin(dim=1)                                            # NaN propagates
     certified = nearest > 0
-    radius = nearest * (1 - 4 * UNIT)                                         # the division's rounding
+    radius = nearest * (1 - rounding_factor(1))                                         # the division's rounding
     # a subnormal quotient has an absolute, not a relative, rounding error: radius 0 (the class stays exact)
     radius = torch.where(nearest >= SMALLEST_NORMAL, radius, 0.0)
     return torch.where(certified, top[:, 0], ABSTAIN).cpu(), radius.cpu()
@@ -165,7 +146,7 @@ def _radius_scalar(s: list[list[float]], z_size: list[float], g: HeadGeometry, g
                 nearest = distance
         if nearest > 0:
             predictions.append(c)
-            radii.append(nearest * (1 - 4 * UNIT) if nearest >= SMALLEST_NORMAL else 0.0)
+            radii.append(nearest * (1 - rounding_factor(1)) if nearest >= SMALLEST_NORMAL else 0.0)
         else:
             predictions.append(ABSTAIN)
             radii.append(0.0)
@@ -183,8 +164,9 @@ def linear_head_radius(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     half-spaces) is min_{j != c} (s_c - s_j) / ||w_c - w_j||_2. The returned radius is a proven lower
     bound of it for the stored values of z, W and b (float32 or float64) in exact arithmetic: the
     logits s = W z + b are computed in float64, each margin is lowered by a bound on its rounding
-    error, 2 gamma_{d+4} (S_c + S_j + |s_c - s_j|) with S_k = ||w_k|| Z + |b_k| >= sum_i |w_ki z_i|
-    + |b_k| (Cauchy-Schwarz, with Z = sqrt(d) max_i |z_i| >= ||z||_2; norms rounded up), and by
+    error, ``rounding_factor(d + 4)`` (S_c + S_j + |s_c - s_j|) (>= 2 gamma_{d+4}, :mod:`smoothing.rounding`)
+    with S_k = ||w_k|| Z + |b_k| >= sum_i |w_ki z_i| + |b_k| (Cauchy-Schwarz, with Z = sqrt(d) max_i |z_i|
+    >= ||z||_2; norms rounded up), and by
     (d + 2) x 2^-1074 for products that underflow (the relative bound does not cover them); each gap is
     rounded up, and the quotient is rounded down (a quotient below the normal range, whose rounding error
     is not relative, gives radius 0 with the class kept). A class whose row equals w_c and whose bias is surely
@@ -245,7 +227,7 @@ def to_model_dtype(x: torch.Tensor, dtype: torch.dtype | None) -> tuple[torch.Te
     if torch.finfo(dtype).bits >= torch.finfo(x.dtype).bits:
         return converted, None
     diff = (x.double() - converted.double()).flatten(1)
-    return converted, _scaled_norm(diff)
+    return converted, norm_upper_bound(diff)
 
 
 def lower_by_offset(prediction: torch.Tensor, radius: torch.Tensor,
@@ -254,7 +236,7 @@ def lower_by_offset(prediction: torch.Tensor, radius: torch.Tensor,
     radius - offset, rounded down, abstaining (radius 0) where it is not > 0."""
     if offset is None:
         return prediction, radius
-    lowered = (radius - offset.to(radius.device)) * (1 - 4 * UNIT)   # the subtraction rounds by at most 1 ulp
+    lowered = (radius - offset.to(radius.device)) * (1 - rounding_factor(1))   # the subtraction rounds by at most 1 ulp
     keep = (lowered > 0) & (prediction != ABSTAIN)
     return (torch.where(keep, prediction, torch.full_like(prediction, ABSTAIN)),
             flush_subnormal(torch.where(keep, lowered, torch.zeros_like(lowered))))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import names
+from bench import methods, names
 from bench.certify import runs
 from bench.data import DATASETS
 from bench.models import networks
@@ -41,10 +41,10 @@ def test_help_imports_no_heavy_library(command: str) -> None:
 def test_run_help_lists_every_method_head_and_dataset() -> None:
     done, _ = _imported(["bench.run", "--help"])
     text = " ".join(done.stdout.split())
-    for name in (*names.METHODS, *names.HEAD_KINDS, *names.DATASET_NAMES):
+    for name in (*methods.METHODS, *names.HEAD_KINDS, *names.DATASET_NAMES):
         assert name in text
 
 
 def test_the_names_are_those_of_the_defining_modules() -> None:
     assert tuple(DATASETS) == names.DATASET_NAMES
-    assert runs.METHODS is names.METHODS and networks.HEAD_KINDS is names.HEAD_KINDS
+    assert runs.METHODS is methods.METHODS and networks.HEAD_KINDS is names.HEAD_KINDS

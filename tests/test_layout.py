@@ -6,6 +6,7 @@ Walks the source with ``ast`` (nothing is imported), resolves relative imports, 
 * the commands (``bench/run.py``, ``attack.py``, ``scaling.py``, ``art_compare.py``, ``train.py`` and
   every ``__main__.py``) are leaves: no module imports them;
 * ``bench.env``, ``bench.cli``, ``bench.cli_help`` and ``bench.names`` import nothing from ``bench``;
+* ``bench.methods`` (the one list of methods, read by every stage) imports only the standard library;
 * the pipeline's order: a stage never imports a later stage or a side branch
   (data -> models -> certify -> report; audit and perf may import the stages, not the reverse);
 * ``fars``, ``baselines`` and ``smoothing`` never import ``bench``.
@@ -31,7 +32,7 @@ ALLOWED = {
     "bench.perf": {"bench.data", "bench.models", "bench.certify", "bench.report"},
 }
 SHARED = {"bench", "bench.env", "bench.files", "bench.provenance", "bench.units", "bench.config", "bench.cli",
-          "bench.cli_help", "bench.names"}
+          "bench.cli_help", "bench.names", "bench.methods"}
 
 
 def module_name(path: Path) -> str:
@@ -120,6 +121,17 @@ def test_env_imports_nothing_from_bench(graph: dict[str, set[str]]) -> None:
     assert graph["bench.cli"] == set() and graph["bench.cli_help"] == set() and graph["bench.names"] == set()
     assert graph["bench.provenance"] <= {"bench.env"}
     assert graph["bench.files"] == set()
+
+
+def test_the_method_registry_imports_only_the_standard_library(graph: dict[str, set[str]]) -> None:
+    import sys
+
+    assert graph["bench.methods"] == set()
+    tree = ast.parse((ROOT / "bench" / "methods.py").read_text())
+    top = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    top |= {(node.module or "").split(".")[0] for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and not node.level}
+    assert top <= set(sys.stdlib_module_names) | {"__future__"}, top
 
 
 def test_stages_import_only_earlier_stages(graph: dict[str, set[str]]) -> None:

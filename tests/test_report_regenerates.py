@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from bench import run as bench_run
-from bench.certify import machine
 from bench.audit.robustness import update_summary
+from bench.certify import machine
 from bench.report.__main__ import main as report_main
 from bench.report.write import SOUNDNESS_BEGIN
 

@@ -26,10 +26,10 @@ def test_tiny_run_writes_tsv_summary_and_plots(tiny_zoo, tmp_path):
     assert list(rows.columns) == list(bench_results.COLUMNS)
     keys = set(zip(rows.method, rows.model, strict=True))
     assert keys == {("cohen", "sll+ce"), ("cohen", "cnn-noise0.25"), ("fars-mc", "sll+ce"), ("fars-mc", "sll+mlp"),
-                    ("fars-closed", "sll+ce"), ("lipschitz-margin", "sll+ce")}
-    assert len(rows) == 6 * 3
+                    ("fars-closed", "sll+ce"), ("lipschitz-margin", "sll+ce"), ("fars-crown", "sll+mlp")}
+    assert len(rows) == 7 * 3
     assert set(rows.samples[rows.method.isin(["cohen", "fars-mc"])]) == {25}
-    assert set(rows.samples[rows.method.isin(["fars-closed", "lipschitz-margin"])]) == {0}
+    assert set(rows.samples[rows.method.isin(["fars-closed", "lipschitz-margin", "fars-crown"])]) == {0}
     assert (rows.seconds > 0).all()
     assert ((rows.predict == -1) <= (rows.radius == 0)).all()
     assert (rows.correct == (rows.predict == rows.label)).all()

@@ -1,6 +1,7 @@
 """Audits of certificates against attacks: what each check guarantees, and what it assumes.
 
-* :func:`audit_certificates` - deterministic certificates (``fars-closed``, ``lipschitz-margin``). A
+* :func:`audit_certificates` - deterministic certificates (``fars-closed``, ``fars-crown``,
+  ``lipschitz-margin``). A
   certificate (prediction c, radius r) claims that the classifier answers c everywhere in the l2 ball
   of radius r around x. The audit attacks c at eps = ``factor`` * r (0.999 r: the slack covers the
   6-digit rounding of radii in ``certify.tsv`` and float32 round-off) with every restart and target of
@@ -50,6 +51,7 @@ from smoothing.certificate import ABSTAIN
 from smoothing.monte_carlo import MonteCarloCertifier
 from smoothing.noise import check_seed
 
+from ..methods import DETERMINISTIC_METHODS, MONTE_CARLO_METHODS
 from ..report import markdown_table
 from .pgd import PGDConfig, flat_norm, min_norm_attack, pgd_attack, rank_targets, smoothed_pgd
 
@@ -73,8 +75,6 @@ __all__ = [
 
 #: Radius fraction at which certificates are attacked (slack for rounding of the stored radii).
 AUDIT_FACTOR = 0.999
-DETERMINISTIC_METHODS = ("fars-closed", "lipschitz-margin")
-MONTE_CARLO_METHODS = ("cohen", "fars-mc")
 PAPER_VARIANTS = ("logit", "sparsemax")
 
 

@@ -15,12 +15,13 @@ import torch
 from torch import nn
 
 from baselines import CohenRS, LipschitzMargin
-from fars import Certifier, FaRSClosedForm, FaRSMonteCarlo
+from fars import Certifier, FaRSClosedForm, FaRSCrown, FaRSMonteCarlo
+from fars.crown import is_relu_head
 
+from ..methods import METHODS, methods_needing
 from ..models.loaded import LoadedModel
 from ..models.networks import HEAD_KINDS
 from ..models.zoo import ExperimentModel, ModelZoo
-from ..names import METHODS
 
 
 @dataclass
@@ -72,6 +73,8 @@ def build_runs(models: ModelZoo | Sequence[ExperimentModel], methods: tuple[str,
       radius divided by the backbone's constant L);
     * ``fars-closed``: when its head is one ``nn.Linear`` (the exact margin certificate);
     * ``lipschitz-margin``: the same heads, with the logit map's constant L * ||W||_2;
+    * ``fars-crown``: when its head is a network of ``nn.Linear`` and ``nn.ReLU`` layers other than one
+      ``nn.Linear`` (bound propagation; a linear head has the exact ``fars-closed``);
 
     each limited by the model's own ``methods`` and ``sigmas`` (see :class:`ExperimentModel`).
 
@@ -93,10 +96,16 @@ def build_runs(models: ModelZoo | Sequence[ExperimentModel], methods: tuple[str,
 
 
 def supported_methods(model: LoadedModel) -> tuple[str, ...]:
-    """The methods that can certify ``model``."""
+    """The methods that can certify ``model`` (in run order; what each needs is in :mod:`bench.methods`)."""
     split = model.backbone is not None and model.head is not None and model.lipschitz is not None
-    linear = split and isinstance(model.head, nn.Linear)
-    return ("cohen",) + (("fars-mc",) if split else ()) + (("fars-closed", "lipschitz-margin") if linear else ())
+    needs = ["network"]
+    if split:
+        needs.append("split")
+        if isinstance(model.head, nn.Linear):
+            needs.append("linear-head")
+        elif model.head is not None and is_relu_head(model.head):
+            needs.append("relu-head")
+    return methods_needing(*needs)
 
 
 def _check_supported(entry: ExperimentModel) -> None:
@@ -104,10 +113,11 @@ def _check_supported(entry: ExperimentModel) -> None:
     unknown = [m for m in wanted if m not in METHODS]
     if unknown:
         raise RunError(f"model {entry.model.name!r}: unknown methods {unknown}; choose from {', '.join(METHODS)}")
-    refused = [m for m in wanted if m not in supported_methods(entry.model)]
+    supported = supported_methods(entry.model)
+    refused = [m for m in wanted if m not in supported]
     if refused:
-        why = ("it has no Lipschitz backbone/head split (certify it with cohen only)"
-               if "fars-mc" in refused else "its head is not one linear layer (fars-mc and cohen can certify it)")
+        why = ("it has no Lipschitz backbone/head split (certify it with cohen only)" if "fars-mc" in refused else
+               f"its head does not have the layers these methods need (it can be certified by {', '.join(supported)})")
         raise RunError(f"model {entry.model.name!r} cannot be certified by {', '.join(refused)}: {why}")
 
 
@@ -133,6 +143,8 @@ def _method_runs(method: str, entry: ExperimentModel, sigmas: tuple[float, ...],
                                                        seed=mc.seed, **mc.sequential_options()))
                 for s in levels]
     head = model.head
+    if method == "fars-crown":
+        return [Run("fars-crown", name, math.nan, FaRSCrown(model.backbone, head, lipschitz=model.lipschitz))]
     assert isinstance(head, nn.Linear)
     if method == "fars-closed":
         return [Run("fars-closed", name, math.nan, FaRSClosedForm(model.backbone, head, lipschitz=model.lipschitz))]

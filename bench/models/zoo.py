@@ -14,12 +14,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from fars.crown import is_relu_head
+
+from ..methods import methods_needing
 from . import checkpoints as ckpt
 from .loaded import LoadedModel
 from .networks import HEAD_KINDS
 
 #: the methods that certify a Lipschitz split (backbone + head)
-FARS_METHODS = ("fars-mc", "fars-closed", "lipschitz-margin")
+FARS_METHODS = methods_needing("split", "linear-head", "relu-head")
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,9 @@ class ModelZoo:
                 head=head, lipschitz=self.lipschitz, input_shape=shape,
                 num_classes=int(meta["architecture"]["num_classes"]), format="fars-bench",
                 fingerprint=f"{backbone_sha}+{meta['state_sha256']}")
-            fars = FARS_METHODS if isinstance(head, nn.Linear) else FARS_METHODS[:1]   # closed forms: linear heads
+            # closed forms for linear heads, bound propagation for ReLU heads
+            fars = methods_needing("split", "linear-head" if isinstance(head, nn.Linear) else
+                                   "relu-head" if is_relu_head(head) else "split")
             entries.append(ExperimentModel(model, None if kind == "ce" else fars))
         for sigma in sorted(self.cnns):
             cnn, meta = self.cnns[sigma]

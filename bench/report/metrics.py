@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ..methods import DETERMINISTIC_METHODS as _DETERMINISTIC
 from .results import as_results
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ PAPER_RADII: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3)
 RUN_KEYS: tuple[str, str, str] = ("method", "model", "sigma")
 
 #: Methods that need no sampling (their cost does not depend on n).
-DETERMINISTIC_METHODS: frozenset[str] = frozenset({"fars-closed", "lipschitz-margin"})
+DETERMINISTIC_METHODS: frozenset[str] = frozenset(_DETERMINISTIC)
 
 #: Method whose timing is the speed-up reference.
 REFERENCE_METHOD = "cohen"

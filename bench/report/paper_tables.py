@@ -2,7 +2,7 @@
 
 * ``table_certified``: every run, certified accuracy at the reported radii with 95 % Clopper-Pearson
   intervals, clean accuracy and ACR +- standard error;
-* ``table1``: the FaRS variants (``fars-closed``, ``fars-mc`` per head and sigma) at eps = 0.05, 0.1,
+* ``table1``: the FaRS variants (``fars-closed``, ``fars-crown``, ``fars-mc`` per head and sigma) at eps = 0.05, 0.1,
   0.2, 0.3 with their clean accuracy;
 * ``table2``: l2-PGD (empirical) accuracy of each model at the same eps, from ``robustness.csv``
   (skipped, with a note, when the run has no attack results).
@@ -19,11 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..methods import FARS_METHODS
 from .paper_metrics import CONFIDENCE, TABLE_EPS, mc_cutoff, pgd_accuracy, run_table
 from .tables import fmt_sigma, markdown_table
-
-#: Methods of Table 1.
-FARS_METHODS: tuple[str, ...] = ("fars-closed", "fars-mc")
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "#": r"\#", "_": r"\_", "$": r"\$",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
@@ -153,13 +151,13 @@ def write_table1(df: pd.DataFrame, out_dir: str | Path, eps: Sequence[float] = T
     """``table1.md/.tex``: certified accuracy of each FaRS variant at ``eps`` with its clean accuracy.
 
     Clean accuracy = fraction with ``predict == label``; for ``fars-mc`` abstentions count as wrong, for
-    ``fars-closed`` it is the accuracy of the certified (deterministic) prediction -- in both cases the
-    certified accuracy at radius 0.  Without FaRS runs the files hold a one-line note.  ``mc = (n, alpha)``
-    marks (†) the cells beyond a run's Monte Carlo cut-off.
+    ``fars-closed`` and ``fars-crown`` it is the accuracy of the certified (deterministic) prediction -- in
+    both cases the certified accuracy at radius 0.  Without FaRS runs the files hold a one-line note.
+    ``mc = (n, alpha)`` marks (†) the cells beyond a run's Monte Carlo cut-off.
     """
     fars = df[df["method"].isin(FARS_METHODS)]
     if fars.empty:
-        note = "Table 1 skipped: the run has no FaRS (fars-closed / fars-mc) results."
+        note = "Table 1 skipped: the run has no FaRS (fars-closed / fars-crown / fars-mc) results."
         return _write(Path(out_dir) / "table1", note + "\n", f"% {note}\n")
     t = run_table(fars, eps)
     md_cols = ["method", "head", "σ", "clean", *[f"ε={e:g}" for e in eps]]

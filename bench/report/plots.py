@@ -46,8 +46,9 @@ METHOD_COLORS: dict[str, str] = {
     "fars-mc": "#CC79A7",  # reddish purple
     "fars-closed": "#D55E00",  # vermillion
     "lipschitz-margin": "#009E73",  # green
+    "fars-crown": "#E69F00",  # orange
 }
-_EXTRA_COLORS = ["#E69F00", "#56B4E9", "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF"]
+_EXTRA_COLORS = ["#56B4E9", "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF"]
 
 # Line styles per model.  Plain dashes ('--') are reserved for empirical
 # (attack) curves and the dotted grey verticals mark the paper radii.

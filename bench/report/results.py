@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..methods import METHODS, MONTE_CARLO_METHODS
+
 #: Columns the harness writes, in order.
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "idx",
@@ -47,10 +49,9 @@ def _timedelta_seconds(text: object) -> float:
     return days * 86400.0 + int(m.group("h")) * 3600.0 + int(m.group("m")) * 60.0 + float(m.group("s"))
 
 
-#: The harness's methods (as ``bench.certify.runs.METHODS``, which this stage cannot import without torch)
-#: and those that sample (a run of theirs has a noise level).
-KNOWN_METHODS: tuple[str, ...] = ("cohen", "fars-mc", "fars-closed", "lipschitz-margin")
-MONTE_CARLO: tuple[str, ...] = ("cohen", "fars-mc")
+#: The harness's methods and those that sample (a run of theirs has a noise level), from :mod:`bench.methods`.
+KNOWN_METHODS: tuple[str, ...] = METHODS
+MONTE_CARLO: tuple[str, ...] = MONTE_CARLO_METHODS
 
 #: Cohen et al.'s columns (``code/certify.py`` of locuslab/smoothing), the first six of ours.
 COHEN_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS[:6]
