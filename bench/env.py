@@ -53,11 +53,16 @@ def stored_path(text: str | None) -> Path | None:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
+#: the device types a run may certify on
+CERTIFY_DEVICES = ("cpu", "cuda")
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' -> CUDA when available, else CPU; otherwise the named device (checked).
 
     Raises:
-        SystemExit: an unknown device name, or a CUDA device on a machine without CUDA.
+        SystemExit: an unknown device name, a device type outside :data:`CERTIFY_DEVICES` (``meta``, which
+            holds no data), or a CUDA device this machine does not have.
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -65,8 +70,13 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise SystemExit(f"--device {name}: not a device name (auto, cpu, cuda, cuda:1, ...)") from None
+    if device.type not in CERTIFY_DEVICES:   # meta holds no data; others are not tested here
+        raise SystemExit(f"--device {name}: certification runs on {' or '.join(CERTIFY_DEVICES)} "
+                         f"(auto, cpu, cuda, cuda:1, ...), not on {device.type}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise SystemExit(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 

@@ -31,7 +31,15 @@ from smoothing.certificate import NonFiniteScoresError
 
 from .audit.robustness import RobustnessSettings, run_robustness, soundness_failures
 from .certify import distributed as dist_
-from .certify.machine import default_threads, machine_state, noisy_timing_markdown, noisy_timing_warnings, set_threads
+from .certify.machine import (
+    THREADS_PER_CPU,
+    default_threads,
+    machine_state,
+    max_threads,
+    noisy_timing_markdown,
+    noisy_timing_warnings,
+    set_threads,
+)
 from .certify.manifest import ResumeError, check_resumable, read_manifest, write_manifest
 from .certify.results import merge_results, read_done, read_lines
 from .certify.runner import certify_all, choose_batch_sizes, timing_markdown, timing_summary
@@ -57,6 +65,15 @@ PRESETS: dict[str, dict[str, Any]] = {
                   scaling_ns=[100, 1_000, 10_000, 100_000]),
 }
 
+
+#: noisy samples per image (``n``, ``n0``, each ``--scaling-ns`` value) above which a run needs
+#: ``--allow-long-run``: 100 times Cohen et al.'s n = 100,000 (their ResNet-110 took about 17 s per CIFAR-10
+#: image at n = 100,000 on a 2019 GPU, so this bound is already about half an hour per image there)
+LONG_RUN_SAMPLES = 10_000_000
+#: the largest sample count at all: counts are stored as int64 (the ``samples`` column, the noise streams)
+MAX_SAMPLES = 2 ** 63 - 1
+#: longest --dist-timeout-hours (a year): a finished rank waits at most this long for the others
+MAX_DIST_TIMEOUT_HOURS = 24 * 365
 
 #: the experiment ``python -m bench.run`` runs without ``--config`` (``make run``)
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "fashion-mnist-quick.toml"
@@ -113,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Monte Carlo estimation samples per image (the cap with --sequential; under torchrun "
                              "write --num-samples: torchrun reads --n as an abbreviation of its own flags)")
     parser.add_argument("--n0", type=int, default=None, help="Monte Carlo selection samples per image")
+    parser.add_argument("--allow-long-run", action="store_true",
+                        help=f"accept more than {LONG_RUN_SAMPLES:,} samples per image (--n, --n0, --scaling-ns); "
+                             "the plan printed after one pilot image per run gives the estimated time")
     parser.add_argument("--alpha", type=float, default=None, help="failure probability of each Monte Carlo certificate")
     parser.add_argument("--num-images", type=int, default=None, help="number of test images to certify")
     parser.add_argument("--skip", type=int, default=None, help="certify every SKIP-th image of the evaluation set")
@@ -137,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "10,000 with the direct one. Results do not depend on it (noise is per example)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads of this process (default: the CPUs this process may use, divided among "
-                             "the torchrun processes, so that timings are not slowed by oversubscription)")
+                             "the torchrun processes, so that timings are not slowed by oversubscription; at most "
+                             f"{THREADS_PER_CPU} per CPU of the machine)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ...")
     parser.add_argument("--seed", type=int, default=None,
                         help="global seed; with an image's index it fixes that image's noise (default 0)")
@@ -154,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "other settings")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--dist-timeout-hours", type=float, default=48.0,
-                        help="under torchrun: how long a rank that finished its shard waits for the others")
+                        help="under torchrun: how long a rank that finished its shard waits for the others "
+                             f"(finite, at most {MAX_DIST_TIMEOUT_HOURS})")
     _preset_defaults_in_help(parser)
     return parser
 
@@ -232,6 +254,8 @@ def _check_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         (methods_ok, f"unknown method in {args.methods}; choose from {', '.join(METHODS)}"),
         (heads_ok, f"unknown head in {args.heads}; choose from {', '.join(HEAD_KINDS)}"),
         (args.n >= 1, "--n must be >= 1"), (args.n0 >= 1, "--n0 must be >= 1"),
+        (args.n0 + args.n <= MAX_SAMPLES, f"--n0 + --n ({args.n0} + {args.n}) must not exceed {MAX_SAMPLES} "
+                                          "(2**63 - 1: sample counts are int64)"),
         (args.n0 <= args.n, f"--n0 ({args.n0}) must not exceed --n ({args.n})"),
         (0 < args.alpha < 1, "--alpha must lie in (0, 1)"),
         (len(args.sigma) > 0 and all(s > 0 and math.isfinite(s) for s in args.sigma),
@@ -242,13 +266,31 @@ def _check_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         (all(n >= 1 for n in args.scaling_ns), "--scaling-ns values must be >= 1"),
         (args.scaling_images >= 1, "--scaling-images must be >= 1"),
         (args.threads is None or args.threads >= 1, "--threads must be >= 1"),
+        (args.threads is None or args.threads <= max_threads(),
+         f"--threads {args.threads} is more than {max_threads()} ({THREADS_PER_CPU} per CPU of this machine)"),
         (args.radii is None or all(r >= 0 and math.isfinite(r) for r in args.radii),
          "--radii values must be finite and >= 0"),
-        (args.dist_timeout_hours > 0, "--dist-timeout-hours must be > 0"),
+        (0 < args.dist_timeout_hours <= MAX_DIST_TIMEOUT_HOURS,
+         f"--dist-timeout-hours must be > 0 and at most {MAX_DIST_TIMEOUT_HOURS} (a year), got "
+         f"{args.dist_timeout_hours}"),
     ]
     for ok, message in checks:
         if not ok:
             parser.error(message)
+    _check_budget(parser, args)
+
+
+def _check_budget(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse sample counts above :data:`LONG_RUN_SAMPLES` per image unless ``--allow-long-run`` says they are
+    meant (a typo such as ``--n 10000000000000`` would otherwise sample for years before its plan is printed)."""
+    counts = [("--n", args.n), ("--n0", args.n0), *(("--scaling-ns", n) for n in args.scaling_ns)]
+    for flag, count in counts:
+        if count > MAX_SAMPLES:
+            parser.error(f"{flag} {count} exceeds {MAX_SAMPLES} (2**63 - 1: sample counts are int64)")
+        if count > LONG_RUN_SAMPLES and not args.allow_long_run:
+            parser.error(f"{flag} {count:,} samples per image is above {LONG_RUN_SAMPLES:,} (100x Cohen et al.'s "
+                         f"n = 100,000, about {count / 100_000:,.0f}x their per-image time): pass --allow-long-run "
+                         "if it is meant")
 
 
 def run_config(args: argparse.Namespace, models: ExperimentModels, images: torch.Tensor, labels: torch.Tensor,

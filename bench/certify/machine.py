@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..cli import UsageError
+
 #: a load average above this fraction of a CPU per CPU this process does not use means another process
 #: competes for the CPUs
 BUSY_LOAD_MARGIN = 0.5
@@ -24,6 +26,9 @@ BUSY_LOAD_MARGIN = 0.5
 SPREAD_LIMIT = 3.0
 #: runs with fewer rows than this are not judged by their spread
 SPREAD_MIN_ROWS = 10
+#: most torch threads a process may ask for, per CPU of the machine: more only oversubscribes, and far more
+#: (``torch.set_num_threads(100000)``) crashes the thread pool with a segmentation fault
+THREADS_PER_CPU = 4
 
 
 def usable_cpus() -> int:
@@ -40,8 +45,20 @@ def default_threads(processes: int = 1) -> int:
     return max(1, usable_cpus() // max(1, processes))
 
 
+def max_threads() -> int:
+    """The most CPU threads a process may ask for: :data:`THREADS_PER_CPU` per CPU of the machine."""
+    return THREADS_PER_CPU * (os.cpu_count() or 1)
+
+
 def set_threads(threads: int) -> None:
-    """Use ``threads`` CPU threads for torch's intra-op work (inter-op threads are not used here)."""
+    """Use ``threads`` CPU threads for torch's intra-op work (inter-op threads are not used here).
+
+    Raises:
+        UsageError: ``threads`` below 1 or above :func:`max_threads`.
+    """
+    if not 1 <= threads <= max_threads():
+        raise UsageError(f"--threads {threads}: must be between 1 and {max_threads()} "
+                         f"({THREADS_PER_CPU} per CPU of this machine)")
     torch.set_num_threads(threads)
 
 
@@ -111,4 +128,4 @@ def noisy_timing_markdown(warnings: list[str]) -> str:
 
 
 __all__ = ["busy_warning", "default_threads", "load_average", "machine_state", "noisy_timing_markdown",
-           "noisy_timing_warnings", "set_threads", "spread_warnings", "usable_cpus"]
+           "noisy_timing_warnings", "max_threads", "set_threads", "spread_warnings", "usable_cpus"]
