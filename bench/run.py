@@ -41,7 +41,7 @@ from .certify.machine import (
     set_threads,
 )
 from .certify.manifest import ResumeError, check_resumable, read_manifest, write_manifest
-from .certify.results import merge_results, read_done, read_lines
+from .certify.results import check_rows, merge_results, read_done, read_lines
 from .certify.runner import certify_all, choose_batch_sizes, timing_markdown, timing_summary
 from .certify.runs import METHODS, MonteCarloSettings, Run, RunError, build_runs, supported_methods
 from .cli import checked, cli_exit, writable_dir
@@ -337,7 +337,8 @@ def _run(args: argparse.Namespace, context: dist_.Context) -> Path:
     config = run_config(args, models, images, labels, indices)
     _prepare_output(args.out, config, args.overwrite, context)
     runs, mc, batch_sizes = _build_runs(args, models, tuple(images.shape[1:]), device, context)
-    manifest = _start_manifest(args, config, models, runs, mc, batch_sizes, device, context, process, len(images))
+    manifest = _start_manifest(args, config, models, runs, mc, batch_sizes, device, context, process, len(images),
+                                [int(i) for i in indices])
     timings = _certify_stage(args, runs, images, labels, indices, context)
     if not context.is_main:
         return args.out
@@ -434,8 +435,11 @@ def _now() -> str:
 
 def _start_manifest(args: argparse.Namespace, config: dict[str, Any], models: ExperimentModels, runs: list[Run],
                     mc: MonteCarloSettings, batch_sizes: dict[str, int], device: torch.device,
-                    context: dist_.Context, process: dict[str, Any], images: int) -> dict[str, Any]:
-    """The manifest as the run starts (rank 0 writes it; ``first_started`` survives resumes)."""
+                    context: dist_.Context, process: dict[str, Any], images: int,
+                    image_indices: list[int]) -> dict[str, Any]:
+    """The manifest as the run starts (rank 0 writes it; ``first_started`` survives resumes). ``runs`` and
+    ``image_indices`` (the selected images' dataset indices) say which rows belong to the run
+    (``python -m bench.report`` keeps only those)."""
     manifest = {
         "config": config, "preset": args.preset, "monte_carlo": asdict(mc), "device": str(device),
         "device_name": device_name(device), "torch_threads": torch.get_num_threads(), "machine": process["machine"],
@@ -448,7 +452,7 @@ def _start_manifest(args: argparse.Namespace, config: dict[str, Any], models: Ex
         "models": models.describe(),
         "backbone_lipschitz": None if models.zoo is None else models.zoo.backbone_meta["lipschitz"],
         "runs": [r.key for r in runs], "radii": list(args.radii),
-        "images": images, "started": _now(),
+        "images": images, "image_indices": image_indices, "started": _now(),
     }
     if context.is_main:
         previous = None if args.overwrite else read_manifest(args.out)
@@ -471,6 +475,8 @@ def _certify_stage(args: argparse.Namespace, runs: list[Run], images: torch.Tens
         read_lines(tsv, repair=True)
     dist_.barrier(context)
     done = read_done(tsv, *[s for s in dist_.shard_files(out) if s != tsv])
+    for path in (tsv, *dist_.shard_files(out)):   # a resumed row must be one these runs could write
+        check_rows(path, read_lines(path), runs)
     dist_.barrier(context)
     mine = certify_all(runs, images, labels, indices, target, progress=not args.no_progress, done=done,
                        context=context)

@@ -194,7 +194,7 @@ def test_sidecar_architecture_numbers_are_bounded_before_building(tiny_zoo, tmp_
     meta = json.loads((folder / "sll-backbone.json").read_text())
     meta["architecture"][key] = value
     (folder / "sll-backbone.json").write_text(json.dumps(meta))
-    with pytest.raises(ckpt.CheckpointError, match=f"'architecture.{key}' must be an integer from 1 to 65536"):
+    with pytest.raises(ckpt.CheckpointError, match=f"'architecture.{key}' must be an integer >= 1 and <= 65536"):
         load_zoo(folder)
 
 
@@ -203,7 +203,7 @@ def test_head_num_classes_beyond_any_model_is_refused(tiny_zoo, tmp_path):
     meta = json.loads((folder / "head-ce.json").read_text())
     meta["architecture"]["num_classes"] = 10 ** 30
     (folder / "head-ce.json").write_text(json.dumps(meta))
-    with pytest.raises(ckpt.CheckpointError, match="num_classes' must be an integer from 1 to 65536"):
+    with pytest.raises(ckpt.CheckpointError, match="num_classes' must be an integer >= 1 and <= 65536"):
         load_zoo(folder)
 
 
@@ -273,3 +273,144 @@ def test_the_fp32_model_still_certifies_with_an_autocast_forward():
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     cert = CohenRS(model, 0.25, n0=10, n=100, precision="bf16").certify(torch.rand(1, 1, 2, 2))
     assert len(cert) == 1 and math.isfinite(float(cert.radius[0]))
+
+
+# ---------------------------------------------------------------- result rows no run could have written
+
+HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\tmethod\tmodel\tsigma\tsamples\tseconds"
+#: n = 1000, alpha = 0.001: the cut-off at sigma 0.25 is 0.25 * Phi^-1(0.001^(1/1000)) = 0.615
+MANIFEST = {"runs": ["cohen|m|0.25", "fars-closed|m|-"], "image_indices": [0, 10], "images": 2,
+            "monte_carlo": {"n": 1000, "alpha": 0.001}, "models": {"m": {"lipschitz": 1.0}}}
+
+
+def _row(idx: int, radius: str = "0.5", method: str = "cohen", sigma: str = "0.25", label: str = "3",
+         predict: str = "3", correct: str = "1") -> str:
+    return "\t".join([str(idx), label, predict, radius, correct, "0:00:00.1", method, "m", sigma, "1100", "0.1"])
+
+
+def _run_dir(tmp_path: Path, rows: list[str], manifest: dict | list | None = None) -> Path:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "certify.tsv").write_text("\n".join([HEADER, *rows]) + "\n")
+    (folder / "manifest.json").write_text(json.dumps(MANIFEST if manifest is None else manifest))
+    return folder
+
+
+GOOD_ROWS = [_row(0), _row(10, "0.61"), _row(0, "2.5", "fars-closed", "-"), _row(10, "inf", "fars-closed", "-")]
+
+
+def _report(argv: list[str], capsys) -> tuple[int, str]:
+    from bench.report.__main__ import main as report_main
+    try:
+        status = report_main([*argv, "--format", "png"])
+    except SystemExit as exit_:
+        status = int(exit_.code or 0)
+    return status, capsys.readouterr().err
+
+
+def test_report_keeps_only_the_runs_and_images_of_the_run(tmp_path, capsys):
+    import pandas as pd
+    rows = [*GOOD_ROWS, _row(20), _row(0, "0.3", "cohen", "0.5"), _row(30, "0.1", "fars-closed", "-")]
+    folder = _run_dir(tmp_path, rows)
+    status, err = _report([str(folder)], capsys)
+    assert status == 0, err
+    assert "3 row(s) of runs or images" in err
+    summary = pd.read_csv(folder / "summary.csv")
+    assert set(summary["examples"]) == {2} and len(summary) == 2
+
+
+def test_report_refuses_more_images_than_an_older_manifest_says(tmp_path, capsys):
+    manifest = {k: v for k, v in MANIFEST.items() if k != "image_indices"}
+    status, err = _report([str(_run_dir(tmp_path, [*GOOD_ROWS, _row(20)], manifest))], capsys)
+    assert status == 2 and "has rows for 3 images, but the run certified 2" in err
+
+
+@pytest.mark.parametrize(("radius", "fragment"), [("50", "radius 50 of cohen m at sigma 0.25"),
+                                                  ("inf", "radius inf"), ("1e308", "radius 1e+308")])
+def test_report_refuses_monte_carlo_radii_above_the_cut_off(tmp_path, capsys, radius, fragment):
+    folder = _run_dir(tmp_path, [GOOD_ROWS[0], _row(10, radius), *GOOD_ROWS[2:]])
+    status, err = _report([str(folder)], capsys)
+    assert status == 2, err
+    assert f"certify.tsv line 3: {fragment}" in err and "above 0.61" in err and len(err.splitlines()) == 1
+
+
+def test_the_cut_off_uses_the_flags_and_any_n_without_them(tmp_path, capsys):
+    folder = _run_dir(tmp_path, [_row(0, "0.9"), _row(10)], {"runs": ["cohen|m|0.25"], "image_indices": [0, 10]})
+    assert _report([str(folder)], capsys)[0] == 0   # n unknown: 0.9 < 0.25 * 8.2
+    status, err = _report([str(folder), "--n", "1000", "--alpha", "0.001"], capsys)
+    assert status == 2 and "line 2: radius 0.9" in err
+
+
+@pytest.mark.parametrize(("row", "fragment"), [
+    ("0\t3\t3\tinf\t1\t0:00:01", "line 2: radius inf of cohen"),
+    ("0\t3\t3\t1e308\t1\t0:00:01", "line 2: radius 1e+308 of cohen"),
+    ("0\t3\t3\t0.7\t1\t0:00:01", "line 2: radius 0.7 of cohen"),
+    ("0\t3\t3\t0.5\t2\t0:00:01", "line 2: column 'correct' is 2, not 0 or 1"),
+    ("0\t2.7\t2\t0.5\t1\t0:00:01", "line 2: column 'label' is 2.7, not an integer >= 0"),
+    ("1.5\t3\t3\t0.5\t1\t0:00:01", "line 2: column 'idx' is 1.5"),
+    ("-4\t3\t3\t0.5\t1\t0:00:01", "line 2: column 'idx' is -4"),
+    ("0\t-2\t-1\t0.0\t0\t0:00:01", "line 2: column 'label' is -2"),
+])
+def test_import_cohen_refuses_rows_certify_cannot_write(tmp_path, capsys, row, fragment):
+    cohen = tmp_path / "noise_0.25" / "sigma_0.25"
+    cohen.parent.mkdir()
+    cohen.write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\n" + row + "\n")
+    status, err = _report([str(tmp_path), "--import-cohen", str(cohen), "--n", "1000", "--alpha", "0.001"], capsys)
+    assert status == 2, err
+    assert fragment in err and str(cohen) in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["sigma_0", "sigma_0.00", "cohen_cnn_sigma0.tsv"])
+def test_import_cohen_refuses_a_file_name_with_sigma_zero(tmp_path, capsys, name):
+    cohen = tmp_path / name
+    cohen.write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\n0\t3\t3\t0.5\t1\t0:00:01\n")
+    status, err = _report([str(tmp_path), "--import-cohen", str(cohen)], capsys)
+    assert status == 2 and "is not a noise level" in err
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [
+    (["--radii", "nan"], "--radii values must be finite and >= 0, got nan"),
+    (["--radii", "0.5", "-1"], "got -1.0"), (["--radii", "inf"], "got inf"),
+    (["--n", "-5"], "--n must be >= 1, got -5"), (["--alpha", "2"], "--alpha must lie in (0, 1), got 2.0"),
+    (["--manifest", "{dir}/absent.json"], "absent.json does not exist"),
+    (["--manifest", "{dir}/list.json"], "a JSON object is expected, got a list"),
+    (["--empirical", "{dir}/attack.csv"], "attack.csv: missing column(s) ['radius']"),
+])
+def test_report_flags_no_run_can_have_are_one_line(tmp_path, capsys, argv, fragment):
+    folder = _run_dir(tmp_path, GOOD_ROWS)
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "attack.csv").write_text("model,accuracy\nm,0.5\n")
+    argv = [a.replace("{dir}", str(tmp_path)) for a in argv]
+    status, err = _report([str(folder), *argv, "--attacks"], capsys)
+    assert status == 2, err
+    assert fragment in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if "error:" in line]) == 1
+
+
+def _cohen_run(sigma: float = 0.25, n: int = 1000):
+    from bench.certify.runs import Run
+    return Run("cohen", "m", sigma, CohenRS(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), sigma, n0=10, n=n,
+                                            alpha=0.001))
+
+
+def test_resume_drops_rows_of_other_runs_and_images(tmp_path, capsys):
+    from bench.certify.results import merge_results
+    tsv = tmp_path / "certify.tsv"
+    tsv.write_text("\n".join([HEADER, _row(0), _row(10), _row(20), _row(0, sigma="0.5"), _row(0, "1", "fars-closed",
+                                                                                            "-")]) + "\n")
+    total = merge_results(tmp_path, tsv, [_cohen_run()], torch.tensor([0, 10]))
+    assert total == 2
+    assert [line.split("\t")[0] for line in tsv.read_text().splitlines()[1:]] == ["0", "10"]
+    assert "dropped 3 row(s)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("radius", ["50", "inf", "nan", "0.62"])
+def test_resume_refuses_a_monte_carlo_radius_above_the_cut_off(tmp_path, radius):
+    from bench.certify.manifest import ResumeError
+    from bench.certify.results import check_rows, read_lines
+    tsv = tmp_path / "certify.tsv"
+    tsv.write_text("\n".join([HEADER, _row(0, "0.615"), _row(10, radius)]) + "\n")
+    with pytest.raises(ResumeError, match=f"certify.tsv line 3: radius '{radius}' of run cohen\\|m\\|0.25 on image 10"):
+        check_rows(tsv, read_lines(tsv), [_cohen_run()])
+    tsv.write_text("\n".join([HEADER, _row(0, "0.615"), _row(10, "0.5")]) + "\n")
+    check_rows(tsv, read_lines(tsv), [_cohen_run()])   # 0.615 is the cut-off to 3 digits: accepted

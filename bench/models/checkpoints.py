@@ -97,7 +97,7 @@ def _check_architecture(sidecar: dict[str, Any], kind: str, where: str) -> None:
             if not isinstance(value, str):
                 raise CheckpointError(f"{where}: field 'architecture.kind' must be a string, got {value!r}")
         elif not _positive_int(value) or value > MAX_ARCHITECTURE_VALUE:
-            raise CheckpointError(f"{where}: field 'architecture.{key}' must be an integer from 1 to "
+            raise CheckpointError(f"{where}: field 'architecture.{key}' must be an integer >= 1 and <= "
                                   f"{MAX_ARCHITECTURE_VALUE}, got {value!r}")
     dataset = sidecar.get("dataset")
     if dataset is None or kind == "head":
