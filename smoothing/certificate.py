@@ -330,11 +330,15 @@ def check_module_precision(module: torch.nn.Module, what: str) -> None:
             forward can break the guarantees, Voracek & Hein 2023; Cohen RS offers ``precision="bf16"``, an
             autocast forward of a float32 model, as an explicit opt-in).
     """
-    for tensor in (*module.parameters(), *module.buffers()):
-        if tensor.dtype in LOW_PRECISION:
-            raise TypeError(f"{what} has {str(tensor.dtype).removeprefix('torch.')} weights: certification runs in "
-                            "float32 or float64 (low precision can break the guarantees, Voracek & Hein 2023); "
-                            "convert it with .float()")
+    stack = [module]   # a plain walk (as module_device): this runs on every certify call
+    while stack:
+        m = stack.pop()
+        for tensor in (*m._parameters.values(), *m._buffers.values()):
+            if tensor is not None and tensor.dtype in LOW_PRECISION:
+                dtype = str(tensor.dtype).removeprefix("torch.")
+                raise TypeError(f"{what} has {dtype} weights: certification runs in float32 or float64 (low "
+                                "precision can break the guarantees, Voracek & Hein 2023); convert it with .float()")
+        stack.extend(child for child in m._modules.values() if child is not None)
 
 
 def validate_classifier(model: torch.nn.Module, what: str) -> torch.nn.Module:
