@@ -36,6 +36,10 @@ class CohenRS(MonteCarloCertifier):
     ``n`` is then the cap on estimation samples, and an input stops being sampled once its certificate
     is decided (same 1 - alpha guarantee, from an anytime-valid confidence sequence). ``check_range=False``
     accepts inputs outside [0, 1] (radii are then in the inputs' units).
+
+    Raises (``certify``, ``predict``): TypeError for a model with float16 or bfloat16 weights (convert it with
+    ``.float()``; ``precision="bf16"`` is the way to a low-precision forward), and as
+    :meth:`MonteCarloCertifier.certify`.
     """
 
     name = "cohen"

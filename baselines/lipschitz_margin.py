@@ -15,7 +15,8 @@ from smoothing.certificate import (
     check_finite_scores,
     check_indices,
     check_inputs,
-    check_positive,
+    check_lipschitz,
+    divide_radius,
     evaluating,
     flush_subnormal,
     module_device,
@@ -58,7 +59,7 @@ class LipschitzMargin:
 
     def __init__(self, model: torch.nn.Module, lipschitz: float = 1.0, check_range: bool = True) -> None:
         self.model = validate_classifier(model, "model")
-        self.lipschitz = check_positive("lipschitz", lipschitz)
+        self.lipschitz = check_lipschitz(lipschitz)
         self.check_range = bool(check_range)
 
     def certify(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> Certificate:
@@ -89,7 +90,7 @@ class LipschitzMargin:
                 top2 = scores.double().topk(2, dim=1)
                 margin = top2.values[:, 0] - top2.values[:, 1]
                 # rounded down: the margin, sqrt(2), the product and the quotient round (4 operations)
-                radius = margin / (math.sqrt(2.0) * self.lipschitz) * (1 - rounding_factor(4))
+                radius = divide_radius(margin, math.sqrt(2.0) * self.lipschitz) * (1 - rounding_factor(4))
                 certified = margin > 0
                 if offset is not None:   # around x as given: lowered by its distance to the rounded copy
                     radius = (radius - offset) * (1 - rounding_factor(1))

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .certify.batch_size import best_batch_size
+from .certify.machine import set_threads
 from .cli import checked, cli_exit, writable_dir
 from .cli_help import DefaultsHelpFormatter
 from .data import load_embedded
@@ -65,8 +66,8 @@ def main(argv: list[str] | None = None) -> Path:
         args.out = runs_dir("fashion-mnist", "art")
     args.out = checked(parser, lambda: writable_dir(args.out))
     device = checked(parser, lambda: resolve_device(args.device))
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads:   # at most a few per CPU (far more crashes torch's thread pool)
+        checked(parser, lambda: set_threads(args.threads))
     allocator_tuned = tune_cpu_allocator()  # page-fault churn otherwise dominates CPU timings (both sides alike)
     art_smoothing_class()   # ARTMissing (how to install it) before anything else
     zoo = load_zoo(args.models).to(device)

@@ -43,6 +43,8 @@ SETTINGS: dict[str, str] = {
     "scaling_images": "int", "attack": "bool", "out": "path", "threads": "int", "sequential": "bool",
     "image_size": "int|none", "resize": "int|none",
 }
+#: the largest experiment file read (an experiment is a few hundred bytes; a device or a huge file is a mistake)
+MAX_CONFIG_BYTES = 1 << 20
 #: keys of a ``[models.NAME]`` table read here (the rest belong to the model's format)
 MODEL_RUN_KEYS = ("methods", "sigma")
 #: keys of a model table that hold paths, resolved against the experiment file's folder
@@ -81,8 +83,9 @@ def load_experiment(path: str | Path) -> Experiment:
     ``out`` is relative to the current directory (outputs belong where the command runs).
 
     Raises:
-        ConfigError: the file is missing or unreadable, is not TOML, or holds an unknown key or a value
-            of the wrong type (the message names the key and the file).
+        ConfigError: the file is missing or unreadable, not a regular file (a device such as ``/dev/zero``),
+            larger than :data:`MAX_CONFIG_BYTES`, not TOML, or holds an unknown key or a value of the wrong
+            type (the message names the key and the file).
     """
     path = Path(path).expanduser()
     table = _read_toml(path)
@@ -98,9 +101,16 @@ def load_experiment(path: str | Path) -> Experiment:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"experiment file {path} does not exist") from None
+        if not path.exists():
+            raise ConfigError(f"experiment file {path} does not exist")
+        if not path.is_file():   # a folder, a device (/dev/zero never ends), a pipe (blocks)
+            raise ConfigError(f"experiment file {path} is not a regular file")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"experiment file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB: "
+                              "not an experiment file")
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read experiment file {path}: {err}") from None
     try:

@@ -56,11 +56,16 @@ def stored_path(text: str | None) -> Path | None:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
+#: the device types a run may certify on
+CERTIFY_DEVICES = ("cpu", "cuda")
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' -> CUDA when available, else CPU; otherwise the named device (checked).
 
     Raises:
-        SystemExit: an unknown device name, or a CUDA device on a machine without CUDA.
+        SystemExit: an unknown device name, a device type outside :data:`CERTIFY_DEVICES` (``meta``, which
+            holds no data), or a CUDA device this machine does not have.
     """
     import torch
 
@@ -70,8 +75,13 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise SystemExit(f"--device {name}: not a device name (auto, cpu, cuda, cuda:1, ...)") from None
+    if device.type not in CERTIFY_DEVICES:   # meta holds no data; others are not tested here
+        raise SystemExit(f"--device {name}: certification runs on {' or '.join(CERTIFY_DEVICES)} "
+                         f"(auto, cpu, cuda, cuda:1, ...), not on {device.type}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise SystemExit(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
@@ -127,3 +137,13 @@ def tune_cpu_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 <
 def cpu_allocator_tuned() -> bool:
     """Whether :func:`tune_cpu_allocator` was applied in this process."""
     return _ALLOCATOR_TUNED
+
+
+#: most torch threads a process may ask for, per CPU of the machine: more only oversubscribes, and far more
+#: (``torch.set_num_threads(100000)``) crashes the thread pool with a segmentation fault
+THREADS_PER_CPU = 4
+
+
+def max_threads() -> int:
+    """The most CPU threads a process may ask for: :data:`THREADS_PER_CPU` per CPU of the machine."""
+    return THREADS_PER_CPU * (os.cpu_count() or 1)

@@ -28,7 +28,16 @@ from typing import TYPE_CHECKING, Any
 from .cli import checked, cli_exit, writable_dir
 from .cli_help import DefaultsHelpFormatter
 from .config import ConfigError, load_experiment
-from .env import device_name, full_fp32, portable_path, resolve_device, runs_dir, tune_cpu_allocator
+from .env import (
+    THREADS_PER_CPU,
+    device_name,
+    full_fp32,
+    max_threads,
+    portable_path,
+    resolve_device,
+    runs_dir,
+    tune_cpu_allocator,
+)
 from .methods import METHODS
 from .names import DATASET_NAMES, HEAD_KINDS
 from .provenance import git_commit, package_versions
@@ -49,6 +58,15 @@ PRESETS: dict[str, dict[str, Any]] = {
                   scaling_ns=[100, 1_000, 10_000, 100_000]),
 }
 
+
+#: noisy samples per image (``n``, ``n0``, each ``--scaling-ns`` value) above which a run needs
+#: ``--allow-long-run``: 100 times Cohen et al.'s n = 100,000 (their ResNet-110 took about 17 s per CIFAR-10
+#: image at n = 100,000 on a 2019 GPU, so this bound is already about half an hour per image there)
+LONG_RUN_SAMPLES = 10_000_000
+#: the largest sample count at all: counts are stored as int64 (the ``samples`` column, the noise streams)
+MAX_SAMPLES = 2 ** 63 - 1
+#: longest --dist-timeout-hours (a year): a finished rank waits at most this long for the others
+MAX_DIST_TIMEOUT_HOURS = 24 * 365
 
 #: the experiment ``python -m bench.run`` runs without ``--config`` (``make run``)
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "embedded" / "fashion-mnist-quick.toml"
@@ -105,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Monte Carlo estimation samples per image (the cap with --sequential; under torchrun "
                              "write --num-samples: torchrun reads --n as an abbreviation of its own flags)")
     parser.add_argument("--n0", type=int, default=None, help="Monte Carlo selection samples per image")
+    parser.add_argument("--allow-long-run", action="store_true",
+                        help=f"accept more than {LONG_RUN_SAMPLES:,} samples per image (--n, --n0, --scaling-ns); "
+                             "the plan printed after one pilot image per run gives the estimated time")
     parser.add_argument("--alpha", type=float, default=None, help="failure probability of each Monte Carlo certificate")
     parser.add_argument("--num-images", type=int, default=None, help="number of test images to certify")
     parser.add_argument("--skip", type=int, default=None, help="certify every SKIP-th image of the evaluation set")
@@ -129,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "10,000 with the direct one. Results do not depend on it (noise is per example)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads of this process (default: the CPUs this process may use, divided among "
-                             "the torchrun processes, so that timings are not slowed by oversubscription)")
+                             "the torchrun processes, so that timings are not slowed by oversubscription; at most "
+                             f"{THREADS_PER_CPU} per CPU of the machine)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ...")
     parser.add_argument("--seed", type=int, default=None,
                         help="global seed; with an image's index it fixes that image's noise (default 0)")
@@ -146,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "other settings")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--dist-timeout-hours", type=float, default=48.0,
-                        help="under torchrun: how long a rank that finished its shard waits for the others")
+                        help="under torchrun: how long a rank that finished its shard waits for the others "
+                             f"(finite, at most {MAX_DIST_TIMEOUT_HOURS})")
     _preset_defaults_in_help(parser)
     return parser
 
@@ -225,6 +248,8 @@ def _check_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         (methods_ok, f"unknown method in {args.methods}; choose from {', '.join(METHODS)}"),
         (heads_ok, f"unknown head in {args.heads}; choose from {', '.join(HEAD_KINDS)}"),
         (args.n >= 1, "--n must be >= 1"), (args.n0 >= 1, "--n0 must be >= 1"),
+        (args.n0 + args.n <= MAX_SAMPLES, f"--n0 + --n ({args.n0} + {args.n}) must not exceed {MAX_SAMPLES} "
+                                          "(2**63 - 1: sample counts are int64)"),
         (args.n0 <= args.n, f"--n0 ({args.n0}) must not exceed --n ({args.n})"),
         (0 < args.alpha < 1, "--alpha must lie in (0, 1)"),
         (len(args.sigma) > 0 and all(s > 0 and math.isfinite(s) for s in args.sigma),
@@ -235,13 +260,31 @@ def _check_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         (all(n >= 1 for n in args.scaling_ns), "--scaling-ns values must be >= 1"),
         (args.scaling_images >= 1, "--scaling-images must be >= 1"),
         (args.threads is None or args.threads >= 1, "--threads must be >= 1"),
+        (args.threads is None or args.threads <= max_threads(),
+         f"--threads {args.threads} is more than {max_threads()} ({THREADS_PER_CPU} per CPU of this machine)"),
         (args.radii is None or all(r >= 0 and math.isfinite(r) for r in args.radii),
          "--radii values must be finite and >= 0"),
-        (args.dist_timeout_hours > 0, "--dist-timeout-hours must be > 0"),
+        (0 < args.dist_timeout_hours <= MAX_DIST_TIMEOUT_HOURS,
+         f"--dist-timeout-hours must be > 0 and at most {MAX_DIST_TIMEOUT_HOURS} (a year), got "
+         f"{args.dist_timeout_hours}"),
     ]
     for ok, message in checks:
         if not ok:
             parser.error(message)
+    _check_budget(parser, args)
+
+
+def _check_budget(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse sample counts above :data:`LONG_RUN_SAMPLES` per image unless ``--allow-long-run`` says they are
+    meant (a typo such as ``--n 10000000000000`` would otherwise sample for years before its plan is printed)."""
+    counts = [("--n", args.n), ("--n0", args.n0), *(("--scaling-ns", n) for n in args.scaling_ns)]
+    for flag, count in counts:
+        if count > MAX_SAMPLES:
+            parser.error(f"{flag} {count} exceeds {MAX_SAMPLES} (2**63 - 1: sample counts are int64)")
+        if count > LONG_RUN_SAMPLES and not args.allow_long_run:
+            parser.error(f"{flag} {count:,} samples per image is above {LONG_RUN_SAMPLES:,} (100x Cohen et al.'s "
+                         f"n = 100,000, about {count / 100_000:,.0f}x their per-image time): pass --allow-long-run "
+                         "if it is meant")
 
 
 def run_config(args: argparse.Namespace, models: ExperimentModels, images: torch.Tensor, labels: torch.Tensor,
@@ -302,7 +345,8 @@ def _run(args: argparse.Namespace, context: dist_.Context) -> Path:
     config = run_config(args, models, images, labels, indices)
     _prepare_output(args.out, config, args.overwrite, context)
     runs, mc, batch_sizes = _build_runs(args, models, tuple(images.shape[1:]), device, context)
-    manifest = _start_manifest(args, config, models, runs, mc, batch_sizes, device, context, process, len(images))
+    manifest = _start_manifest(args, config, models, runs, mc, batch_sizes, device, context, process, len(images),
+                                [int(i) for i in indices])
     timings = _certify_stage(args, runs, images, labels, indices, context)
     if not context.is_main:
         return args.out
@@ -438,8 +482,11 @@ def _now() -> str:
 
 def _start_manifest(args: argparse.Namespace, config: dict[str, Any], models: ExperimentModels, runs: list[Run],
                     mc: MonteCarloSettings, batch_sizes: dict[str, int], device: torch.device,
-                    context: dist_.Context, process: dict[str, Any], images: int) -> dict[str, Any]:
-    """The manifest as the run starts (rank 0 writes it; ``first_started`` survives resumes)."""
+                    context: dist_.Context, process: dict[str, Any], images: int,
+                    image_indices: list[int]) -> dict[str, Any]:
+    """The manifest as the run starts (rank 0 writes it; ``first_started`` survives resumes). ``runs`` and
+    ``image_indices`` (the selected images' dataset indices) say which rows belong to the run
+    (``python -m bench.report`` keeps only those)."""
     import torch
 
     from .certify.manifest import read_manifest, write_manifest
@@ -456,7 +503,7 @@ def _start_manifest(args: argparse.Namespace, config: dict[str, Any], models: Ex
         "models": models.describe(),
         "backbone_lipschitz": None if models.zoo is None else models.zoo.backbone_meta["lipschitz"],
         "runs": [r.key for r in runs], "radii": list(args.radii),
-        "images": images, "started": _now(),
+        "images": images, "image_indices": image_indices, "started": _now(),
     }
     if context.is_main:
         previous = None if args.overwrite else read_manifest(args.out)
@@ -470,7 +517,7 @@ def _certify_stage(args: argparse.Namespace, runs: list[Run], images: torch.Tens
                    indices: torch.Tensor, context: dist_.Context) -> list[Any]:
     """Certify every pending (run, image) pair; returns every rank's timing."""
     from .certify import distributed as dist_
-    from .certify.results import read_done, read_lines
+    from .certify.results import check_rows, read_done, read_lines
     from .certify.runner import certify_all
 
     out, tsv = args.out, args.out / "certify.tsv"
@@ -483,6 +530,8 @@ def _certify_stage(args: argparse.Namespace, runs: list[Run], images: torch.Tens
         read_lines(tsv, repair=True)
     dist_.barrier(context)
     done = read_done(tsv, *[s for s in dist_.shard_files(out) if s != tsv])
+    for path in (tsv, *dist_.shard_files(out)):   # a resumed row must be one these runs could write
+        check_rows(path, read_lines(path), runs)
     dist_.barrier(context)
     mine = certify_all(runs, images, labels, indices, target, progress=not args.no_progress, done=done,
                        context=context)

@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> Path:
         args.out = runs_dir("fashion-mnist", "scaling")
     args.out = checked(parser, lambda: writable_dir(args.out))
     device = checked(parser, lambda: resolve_device(args.device))
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads:   # at most a few per CPU (far more crashes torch's thread pool)
+        checked(parser, lambda: set_threads(args.threads))
     allocator_tuned = tune_cpu_allocator()
     precision = full_fp32()
     zoo = load_zoo(args.models).to(device)

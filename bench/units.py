@@ -1,4 +1,5 @@
-"""Units as people read them: the one duration format of every table, plan and figure of the harness.
+"""Units as people read them: the one duration format of every table, plan and figure of the harness, and
+the precision radii are written with in the results file.
 
 Imports nothing from ``bench``; every part of it may use this module.
 """
@@ -6,6 +7,13 @@ Imports nothing from ``bench``; every part of it may use this module.
 from __future__ import annotations
 
 import math
+
+#: significant digits of a radius in ``certify.tsv`` (``format_row`` writes ``f"{radius:.6g}"``)
+RADIUS_DIGITS = 6
+#: relative slack above the Monte Carlo cut-off sigma * Phi^-1(alpha^(1/n)) when rows are read back: the
+#: file's rounding to :data:`RADIUS_DIGITS` digits may raise a radius by up to half a unit of its last
+#: digit (5e-6 of itself), and the cut-off's own float error is far below that
+CUTOFF_SLACK = 10.0 ** (1 - RADIUS_DIGITS)
 
 
 def fmt_seconds(s: float | None) -> str:
@@ -27,4 +35,4 @@ def fmt_seconds(s: float | None) -> str:
     return f"{s / 3600:.3g} h"
 
 
-__all__ = ["fmt_seconds"]
+__all__ = ["CUTOFF_SLACK", "RADIUS_DIGITS", "fmt_seconds"]

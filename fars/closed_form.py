@@ -16,7 +16,8 @@ from smoothing.certificate import (
     Certificate,
     check_indices,
     check_inputs,
-    check_positive,
+    check_lipschitz,
+    divide_radius,
     evaluating,
     flush_subnormal,
     timed,
@@ -288,7 +289,7 @@ class FaRSClosedForm:
                 "use FaRSMonteCarlo for other heads"
             )
         self.head = head
-        self.lipschitz = check_positive("lipschitz", lipschitz)
+        self.lipschitz = check_lipschitz(lipschitz)
         self.check_range = bool(check_range)
         self._geometry = WeightDerived()   # the head's float64 weights and pairwise gaps, for its current weights
 
@@ -309,6 +310,7 @@ class FaRSClosedForm:
                 geometry = self._geometry.get(params, lambda: head_geometry(self.head.weight, self.head.bias))
                 prediction, radius = linear_head_radius(z, self.head.weight, self.head.bias, geometry)
                 if self.lipschitz != 1.0:   # x / 1.0 == x exactly: skipping the division changes nothing
-                    radius = flush_subnormal(radius / self.lipschitz)   # 4 ulps of slack cover the division
+                    # 4 ulps of slack cover the division; an overflow is reported as the largest float
+                    radius = flush_subnormal(divide_radius(radius, self.lipschitz))
                 prediction, radius = lower_by_offset(prediction, radius, offset)
         return Certificate(prediction, radius, samples=0, seconds=elapsed[0])

@@ -26,6 +26,8 @@ UNIT = 2.0 ** -53
 #: the smallest normal float64. Below it rounding errors are absolute, not relative, so the few-ulp
 #: slack that keeps every radius below its exact value no longer holds: such radii are reported as 0
 SMALLEST_NORMAL = sys.float_info.min
+#: the largest finite float64: what a finite radius divided by a tiny constant is reported as on overflow
+LARGEST_FINITE = sys.float_info.max
 #: dtypes refused for certification (round-off and low-precision sampling can break the guarantees)
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -121,6 +123,31 @@ def check_positive(name: str, value: float) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
     return float(value)
+
+
+def check_lipschitz(value: float) -> float:
+    """A Lipschitz constant as a float: a finite number > 0 that is a normal float (>= :data:`SMALLEST_NORMAL`).
+
+    A subnormal constant has lost the relative precision the radius's slack relies on, and dividing by it
+    overflows; radii are divided by the constant with :func:`divide_radius`, which never returns inf for a
+    finite radius.
+
+    Raises:
+        TypeError: not a number. ValueError: not finite, not > 0, or subnormal.
+    """
+    value = check_positive("lipschitz", value)
+    if value < SMALLEST_NORMAL:
+        raise ValueError(f"lipschitz must be at least {SMALLEST_NORMAL:g} (a normal float), got {value:g}")
+    return value
+
+
+def divide_radius(radius: torch.Tensor, lipschitz: float) -> torch.Tensor:
+    """``radius / lipschitz`` (FaRS, Proposition 1), with a finite radius whose quotient overflows reported
+    as the largest finite float: the exact quotient exceeds it, so the bound stays a proven one and no
+    finite radius becomes an infinite certificate (an infinite radius stays infinite)."""
+    quotient = radius / lipschitz
+    return torch.where(torch.isinf(quotient) & torch.isfinite(radius),
+                       torch.full_like(quotient, LARGEST_FINITE), quotient)
 
 
 def check_count(name: str, value: int) -> int:
@@ -294,6 +321,25 @@ def check_finite_scores(finite: torch.Tensor | bool, what: str) -> None:
                                    "sampled methods, that sigma is not too large for float32")
 
 
+def check_module_precision(module: torch.nn.Module, what: str) -> None:
+    """Refuse a module with low-precision (float16 / bfloat16) parameters or buffers.
+
+    Raises:
+        TypeError: naming ``what`` and the dtype: certification runs in float32 or float64 (a low-precision
+            forward can break the guarantees, Voracek & Hein 2023; Cohen RS offers ``precision="bf16"``, an
+            autocast forward of a float32 model, as an explicit opt-in).
+    """
+    stack = [module]   # a plain walk (as module_device): this runs on every certify call
+    while stack:
+        m = stack.pop()
+        for tensor in (*m._parameters.values(), *m._buffers.values()):
+            if tensor is not None and tensor.dtype in LOW_PRECISION:
+                dtype = str(tensor.dtype).removeprefix("torch.")
+                raise TypeError(f"{what} has {dtype} weights: certification runs in float32 or float64 (low "
+                                "precision can break the guarantees, Voracek & Hein 2023); convert it with .float()")
+        stack.extend(child for child in m._modules.values() if child is not None)
+
+
 def validate_classifier(model: torch.nn.Module, what: str) -> torch.nn.Module:
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"{what} must be a torch.nn.Module, got {type(model).__name__}")
@@ -386,6 +432,10 @@ __all__ = [
     "UNIT",
     "SMALLEST_NORMAL",
     "LOW_PRECISION",
+    "check_module_precision",
+    "LARGEST_FINITE",
+    "check_lipschitz",
+    "divide_radius",
     "Certificate",
     "Certifier",
     "check_positive",

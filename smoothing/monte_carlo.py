@@ -46,6 +46,8 @@ from .certificate import (
     check_finite_scores,
     check_indices,
     check_inputs,
+    check_lipschitz,
+    check_module_precision,
     check_positive,
     evaluating,
     timed,
@@ -128,7 +130,7 @@ class MonteCarloCertifier:
         self.alpha = check_alpha(alpha)
         self.batch_size = check_count("batch_size", batch_size)
         self.seed = check_seed(seed)
-        self.lipschitz = check_positive("lipschitz", lipschitz)
+        self.lipschitz = check_lipschitz(lipschitz)
         self.sequential = bool(sequential)
         if not self.sequential and radii is not None:
             raise ValueError("radii are the targets of sequential certification: pass sequential=True with them")
@@ -259,6 +261,8 @@ class MonteCarloCertifier:
         return lowers, used
 
     def _prepare(self, x: torch.Tensor, indices: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        for module in self._modules():
+            check_module_precision(module, f"the model ({type(module).__name__})")
         x = check_inputs(x, self._device(), check_range=self.check_range)
         return x, check_indices(indices, x.shape[0])
 
@@ -273,7 +277,8 @@ class MonteCarloCertifier:
 
         Raises:
             TypeError / ValueError: invalid inputs or indices (:func:`check_inputs`, outside [0, 1] unless
-                ``check_range=False``), a sigma that overflows the noisy space's dtype, non-finite scores.
+                ``check_range=False``), a model with float16 or bfloat16 weights (TypeError,
+                :func:`check_module_precision`), a sigma that overflows the noisy space's dtype, non-finite scores.
         """
         device = self._device()
         with timed(device) as elapsed:   # the whole call: validation, both stages, the confidence bound

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import special
 from scipy.stats import binomtest, norm
 
-from .certificate import SMALLEST_NORMAL, UNIT
+from .certificate import LARGEST_FINITE, SMALLEST_NORMAL, UNIT
 from .sequential import lower_confidence_sequence
 
 #: the Clopper-Pearson bound is lowered by this relative amount: scipy's ``betaincinv`` returns the
@@ -62,13 +62,17 @@ def radius_from_lower_bound(p_lower: np.ndarray, sigma: float, lipschitz: float 
 
     radius = sigma * Phi^-1(pA_lower) / lipschitz (Cohen et al., Theorem 1; FaRS, Proposition 1 for the
     division), lowered by :data:`RADIUS_SLACK` (relative); abstain (mask False, radius 0) where
-    pA_lower < 1/2, and report 0 for a subnormal radius, which has lost the relative slack.
+    pA_lower < 1/2, and report 0 for a subnormal radius, which has lost the relative slack; a quotient that
+    overflows is reported as the largest finite float (never inf).
     """
     p_lower = np.asarray(p_lower, dtype=np.float64)
     certified = p_lower >= 0.5
     radius = sigma * special.ndtri(np.clip(p_lower, 0.5, 1.0)) * (1 - RADIUS_SLACK)   # ndtri = norm.ppf
     if lipschitz != 1.0:   # after the slack, so the radius for L is exactly the radius for 1 divided by L
-        radius = radius / lipschitz
+        with np.errstate(over="ignore"):
+            quotient = radius / lipschitz
+        # a quotient that overflows (a tiny L) is reported as the largest float, below the exact value
+        radius = np.where(np.isinf(quotient) & np.isfinite(radius), LARGEST_FINITE, quotient)
     # a subnormal radius (a tiny sigma or a huge L) has lost the relative slack: report 0
     return certified, np.where(certified & (radius >= SMALLEST_NORMAL), radius, 0.0)
 

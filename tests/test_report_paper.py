@@ -42,6 +42,8 @@ def _rows() -> list[dict]:
             label = int(rng.integers(10))
             predict = label if rng.random() < 0.8 else int(rng.choice([-1, (label + 1) % 10]))
             radius = 0.0 if predict == -1 else float(np.round(rng.exponential(0.3), 6))
+            if sigma is not None:   # no CERTIFY at n = 1000, alpha = 0.001 returns more than its cut-off
+                radius = min(radius, float(np.floor(max_certifiable_radius(1000, sigma, 0.001) * 1e6) / 1e6))
             seconds = float(0.002 if sigma is None else 0.2 * (1 + k % 3)) * (1 + 0.1 * rng.random())
             rows.append({"idx": 10 * i, "label": label, "predict": predict, "radius": f"{radius:.6g}",
                          "correct": int(predict == label), "time": str(datetime.timedelta(seconds=seconds)),

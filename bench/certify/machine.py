@@ -17,6 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..cli import UsageError
+from ..env import THREADS_PER_CPU, max_threads
+
 #: a load average above this fraction of a CPU per CPU this process does not use means another process
 #: competes for the CPUs
 BUSY_LOAD_MARGIN = 0.5
@@ -41,7 +44,14 @@ def default_threads(processes: int = 1) -> int:
 
 
 def set_threads(threads: int) -> None:
-    """Use ``threads`` CPU threads for torch's intra-op work (inter-op threads are not used here)."""
+    """Use ``threads`` CPU threads for torch's intra-op work (inter-op threads are not used here).
+
+    Raises:
+        UsageError: ``threads`` below 1 or above :func:`max_threads`.
+    """
+    if not 1 <= threads <= max_threads():
+        raise UsageError(f"--threads {threads}: must be between 1 and {max_threads()} "
+                         f"({THREADS_PER_CPU} per CPU of this machine)")
     torch.set_num_threads(threads)
 
 
@@ -111,4 +121,4 @@ def noisy_timing_markdown(warnings: list[str]) -> str:
 
 
 __all__ = ["busy_warning", "default_threads", "load_average", "machine_state", "noisy_timing_markdown",
-           "noisy_timing_warnings", "set_threads", "spread_warnings", "usable_cpus"]
+           "noisy_timing_warnings", "max_threads", "set_threads", "spread_warnings", "usable_cpus"]

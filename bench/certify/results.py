@@ -10,11 +10,16 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import os
+import sys
 from pathlib import Path
 
 import torch
 
+from smoothing import MonteCarloCertifier, max_certifiable_radius
+
+from ..units import CUTOFF_SLACK, RADIUS_DIGITS
 from . import distributed as dist_
+from .manifest import ResumeError
 from .runs import Run
 
 COLUMNS = ("idx", "label", "predict", "radius", "correct", "time", "method", "model", "sigma", "samples", "seconds")
@@ -103,24 +108,76 @@ def read_done(tsv: Path, *more: Path) -> set[tuple[str, int]]:
     return {row_key(line) for line in lines}
 
 
+def radius_limits(runs: list[Run]) -> dict[str, float]:
+    """Per run key, the largest radius its method can return: for a Monte Carlo run the cut-off
+    sigma * Phi^-1(alpha^(1/n)) / L (:func:`smoothing.max_certifiable_radius`: CERTIFY's bound when all n
+    samples agree; with sequential CERTIFY n is the cap), for a deterministic run +inf."""
+    limits: dict[str, float] = {}
+    for run in runs:
+        c = run.certifier
+        limits[run.key] = (max_certifiable_radius(c.n, c.sigma, c.alpha) / c.lipschitz
+                           if isinstance(c, MonteCarloCertifier) else math.inf)
+    return limits
+
+
+def check_rows(path: Path, lines: list[str], runs: list[Run]) -> None:
+    """Refuse a row of ``path`` (its data ``lines``, as :func:`read_lines` returns them) whose radius no run
+    could have written: a Monte Carlo radius that is not finite or lies above its run's cut-off
+    (:func:`radius_limits`, with :data:`CUTOFF_SLACK`). Rows of runs not in ``runs`` are not judged here
+    (:func:`merge_results` drops them).
+
+    Raises:
+        ResumeError: naming the file, the line, the run and the value.
+    """
+    limits = radius_limits(runs)
+    for number, line in enumerate(lines, start=2):   # line 1 is the header
+        fields = line.split("\t")
+        if len(fields) < len(COLUMNS):
+            continue   # a short line is read_lines' and row_key's to judge
+        key, idx = row_key(line)
+        limit = limits.get(key)
+        if limit is None or limit == math.inf:
+            continue
+        try:
+            radius = float(fields[COLUMNS.index("radius")])
+        except ValueError:
+            radius = math.nan
+        if not radius <= limit * (1 + CUTOFF_SLACK):
+            raise ResumeError(f"{path} line {number}: radius {fields[COLUMNS.index('radius')]!r} of run {key} on "
+                              f"image {idx} is above {limit:.6g}, the largest radius its CERTIFY can return "
+                              "(sigma * Phi^-1(alpha^(1/n)) / L): a corrupted results file; use --overwrite or "
+                              "another --out")
+
+
 def format_row(run: Run, idx: int, label: int, prediction: int, radius: float, seconds: float, samples: int) -> str:
     """One data line of the results TSV (Cohen et al.'s six columns, then ours); sigma :data:`NO_SIGMA` if none."""
     correct = int(prediction == label)
     sigma = NO_SIGMA if math.isnan(run.sigma) else f"{run.sigma:g}"
-    values = (idx, label, prediction, f"{radius:.6g}", correct, str(_dt.timedelta(seconds=seconds)), run.method,
-              run.model, sigma, samples, f"{seconds:.6g}")
+    values = (idx, label, prediction, f"{radius:.{RADIUS_DIGITS}g}", correct, str(_dt.timedelta(seconds=seconds)),
+              run.method, run.model, sigma, samples, f"{seconds:.6g}")
     return "\t".join(str(v) for v in values) + "\n"
 
 
 def merge_results(out: Path, tsv: Path, runs: list[Run], indices: torch.Tensor) -> int:
     """Merge ``tsv`` and every shard file into ``tsv`` in one-process order (atomic); removes the shards.
 
+    Only rows of ``runs`` on the selected images ``indices`` are kept: a row of another run or of an image
+    the experiment does not select (a file edited or mixed up by hand) would count in the reports as an
+    example of the run. Dropped rows are reported on stderr.
+
     Returns the number of data rows of the merged file.
     """
     shards = dist_.shard_files(out)
     order = {(run.key, int(idx)): r * len(indices) + p for r, run in enumerate(runs) for p, idx in enumerate(indices)}
     header = "\t".join(COLUMNS)
-    lines = dist_.merge_rows(header, [read_lines(tsv)] + [read_lines(s) for s in shards], order, row_key)
+    sources = [read_lines(tsv)] + [read_lines(s) for s in shards]
+    foreign = [line for lines in sources for line in lines if line != header and row_key(line) not in order]
+    if foreign:
+        key, idx = row_key(foreign[0])
+        print(f"warning: {tsv}: dropped {len(foreign)} row(s) of runs or images this experiment does not have "
+              f"(e.g. run {key}, image {idx})", file=sys.stderr)
+        sources = [[line for line in lines if line == header or row_key(line) in order] for lines in sources]
+    lines = dist_.merge_rows(header, sources, order, row_key)
     tmp = tsv.with_name(tsv.name + ".merging")
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.write("\n".join([header, *lines]) + "\n")

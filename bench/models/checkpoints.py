@@ -2,7 +2,8 @@
 
 Loading validates every sidecar field it uses (:func:`validate_sidecar`), rebuilds the architecture
 from the sidecar and loads the state dict strictly; any mismatch (missing or unexpected keys, shapes,
-a sidecar for another file, a head trained on another backbone, a backbone whose audited Lipschitz
+a sidecar for another file, a tensor that is sparse or not of the model's dtype (these checkpoints are
+float32: nothing is cast), a head trained on another backbone, a backbone whose audited Lipschitz
 lower bound exceeds its declared constant, a field of the wrong type or out of range, an image size
 that is not its dataset's, NaN or inf in a weight) raises :class:`CheckpointError` with a message
 naming the file and the field or tensor.
@@ -28,6 +29,7 @@ from ..data import dataset_spec
 from ..files import sha256_file
 from ..provenance import git_commit, package_versions
 from .keys import mismatch_message
+from .loaded import check_dense, check_weight_dtypes
 from .networks import CNNConfig, HeadConfig, SmallCNN, build_head
 
 _ModuleT = TypeVar("_ModuleT", bound=nn.Module)
@@ -35,6 +37,11 @@ _ModuleT = TypeVar("_ModuleT", bound=nn.Module)
 FORMAT = 1
 #: Relative slack allowed between an audited lower bound and the declared Lipschitz constant (float round-off).
 AUDIT_TOLERANCE = 1e-4
+#: the largest layer size, depth, class count or image side a sidecar may give (none of this harness's
+#: models comes near it; a larger number would only build a model too big for memory, or for ever)
+MAX_ARCHITECTURE_VALUE = 1 << 16
+#: the most parameters a checkpoint's architecture may have (4 GiB of float32; SLL "small" has 41M)
+MAX_PARAMETERS = 1 << 30
 #: the kinds of checkpoint, and the architecture config each is built from
 KINDS = ("backbone", "head", "cnn")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -90,8 +97,9 @@ def _check_architecture(sidecar: dict[str, Any], kind: str, where: str) -> None:
         if key == "kind":
             if not isinstance(value, str):
                 raise CheckpointError(f"{where}: field 'architecture.kind' must be a string, got {value!r}")
-        elif not _positive_int(value):
-            raise CheckpointError(f"{where}: field 'architecture.{key}' must be an integer >= 1, got {value!r}")
+        elif not _positive_int(value) or value > MAX_ARCHITECTURE_VALUE:
+            raise CheckpointError(f"{where}: field 'architecture.{key}' must be an integer >= 1 and <= "
+                                  f"{MAX_ARCHITECTURE_VALUE}, got {value!r}")
     dataset = sidecar.get("dataset")
     if dataset is None or kind == "head":
         return
@@ -199,7 +207,7 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
 
     Raises:
         CheckpointError: an unreadable or empty file, a file that is not a plain-tensor PyTorch file, one
-            that holds no dict of tensors, or a tensor holding NaN or inf (named).
+            that holds no dict of tensors, a sparse tensor, or a tensor holding NaN or inf (named).
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -213,6 +221,8 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
     for key, value in state.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{path}: entry {key!r} is not a tensor ({type(value).__name__}): not a state dict")
+    check_dense(state, lambda message: CheckpointError(f"{path}: {message}"))
+    for key, value in state.items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise CheckpointError(f"{path}: tensor {key!r} holds NaN or inf: a corrupted or diverged model")
     return state
@@ -227,6 +237,7 @@ def _load_state(model: _ModuleT, stem: str | Path) -> _ModuleT:
                                 {k: tuple(v.shape) for k, v in state.items()})
     if mismatch:
         raise CheckpointError(mismatch)
+    check_weight_dtypes(state, expected, lambda message: CheckpointError(f"{weights}: {message}"), cast=False)
     model.load_state_dict(state, strict=True)
     return model.eval()
 
@@ -238,8 +249,15 @@ def _build(factory: Any, config_cls: type, sidecar: dict[str, Any], meta: str) -
             config = config_cls.from_dict(sidecar["architecture"])
         else:
             config = config_cls(**sidecar["architecture"])
+        with torch.device("meta"):   # sized before anything is allocated
+            parameters = sum(p.numel() for p in factory(config).parameters())
+        if parameters > MAX_PARAMETERS:
+            raise CheckpointError(f"{meta}: its architecture has {parameters:,} parameters, more than "
+                                  f"{MAX_PARAMETERS:,}: not a checkpoint of this harness")
         return factory(config)
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, RuntimeError, MemoryError) as err:
+        if isinstance(err, CheckpointError):
+            raise
         raise CheckpointError(f"{meta}: bad architecture config: {err}") from None
 
 

@@ -36,6 +36,7 @@ from .cifar_resnet import CifarResNet
 from .loaded import (
     LoadedModel,
     SpecReader,
+    casts_record,
     file_fingerprint,
     load_state_strict,
     load_weights_only,
@@ -131,13 +132,15 @@ def load(reader: SpecReader) -> LoadedModel:
     else:
         norm = nn.Identity()
     # Load into Sequential(norm, model) so that the keys are exactly the file's ``1.*`` / ``1.module.*``
-    load_state_strict(nn.Sequential(norm, model), state, reader, path)
+    casts = load_state_strict(nn.Sequential(norm, model), state, reader, path)
     network = nn.Sequential(norm, inner).eval()
     details = {"checkpoint": str(path), "arch": arch, "normalization": normalization,
                "mean": list(mean) if normalization != "none" else None,
                "std": list(std) if normalization == "standardize" else None,
                "epoch": payload.get("epoch") if isinstance(payload, dict) and isinstance(payload.get("epoch"), int)
                else None}
+    if casts:
+        details["weights_cast"] = casts_record(casts)
     return LoadedModel(name=reader.name, network=network, backbone=None, head=None, lipschitz=None,
                        input_shape=input_shape, num_classes=num_classes, format="cohen",
                        fingerprint=file_fingerprint(path), details=details)

@@ -18,8 +18,9 @@ import torch
 
 from ..config import ModelTable
 from ..data import canonical_name
+from . import fars_format
 from .checkpoints import CheckpointError
-from .loaded import LoadedModel, load_model
+from .loaded import LoadedModel, SpecReader, load_model
 from .zoo import ExperimentModel, ModelZoo, load_zoo
 
 
@@ -72,12 +73,15 @@ def load_experiment_models(tables: Sequence[ModelTable], dataset: str, heads: Se
 
     Raises:
         CheckpointError, ModelSpecError (both ``ValueError``): a checkpoint that does not load, a model
-            trained on another dataset, two models of the same name.
+            trained on another dataset, two models of the same name, a key a ``fars-bench`` folder table
+            does not take (named).
     """
     models = ExperimentModels()
     folders = [t for t in tables if is_folder_table(t)]
     for table in tables:
         if is_folder_table(table):
+            # the table's keys are those of one fars-bench model; a misspelt one ('hed') is no folder setting
+            SpecReader(table.spec, table.name).check_keys(fars_format.KEYS)
             zoo = load_zoo(Path(table.spec["checkpoint"]))
             _check_dataset(table.name, zoo.backbone_meta.get("dataset"), dataset)
             if len(folders) == 1:

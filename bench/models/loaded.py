@@ -10,6 +10,13 @@ The ``format`` key chooses the loader:
 Every spec is checked strictly: an unknown key, a value of the wrong type or a missing file raises
 :class:`ModelSpecError` naming the model and the key. Every checkpoint is read with
 ``torch.load(..., map_location="cpu", weights_only=True)`` (:func:`load_weights_only`): no arbitrary unpickling.
+
+Weights are dense tensors whose kind matches the model's (:func:`check_weight_dtypes`): a sparse tensor, or an
+integer, bool or complex tensor where the model has a floating-point weight, is refused. The ``cohen``,
+``sll`` and ``torch`` formats accept floating-point weights of another precision (a float64 or float16 file)
+and cast them to the model's float32 on loading; each such cast is recorded in the model's ``details``
+(``weights_cast``, hence in the run manifest). This project's own ``fars-bench`` checkpoints are float32 and
+are refused in any other precision.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import hashlib
 import importlib
 import math
 import os
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -67,7 +75,8 @@ class LoadedModel:
       documents), which a resumed run compares;
     * ``details``: format-specific facts for the manifest (a copy of the mapping given).
 
-    Raises ``ValueError`` when the split is half given or the constant is missing, not positive or not finite.
+    Raises ``ValueError`` when the split is half given or the constant is missing, not finite, or below the
+    smallest normal float (a subnormal constant makes every radius overflow).
     """
 
     name: str
@@ -87,9 +96,10 @@ class LoadedModel:
         if (self.backbone is None) != (self.lipschitz is None):
             raise ValueError(f"model {self.name!r}: a Lipschitz constant goes with a backbone/head split, "
                              "and only then")
-        if self.lipschitz is not None and not (math.isfinite(self.lipschitz) and self.lipschitz > 0):
-            raise ValueError(f"model {self.name!r}: Lipschitz constant must be positive and finite, "
-                             f"got {self.lipschitz}")
+        if self.lipschitz is not None and not (math.isfinite(self.lipschitz)
+                                               and self.lipschitz >= sys.float_info.min):
+            raise ValueError(f"model {self.name!r}: Lipschitz constant must be finite and at least "
+                             f"{sys.float_info.min:g} (a positive normal float), got {self.lipschitz}")
         object.__setattr__(self, "details", dict(self.details))
 
     @property
@@ -262,25 +272,87 @@ def state_dict_of(obj: Any, reader: SpecReader, path: Path, container_keys: tupl
     return dict(candidate)
 
 
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def check_dense(state: Mapping[str, torch.Tensor], error: Callable[[str], Exception]) -> None:
+    """Refuse a tensor that is not a dense (strided) tensor, e.g. a sparse one, with ``error(message)``
+    naming its key (a state dict of a model holds dense tensors; finiteness checks cannot read others)."""
+    for name, value in state.items():
+        if value.layout != torch.strided:
+            raise error(f"tensor {name!r} is stored as {str(value.layout).removeprefix('torch.')}, not as a dense "
+                        "tensor: not a model's weight")
+
+
+def check_weight_dtypes(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
+                        error: Callable[[str], Exception], cast: bool) -> dict[str, str]:
+    """Check each tensor of ``state`` against the model's entry of the same key in ``expected``.
+
+    A floating-point entry of the model takes only a floating-point tensor: integer, bool and complex tensors
+    are refused (``load_state_dict`` would convert them silently, a complex one dropping its imaginary
+    part). Another floating precision is refused unless ``cast`` (the format casts), and then listed. A
+    non-floating entry (``num_batches_tracked``) takes only a tensor of its own kind.
+
+    Returns ``{key: "float64 -> float32"}`` for every tensor that loading casts (empty when none).
+
+    Raises:
+        Exception: ``error(message)``, the message naming the key and both dtypes.
+    """
+    casts: dict[str, str] = {}
+    for name, want in expected.items():
+        if name not in state or state[name].dtype == want.dtype:
+            continue
+        have = state[name].dtype
+        change = f"{_dtype_name(have)} -> {_dtype_name(want.dtype)}"
+        if want.dtype.is_floating_point:
+            if not have.is_floating_point:
+                raise error(f"tensor {name!r} is {_dtype_name(have)}, where the model has a {_dtype_name(want.dtype)} "
+                            "weight: integer, bool and complex tensors cannot be weights")
+            if not cast:
+                raise error(f"tensor {name!r} is {_dtype_name(have)}; this format stores {_dtype_name(want.dtype)} "
+                            "weights (a cast would change the model certified)")
+            casts[name] = change
+        elif have.is_floating_point or have.is_complex or (have == torch.bool) != (want.dtype == torch.bool):
+            raise error(f"tensor {name!r} is {_dtype_name(have)}, where the model has a {_dtype_name(want.dtype)} "
+                        "buffer")
+    return casts
+
+
+def casts_record(casts: Mapping[str, str]) -> dict[str, Any]:
+    """What ``details["weights_cast"]`` records of :func:`check_weight_dtypes`' casts: count per change, a few
+    keys."""
+    changes = sorted(set(casts.values()))
+    return {change: {"tensors": sum(v == change for v in casts.values()),
+                     "keys": sorted(k for k, v in casts.items() if v == change)[:5]} for change in changes}
+
+
 def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], reader: SpecReader, path: Path,
-                      key: str = "checkpoint", may_lack: tuple[str, ...] = ("num_batches_tracked",)) -> None:
+                      key: str = "checkpoint", may_lack: tuple[str, ...] = ("num_batches_tracked",)
+                      ) -> dict[str, str]:
     """Load ``state`` into ``module`` strictly; :class:`ModelSpecError` on ``key`` listing every missing,
-    unexpected and mis-shaped key with its expected shape (:func:`~bench.models.keys.mismatch_message`), or the
-    non-finite tensors.
+    unexpected and mis-shaped key with its expected shape (:func:`~bench.models.keys.mismatch_message`), sparse
+    tensors, tensors of a kind the model's entry cannot take (integer, bool or complex for a weight:
+    :func:`check_weight_dtypes`) and non-finite tensors.
 
     Only buffers whose name ends with one of ``may_lack`` may be absent (batch norm's ``num_batches_tracked``,
     which older PyTorch did not save and which no eval-mode forward reads); they keep the module's value.
+    Floating-point tensors of another precision are cast to the module's; returns those casts
+    (``{key: "float64 -> float32"}``), which the formats record with :func:`casts_record`.
     """
     expected = module.state_dict()
+    check_dense(state, lambda message: reader.error(key, f"{path}: {message}"))
     mismatch = mismatch_message(path, "the architecture", {k: tuple(v.shape) for k, v in expected.items()},
                                 {k: tuple(v.shape) for k, v in state.items()}, may_lack)
     if mismatch:
         raise reader.error(key, mismatch)
+    casts = check_weight_dtypes(state, expected, lambda message: reader.error(key, f"{path}: {message}"), cast=True)
     bad = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
     if bad:
         raise reader.error(key, f"{path} holds non-finite values in {bad[:8]}")
     full = {k: state.get(k, v) for k, v in expected.items()}
     module.load_state_dict(full, strict=True)
+    return casts
 
 
 def state_fingerprint(module: nn.Module) -> str:

@@ -51,6 +51,8 @@ from .keys import mismatch_message
 from .loaded import (
     LoadedModel,
     SpecReader,
+    casts_record,
+    check_dense,
     file_fingerprint,
     load_state_strict,
     load_weights_only,
@@ -232,14 +234,15 @@ def load(reader: SpecReader) -> LoadedModel:
                                 expected, found)
     if mismatch:
         raise reader.error("checkpoint", mismatch)
+    check_dense(state, lambda message: reader.error("checkpoint", f"{path}: {message}"))
     bad = sorted(k for k, v in state.items() if not bool(torch.isfinite(v).all()))
     if bad:
         raise reader.error("checkpoint", f"{path} holds non-finite values in {bad[:8]}")
 
     backbone, head = _build(layout, dataset)
     network = split_network(backbone, head)
-    load_state_strict(network, _convert({k[len(prefix):]: v for k, v in state.items()}, layout, dataset),
-                      reader, path)
+    casts = load_state_strict(network, _convert({k[len(prefix):]: v for k, v in state.items()}, layout, dataset),
+                              reader, path)
     network.eval()
     norm = backbone[0]
     assert isinstance(norm, InputNormalization)
@@ -248,6 +251,8 @@ def load(reader: SpecReader) -> LoadedModel:
                "layout": asdict(layout), "mean": list(data.mean),
                "epoch": payload.get("epoch") if isinstance(payload.get("epoch"), int) else None,
                "global_step": payload.get("global_step") if isinstance(payload.get("global_step"), int) else None}
+    if casts:
+        details["weights_cast"] = casts_record(casts)
     return LoadedModel(name=reader.name, network=network, backbone=backbone, head=head,
                        lipschitz=norm.lipschitz * 1.0,       # shift (std 1) then 1-Lipschitz SLL layers
                        input_shape=(3, data.side, data.side), num_classes=data.num_classes, format="sll",

@@ -42,6 +42,7 @@ from .checkpoints import AUDIT_TOLERANCE
 from .loaded import (
     LoadedModel,
     SpecReader,
+    casts_record,
     file_fingerprint,
     load_state_strict,
     load_weights_only,
@@ -118,10 +119,11 @@ def load(reader: SpecReader) -> LoadedModel:
         raise reader.error("factory", f"calling it with {kwargs} failed: {type(err).__name__}: {err}") from None
     if not isinstance(network, nn.Module):
         raise reader.error("factory", f"returned a {type(network).__name__}, not an nn.Module")
+    casts: dict[str, str] = {}
     if path is not None:
         payload = load_weights_only(path, reader)
-        load_state_strict(network, state_dict_of(payload, reader, path, ("state_dict", "model_state_dict")),
-                          reader, path)
+        casts = load_state_strict(network, state_dict_of(payload, reader, path, ("state_dict", "model_state_dict")),
+                                  reader, path)
     network.eval()
 
     generator = torch.Generator().manual_seed(PROBE_SEED)
@@ -144,6 +146,8 @@ def load(reader: SpecReader) -> LoadedModel:
     backbone = head = None
     details: dict[str, Any] = {"factory": reader.spec["factory"], "kwargs": kwargs,
                                "checkpoint": str(path) if path is not None else None}
+    if casts:
+        details["weights_cast"] = casts_record(casts)
     if split:
         backbone, head = _attribute(network, reader, "backbone"), _attribute(network, reader, "head")
         assert lipschitz is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,14 +13,62 @@ import pandas as pd
 
 from ..cli import cli_exit
 from .metrics import PAPER_RADII
+from .paper_metrics import check_monte_carlo_radii, rows_of_run
 from .results import REQUIRED_COLUMNS, check_unique_rows, import_cohen, read_results
-from .write import DEFAULT_FORMATS, FORMATS, write_reports
+from .write import DEFAULT_FORMATS, FORMATS, monte_carlo_settings, write_reports
+
+#: columns of an attack-results table (``--empirical``, ``robustness.csv``)
+EMPIRICAL_COLUMNS = ("model", "radius", "accuracy")
 
 
-def _read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or TSV (by extension; '.tsv' -> tab)."""
+def _read_table(path: str | Path, columns: Sequence[str] = ()) -> pd.DataFrame:
+    """Read a CSV or TSV (by extension; '.tsv' -> tab); ValueError naming the file when ``columns`` are missing."""
     path = Path(path)
-    return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+    table = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected {list(columns)}, found {list(table.columns)}")
+    return table
+
+
+def _read_manifest(path: Path, given: bool) -> dict | None:
+    """The run manifest at ``path`` (None when absent and not ``given`` on the command line).
+
+    Raises:
+        ValueError: a ``--manifest`` that does not exist, a file that is not JSON or not a JSON object.
+    """
+    if not path.is_file():
+        if given:
+            raise ValueError(f"--manifest {path} does not exist (or is not a file)")
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path} is not a run manifest: a JSON object is expected, got a {type(manifest).__name__}")
+    return manifest
+
+
+def _check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse flag values no run can have (exit 2, one line)."""
+    bad_radii = [r for r in args.radii or () if not (math.isfinite(r) and r >= 0)]
+    if bad_radii:
+        parser.error(f"--radii values must be finite and >= 0, got {bad_radii[0]}")
+    if args.n is not None and args.n < 1:
+        parser.error(f"--n must be >= 1, got {args.n}")
+    if args.alpha is not None and not 0 < args.alpha < 1:
+        parser.error(f"--alpha must lie in (0, 1), got {args.alpha}")
+
+
+def _lipschitz_by_model(manifest: dict | None) -> dict[str, float]:
+    """Each model's backbone constant recorded in the manifest (``models.NAME.lipschitz``), where it has one."""
+    models = (manifest or {}).get("models")
+    if not isinstance(models, dict):
+        return {}
+    return {str(name): float(entry["lipschitz"]) for name, entry in models.items()
+            if isinstance(entry, dict) and isinstance(entry.get("lipschitz"), (int, float))
+            and not isinstance(entry.get("lipschitz"), bool)}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,19 +143,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
+    _check_flags(parser, args)
     tsv = args.tsv or args.run_dir / "certify.tsv"
     if not tsv.is_file() and not args.import_cohen:
         parser.error(f"no such file: {tsv}")
     out_dir = args.out_dir or args.run_dir
     manifest_path = args.manifest or args.run_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
     try:
-        frames = [read_results(tsv)] if tsv.is_file() else []   # Cohen files alone make a report too
-        results = pd.concat([*frames, *(import_cohen(p) for p in args.import_cohen or ())], ignore_index=True)
+        manifest = _read_manifest(manifest_path, given=args.manifest is not None)
+    except ValueError as exc:
+        parser.error(str(exc))
+    run_n, run_alpha = monte_carlo_settings(manifest)
+    n, alpha, lipschitz = args.n or run_n, args.alpha or run_alpha, _lipschitz_by_model(manifest)
+    try:
+        frames = []
+        if tsv.is_file():   # Cohen files alone make a report too
+            frame = read_results(tsv)
+            check_monte_carlo_radii(frame, str(tsv), n, alpha, lipschitz, first_line=2)
+            frame, dropped = rows_of_run(frame, manifest)
+            if len(dropped):
+                first = dropped.iloc[0]
+                print(f"warning: {tsv}: {len(dropped)} row(s) of runs or images that {manifest_path} does not list "
+                      f"were left out (e.g. {first['method']} {first['model']} on image {int(first['idx'])})",
+                      file=sys.stderr)
+            frames.append(frame)
+        for path in args.import_cohen or ():
+            imported = import_cohen(path)
+            check_monte_carlo_radii(imported, str(path), n, alpha, lipschitz, first_line=2)
+            frames.append(imported)
+        results = pd.concat(frames, ignore_index=True)
         check_unique_rows(results, "--import-cohen" if args.import_cohen else str(tsv))
-        empirical = _read_table(args.empirical) if args.empirical else None
+        empirical = _read_table(args.empirical, EMPIRICAL_COLUMNS) if args.empirical else None
         if args.attacks and empirical is None and (args.run_dir / "robustness.csv").is_file():
-            empirical = _read_table(args.run_dir / "robustness.csv")
+            empirical = _read_table(args.run_dir / "robustness.csv", EMPIRICAL_COLUMNS)
         paths = write_reports(
             results,
             out_dir,

@@ -28,15 +28,16 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy.stats import norm
 from statsmodels.stats.proportion import proportion_confint
 
+from ..units import CUTOFF_SLACK
 from .metrics import DETERMINISTIC_METHODS, RUN_KEYS, _cert_acc_values, run_groups, sort_runs
-from .results import as_results
+from .results import MONTE_CARLO, as_results
 
 #: Coverage of the reported intervals.
 CONFIDENCE = 0.95
@@ -142,6 +143,80 @@ def mc_cutoff(sigma: float, n: int, alpha: float) -> float:
     if sigma is None or math.isnan(float(sigma)):
         return math.nan
     return float(sigma * norm.ppf(alpha ** (1.0 / n)))
+
+
+#: Phi^-1 of the largest float64 below 1: sigma * Phi^-1(pA_lower) computed in float64 with pA_lower < 1 (as
+#: every Clopper-Pearson bound is) never exceeds sigma times this, whatever n and alpha were (about 8.21)
+FLOAT_QUANTILE_CAP = float(norm.ppf(1.0 - 2.0 ** -53))
+
+
+def check_monte_carlo_radii(df: pd.DataFrame, source: str, n: int | None = None, alpha: float | None = None,
+                            lipschitz: Mapping[str, float] | None = None, first_line: int | None = None) -> None:
+    """Refuse Monte Carlo rows (``cohen``, ``fars-mc``) whose radius no CERTIFY can return.
+
+    The bound is the cut-off :func:`mc_cutoff` ``sigma * Phi^-1(alpha^(1/n))`` at the run's ``n`` and
+    ``alpha`` (Cohen et al. 2019, Theorem 1 with all n samples agreeing; the cap of sequential CERTIFY), or
+    ``sigma * FLOAT_QUANTILE_CAP`` when they are unknown, divided by the backbone's constant for ``fars-mc``
+    (``lipschitz`` by model; a ``fars-mc`` row of a model without one is only checked for finiteness), with
+    the relative slack :data:`bench.units.CUTOFF_SLACK` of the results file's rounding.
+
+    Raises:
+        ValueError: naming ``source``, the line (``first_line``: the file line of the first row) or row,
+            the run and the radius.
+    """
+    frame = as_results(df)
+    monte_carlo = frame["method"].isin(MONTE_CARLO).to_numpy()
+    if not monte_carlo.any():
+        return
+    sigma = frame["sigma"].to_numpy(float)
+    quantile = mc_cutoff(1.0, n, alpha) if n and alpha else FLOAT_QUANTILE_CAP
+    constants = {str(k): float(v) for k, v in (lipschitz or {}).items() if v}
+    divisor = np.array([1.0 if m == "cohen" else constants.get(str(model), math.nan)
+                        for m, model in zip(frame["method"], frame["model"], strict=True)])
+    limit = sigma * quantile / divisor * (1 + CUTOFF_SLACK)
+    radius = frame["radius"].to_numpy(float)
+    bad = monte_carlo & (~np.isfinite(radius) | (radius > limit))   # a NaN limit (unknown L) judges finiteness only
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        where = f"{source} line {i + first_line}" if first_line is not None else f"{source} row {i}"
+        at = f"n = {n}, alpha = {alpha:g}" if n and alpha else "any n and alpha"
+        run = f"{frame['method'].iloc[i]} {frame['model'].iloc[i]}"
+        raise ValueError(f"{where}: radius {float(radius[i]):g} of {run} at sigma {sigma[i]:g} "
+                         f"(image {int(frame['idx'].iloc[i])}) is above {limit[i]:.6g}, the largest radius CERTIFY "
+                         f"can return ({at}): not a certification result")
+
+
+def run_key(method: str, model: str, sigma: float) -> str:
+    """A run's key as the manifest's ``runs`` list writes it: ``method|model|S`` (``S`` = ``-`` without noise)."""
+    return f"{method}|{model}|{'-' if math.isnan(float(sigma)) else f'{float(sigma):g}'}"
+
+
+def rows_of_run(df: pd.DataFrame, manifest: Mapping[str, object] | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(kept, dropped): the rows of the runs and images a run's ``manifest`` lists (``runs`` and
+    ``image_indices``; a key the manifest lacks restricts nothing), and the others.
+
+    Raises:
+        ValueError: a manifest without ``image_indices`` whose run holds more rows than its ``images``
+            count (rows of images it did not select).
+    """
+    frame = as_results(df)
+    keep = np.ones(len(frame), dtype=bool)
+    runs = (manifest or {}).get("runs")
+    if isinstance(runs, list):
+        keys = [run_key(m, model, s) for m, model, s in zip(frame["method"], frame["model"], frame["sigma"],
+                                                              strict=True)]
+        keep &= np.isin(np.array(keys, dtype=object), np.array([str(r) for r in runs], dtype=object))
+    indices = (manifest or {}).get("image_indices")
+    if isinstance(indices, list):
+        keep &= frame["idx"].isin([int(i) for i in indices]).to_numpy()
+    else:
+        images = (manifest or {}).get("images")
+        counts = frame[keep].groupby(["method", "model", "sigma"], dropna=False)["idx"].nunique()
+        if isinstance(images, int) and len(counts) and int(counts.max()) > images:
+            run = counts.idxmax()
+            raise ValueError(f"run {run_key(*run)} has rows for {int(counts.max())} images, but the run certified "
+                             f"{images}: rows of images it did not select")
+    return frame[keep].reset_index(drop=True), frame[~keep].reset_index(drop=True)
 
 
 def envelope_model(model: str) -> str:

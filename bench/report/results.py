@@ -134,7 +134,7 @@ def read_results(
             f"{path}: missing required column(s) {missing}; expected tab-separated columns "
             f"{list(REQUIRED_COLUMNS)}, found {list(df.columns)}"
         )
-    return _coerce(df, source=str(path))
+    return _coerce(df, source=str(path), first_line=2)
 
 
 def import_cohen(
@@ -161,6 +161,11 @@ def import_cohen(
     * ``seconds`` is parsed from ``time``.
 
     Columns beyond Cohen's six (e.g. a file we exported and then extended) are kept.
+
+    Raises ``ValueError`` (naming the file, the line and the value) for what CERTIFY cannot have written:
+    a sigma that is not finite and > 0, fractional or negative ``idx``/``label``, ``correct`` outside
+    {0, 1} or disagreeing with ``predict == label``, a negative or NaN radius (see :func:`read_results`);
+    Monte Carlo radii above the cut-off are :func:`check_monte_carlo_radii`'s to refuse.
     """
     path = Path(path)
     df = pd.read_csv(path, sep="\t", dtype={"time": str})
@@ -178,8 +183,11 @@ def import_cohen(
     if run_method in MONTE_CARLO and math.isnan(float(run_sigma)):
         raise ValueError(f"{path}: no sigma in the file name (Cohen writes .../sigma_0.25, our export "
                          "..._sigma0.25.tsv); pass it explicitly")
+    if not math.isnan(float(run_sigma)) and not (math.isfinite(float(run_sigma)) and float(run_sigma) > 0):
+        raise ValueError(f"{path}: sigma {run_sigma} (from {'the file name' if sigma is None else 'the caller'}) "
+                         "is not a noise level: it must be finite and > 0")
     out = df.assign(method=run_method, model=run_model, sigma=float(run_sigma), samples=int(samples), seconds=math.nan)
-    return _coerce(out, source=str(path))
+    return _coerce(out, source=str(path), first_line=2)
 
 
 def _folder_model(path: Path) -> str:
@@ -198,8 +206,20 @@ def as_results(df: pd.DataFrame) -> pd.DataFrame:
     return _coerce(df, source="results DataFrame")
 
 
-def _coerce(df: pd.DataFrame, source: str = "results") -> pd.DataFrame:
-    """Validate column presence and convert columns to their canonical dtypes."""
+#: the smallest value of each integer column (``predict`` is -1 for an abstention)
+INTEGER_MINIMUM: dict[str, int] = {"idx": 0, "label": 0, "predict": -1, "correct": 0, "samples": 0}
+
+
+def _where(source: str, position: int, first_line: int | None) -> str:
+    """``SOURCE line N`` for a frame read from a file (its row ``position``), else ``SOURCE row N``."""
+    return f"{source} line {position + first_line}" if first_line is not None else f"{source} row {position}"
+
+
+def _coerce(df: pd.DataFrame, source: str = "results", first_line: int | None = None) -> pd.DataFrame:
+    """Validate column presence and convert columns to their canonical dtypes.
+
+    ``first_line``: the file line of the first row (2 under a header), so that errors name lines.
+    """
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{source}: missing required column(s) {missing}; expected {list(REQUIRED_COLUMNS)}")
@@ -218,6 +238,15 @@ def _coerce(df: pd.DataFrame, source: str = "results") -> pd.DataFrame:
         if num.isna().any():
             bad = out.loc[num.isna(), col].head(3).tolist()
             raise ValueError(f"{source}: column {col!r} has non-integer values, e.g. {bad}")
+        values = num.to_numpy()
+        # a fractional value would be truncated (a label 2.7 read as 2 and counted correct); beyond int64 wraps
+        wrong = ((values != np.floor(values)) | (values < INTEGER_MINIMUM[col]) | (values > 2 ** 63 - 1)
+                 | ((values > 1) if col == "correct" else False))
+        if wrong.any():
+            first = int(np.flatnonzero(wrong)[0])
+            allowed = "0 or 1" if col == "correct" else f"an integer >= {INTEGER_MINIMUM[col]}"
+            raise ValueError(f"{_where(source, first, first_line)}: column {col!r} is {float(values[first]):g}, "
+                             f"not {allowed}: not a certification result")
         out[col] = num.astype(np.int64)
     for col in ("method", "model"):
         if out[col].isna().any():
@@ -229,11 +258,11 @@ def _coerce(df: pd.DataFrame, source: str = "results") -> pd.DataFrame:
     no_secs = out["seconds"].isna()
     if no_secs.any():
         out.loc[no_secs, "seconds"] = out.loc[no_secs, "time"].map(_timedelta_seconds)
-    _check_certificates(out, source)
+    _check_certificates(out, source, first_line)
     return out
 
 
-def _check_certificates(out: pd.DataFrame, source: str) -> None:
+def _check_certificates(out: pd.DataFrame, source: str, first_line: int | None = None) -> None:
     """Refuse rows whose numbers cannot be a certificate, before any metric trusts them.
 
     Every metric counts an example as certified at r when ``correct`` and ``radius >= r``, so
@@ -242,17 +271,24 @@ def _check_certificates(out: pd.DataFrame, source: str) -> None:
     A file that breaks these was not written by CERTIFY, and its rows would count as certified.
     """
     expected = (out["predict"] == out["label"]) & (out["predict"] >= 0)
-    wrong = out.index[out["correct"].astype(bool) != expected]
+    wrong = np.flatnonzero((out["correct"].astype(bool) != expected).to_numpy())
     if len(wrong):
-        rows = out.loc[wrong[:3], ["idx", "label", "predict", "correct"]].to_dict("records")
-        raise ValueError(f"{source}: column 'correct' disagrees with predict == label in {len(wrong)} row(s), "
-                         f"e.g. {rows}: not a certification result")
+        rows = out.iloc[wrong[:3]][["idx", "label", "predict", "correct"]].to_dict("records")
+        raise ValueError(f"{_where(source, int(wrong[0]), first_line)}: column 'correct' disagrees with "
+                         f"predict == label in {len(wrong)} row(s), e.g. {rows}: not a certification result")
     radius = out["radius"].to_numpy(float)
     bad = (radius < 0) | np.isnan(radius) | ((out["predict"].to_numpy() < 0) & (radius != 0))
     if bad.any():
         rows = out.loc[bad, ["idx", "predict", "radius"]].head(3).to_dict("records")
-        raise ValueError(f"{source}: {int(bad.sum())} row(s) with a negative or NaN radius, or an abstention "
-                         f"with a radius, e.g. {rows}: not a certification result")
+        raise ValueError(f"{_where(source, int(np.flatnonzero(bad)[0]), first_line)}: {int(bad.sum())} row(s) "
+                         f"with a negative or NaN radius, or an abstention with a radius, e.g. {rows}: not a "
+                         "certification result")
+    sigma = out["sigma"].to_numpy(float)
+    noise = ~((sigma > 0) & np.isfinite(sigma)) & out["method"].isin(MONTE_CARLO).to_numpy()
+    if noise.any():
+        first = int(np.flatnonzero(noise)[0])
+        raise ValueError(f"{_where(source, first, first_line)}: a {out['method'].iloc[first]} row with sigma "
+                         f"{sigma[first]}: a Monte Carlo run's noise level is finite and > 0")
 
 
 def check_unique_rows(df: pd.DataFrame, source: str) -> None:
