@@ -47,6 +47,7 @@ from .models.experiment import ExperimentModels, load_experiment_models, models_
 from .perf.scaling import scaling_stage
 from .provenance import git_commit, package_versions
 from .report import read_results, write_reports
+from .units import parse_radius
 
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU-sized: the whole default run takes a few minutes on 2 cores.
@@ -121,9 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "rounds under a time-uniform confidence sequence, stopping once every --radii value is "
                              "decided (certified, or out of reach); --n is then the cap. Default: Cohen's fixed-n "
                              "CERTIFY (the reference)")
-    parser.add_argument("--radii", type=float, nargs="+", default=None,
-                        help="radii reported in the tables and figures (default: the experiment file's, else the "
-                             "dataset's: the FaRS paper's, Cohen's and SLL's where they apply)")
+    parser.add_argument("--radii", type=parse_radius, nargs="+", default=None,
+                        help="radii reported in the tables and figures, as numbers or fractions (36/255) (default: "
+                             "the experiment file's, else the dataset's: the FaRS paper's, Cohen's and SLL's where "
+                             "they apply)")
+    parser.add_argument("--width", nargs="+", default=["full"], metavar="W",
+                        help="width of the report's figures: 'column' (3.3 in), 'full' (7 in) or inches; several "
+                             "write several (the first with the plain names, the others with _column/_full)")
     parser.add_argument("--scaling-ns", type=int, nargs="*", default=None,
                         help="after certifying, time cohen and fars-mc on sll+ce at these n (seconds per image "
                              "versus n, with fars-closed as the floor) and write scaling.csv/png; the flag with "
@@ -224,6 +229,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _is_width(value: str) -> bool:
+    """Whether ``value`` is a figure width :func:`~bench.report.plots.figure_width` accepts."""
+    from .report.plots import figure_width  # matplotlib: imported when the settings are checked, not for --help
+
+    try:
+        figure_width(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Every setting in range, whichever of the flags, the file or the preset gave it."""
     methods_ok = all(m in METHODS for m in args.methods)
@@ -245,6 +261,8 @@ def _check_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         (args.radii is None or all(r >= 0 and math.isfinite(r) for r in args.radii),
          "--radii values must be finite and >= 0"),
         (args.dist_timeout_hours > 0, "--dist-timeout-hours must be > 0"),
+        (all(_is_width(w) for w in args.width), f"--width {' '.join(map(str, args.width))}: use column, full or "
+                                                  "inches between 2 and 20"),
     ]
     for ok, message in checks:
         if not ok:
@@ -456,9 +474,10 @@ def _report_stage(args: argparse.Namespace, tsv: Path, scaling: Any, timing: dic
     """summary.csv/md, certified_accuracy.csv and the plots, with the run's timing appended to summary.md and
     a warning there when the machine was too busy for the timings to be trusted."""
     out = args.out
-    reports = write_reports(tsv, out, radii=sorted({0.0, *args.radii}), scaling=scaling, manifest=manifest)
     warnings = noisy_timing_warnings(manifest["machine"], _seconds_by_run(tsv))
-    manifest["timing_warnings"] = warnings
+    manifest["timing_warnings"] = warnings   # before the reports: noisy speed-ups are given as a table only
+    reports = write_reports(tsv, out, radii=sorted({0.0, *args.radii}), scaling=scaling, manifest=manifest,
+                            widths=args.width)
     summary = out / "summary.md"
     if summary.is_file():
         summary.write_text(summary.read_text().rstrip("\n") + "\n" + timing_markdown(timing)

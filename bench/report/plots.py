@@ -18,6 +18,7 @@ in a paper; heights grow with the number of panels / bars.  No figure has a titl
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -203,14 +204,14 @@ def _speedup_height(n_bars: int, width: float = FIG_WIDTH) -> float:
     return (0.75 if width >= 5 else 0.85) + (0.2 if width >= 5 else 0.17) * max(n_bars, 2)
 
 
-def speedup_caption(summary: pd.DataFrame, device: str | None = None) -> str:
-    """The x-axis text of :func:`plot_speedup`: what the ratio is, n and the device."""
+def speedup_caption(summary: pd.DataFrame, device: str | None = None, width: float = FIG_WIDTH) -> str:
+    """The x-axis text of :func:`plot_speedup`: what the ratio is, n and the device, wrapped to ``width`` inches."""
     s = summary[summary["speedup_reference"].fillna("").astype(str) != ""]
     ns = sorted({int(v) for v in s["examples"]}) if len(s) else []
-    n_text = f"n = {ns[0]}" if len(ns) == 1 else "n = " + "-".join(str(v) for v in (ns[0], ns[-1])) if ns else ""
-    parts = ["speed-up over Cohen et al. (median s/img; bars: 95% bootstrap interval)",
-             ", ".join(p for p in (f"{n_text} images per run" if n_text else "", device or "") if p)]
-    return "\n".join(p for p in parts if p)
+    n_text = (f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}-{ns[-1]}") + " images per run" if ns else ""
+    text = ("speed-up over Cohen et al. (median s/img; whiskers: 95% bootstrap interval); "
+            + ", ".join(p for p in (n_text, device or "") if p))
+    return textwrap.fill(text.rstrip("; "), width=int(width * 14))
 
 
 def plot_speedup(
@@ -239,7 +240,8 @@ def plot_speedup(
         ax.grid(False, axis="y")
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(fmt_log_tick))
-        ax.set_xlabel(speedup_caption(summary, device))
+        # centred on the figure (not the axes) so long run labels on the left cannot push it off the edge
+        fig.supxlabel(speedup_caption(summary, device, width), fontsize=plt.rcParams["axes.labelsize"])
         if s.empty:
             _draw_no_reference(ax)
         else:
@@ -270,7 +272,7 @@ def _draw_speedup_bars(ax: plt.Axes, s: pd.DataFrame, colors: dict[str, str]) ->
         ax.errorbar(vals[has], y[has], xerr=[vals[has] - lo[has], hi[has] - vals[has]], fmt="none", ecolor="0.15",
                     elinewidth=0.8, capsize=1.5, zorder=4, gid="interval")
     ends = np.where(has, np.maximum(hi, vals), vals)
-    ax.set_xlim(min(0.5, vals.min() / 15.0), max(10.0, ends.max() * 6.0))
+    ax.set_xlim(min(0.7, vals.min() / 15.0), max(10.0, ends.max() * 3.0))
     for yi, v, e in zip(y, vals, ends, strict=True):
         ax.annotate(fmt_speedup_short(v), xy=(e if v >= 0.9 else v, yi), xytext=(3 if v >= 0.9 else -3, 0),
                     textcoords="offset points", ha="left" if v >= 0.9 else "right", va="center", zorder=4)
