@@ -591,3 +591,14 @@ def test_radii_printed_as_given(run_dir: Path, tmp_path: Path) -> None:
     for name in ("summary.md", "table_certified.md", "table1.md", "table_certified.tex"):
         text = (tmp_path / name).read_text()
         assert "36/255" in text and "0.141176" not in text, name
+
+
+def test_captions_in_summary(reports: dict[str, Path], run_dir: Path, tmp_path: Path) -> None:
+    md = reports["summary_md"].read_text()
+    figures_part = md.split("## Figures", 1)[1]
+    for name in ("certified_accuracy.png", "time_budget.png", "speedup.png"):
+        assert f"`{name}`" in figures_part, name
+    assert "Monte Carlo cut-off" in figures_part and "n = 1000" in figures_part
+    noisy = report.write_reports(run_dir / "certify.tsv", tmp_path, formats=("png",),
+                                 manifest={"timing_warnings": ["busy"]})
+    assert "`speedup.md`: the speed-ups as a table" in noisy["summary_md"].read_text()

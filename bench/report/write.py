@@ -187,7 +187,47 @@ def write_reports(
     paths.update(write_table2(robustness, out_dir, eps))
     paths.update({f"{COHEN_DIR}/{p.name}": p for p in export_cohen(df, out_dir / COHEN_DIR).values()})
     _append_table_pointer(paths["summary_md"], int(summary["examples"].min()), n, alpha)
+    _append_captions(paths, n, alpha, per_sigma, bool(noisy))
     return paths
+
+
+def figure_captions(paths: Mapping[str, Path], n: int | None, alpha: float | None, per_sigma: bool = False,
+                    noisy: bool = False) -> list[str]:
+    """Captions of the figures in ``paths`` (the figures carry no title: their captions are these).
+
+    One markdown line per written figure (PNG; other widths and formats share the caption), plus the
+    speed-up table when the speed-ups were not drawn.
+    """
+    cut = (f" A sampled curve ends at its Monte Carlo cut-off sigma * Phi^-1(alpha^(1/n)) (n = {n}, "
+           f"alpha = {alpha:g}; open circle): no certificate lies beyond it.") if n and alpha else ""
+    panels = ("one row per model and one panel per σ (the model's deterministic methods in each)" if per_sigma
+              else "one panel per model: each sampled method's best curve over σ (envelope) and each deterministic "
+                   "method's curve")
+    text = {
+        "certified_accuracy": f"certified accuracy (%) against the l2 radius ([0, 1] pixel scale), {panels}; "
+                              "colour = method." + cut,
+        "time_budget": "certified accuracy at each radius against the median time per image (log scale; empty "
+                       "decades between fast and slow runs are squeezed where marked //); colour = method, marker = "
+                       "model; each method and model at its best σ for that radius.",
+        "speedup": "speed-up of each run over its Cohen et al. reference (the Cohen run on the same model and σ; "
+                   "for deterministic runs the strongest Cohen run), median seconds per image, with its 95% "
+                   "bootstrap interval, the images per run and the device; every number in `speedup.md`.",
+    }
+    lines = [f"- `{paths[key + '_png'].name}`: {caption}" for key, caption in text.items() if key + "_png" in paths]
+    if noisy and "speedup_md" in paths:
+        lines.append("- `speedup.md`: the speed-ups as a table and no figure: the machine was not quiet while "
+                     "they were timed.")
+    return lines
+
+
+def _append_captions(paths: Mapping[str, Path], n: int | None, alpha: float | None, per_sigma: bool,
+                     noisy: bool) -> None:
+    """A "Figures" section in ``summary.md`` with :func:`figure_captions`."""
+    lines = figure_captions(paths, n, alpha, per_sigma, noisy)
+    if lines:
+        md = paths["summary_md"]
+        md.write_text(md.read_text(encoding="utf-8").rstrip("\n") + "\n\n## Figures\n\n" + "\n".join(lines) + "\n",
+                      encoding="utf-8")
 
 
 def _append_table_pointer(summary_md: Path, images: int, n: int | None, alpha: float | None) -> None:
