@@ -420,6 +420,8 @@ def test_plot_with_empirical_and_scaling(tmp_path: Path, df: pd.DataFrame, summa
     p = report.plot_scaling(scaling, tmp_path / "scaling.png")
     assert p.stat().st_size > 10_000
     assert mpimg.imread(p).shape[1] == round(plots.FIG_WIDTH * plots.DPI)
+    narrow = report.plot_scaling(scaling, tmp_path / "scaling_column.png", width=plots.WIDTHS["column"])
+    assert mpimg.imread(narrow).shape[1] == round(3.3 * plots.DPI)
 
     # no cohen reference anywhere: still writes a figure
     no_ref = summary.assign(speedup_vs_cohen=np.nan)

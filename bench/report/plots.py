@@ -144,27 +144,27 @@ def _style_axes(ax: plt.Axes) -> None:
         ax.spines[side].set_visible(False)
 
 
-def _legend_ncol(labels: Sequence[str]) -> int:
-    """Columns for a legend below a :data:`FIG_WIDTH`-wide figure so that no entry is clipped."""
+def _legend_ncol(labels: Sequence[str], width: float = FIG_WIDTH) -> int:
+    """Columns for a legend below a ``width``-inch figure so that no entry is clipped."""
     if not labels:
         return 1
     longest = max(len(s) for s in labels)
-    per_col = 0.06 * longest + 0.75  # inches: ~0.06 in/char at 8.5 pt + handle + padding
-    return int(max(1, min(3, len(labels), math.floor((FIG_WIDTH - 0.2) / per_col))))
+    per_col = 0.055 * longest + 0.5  # inches: ~0.055 in/char at 7.5 pt + handle + padding
+    return int(max(1, min(3, len(labels), math.floor((width - 0.2) / per_col))))
 
 
 def _legend_rows(n_entries: int, ncol: int) -> int:
     return int(math.ceil(n_entries / max(ncol, 1)))
 
 
-def _bottom_legend_height(n_entries: int, ncol: int) -> float:
-    """Figure height (inches) for a certified-accuracy style plot with a legend below."""
-    return 4.4 + 0.22 * _legend_rows(n_entries, ncol)
+def _bottom_legend_height(n_entries: int, ncol: int, width: float = FIG_WIDTH) -> float:
+    """Figure height (inches) of a one-axes plot ``width`` inches wide with a legend below."""
+    return (2.8 if width >= 5 else 2.2) + 0.17 * _legend_rows(n_entries, ncol)
 
 
-def _bottom_legend_figure(n_entries: int, ncol: int) -> tuple[plt.Figure, plt.Axes]:
-    """A styled :data:`FIG_WIDTH`-wide figure with one axes and room for a legend of ``n_entries`` below."""
-    fig = plt.figure(figsize=(FIG_WIDTH, _bottom_legend_height(n_entries, ncol)), layout="constrained")
+def _bottom_legend_figure(n_entries: int, ncol: int, width: float = FIG_WIDTH) -> tuple[plt.Figure, plt.Axes]:
+    """A styled ``width``-inch figure with one axes and room for a legend of ``n_entries`` below."""
+    fig = plt.figure(figsize=(width, _bottom_legend_height(n_entries, ncol, width)), layout="constrained")
     ax = fig.add_subplot()
     _style_axes(ax)
     return fig, ax
@@ -295,8 +295,10 @@ def plot_scaling(
     out_path: str | Path,
     title: str | None = None,
     formats: Sequence[str] = (),
+    width: float = FIG_WIDTH,
 ) -> Path:
-    """Seconds per image against the number of samples ``n`` (log-log); no title unless ``title`` is given.
+    """Seconds per image against the number of samples ``n`` (log-log), ``width`` inches wide; no title unless
+    ``title`` is given.
 
     Parameters
     ----------
@@ -322,10 +324,10 @@ def plot_scaling(
     keys = list(d.groupby(["method", "model"]).groups)
     n_entries = len(keys)
     ncol = _legend_ncol([_scaling_label(m, mo, multi_model) + (_FLAT_FLOOR if m in set(flat["method"]) else "")
-                         for m, mo in keys])
+                         for m, mo in keys], width)
 
-    with plt.rc_context(paper_rc(FIG_WIDTH)):
-        fig, ax = _bottom_legend_figure(n_entries, ncol)
+    with plt.rc_context(paper_rc(width)):
+        fig, ax = _bottom_legend_figure(n_entries, ncol, width)
         ax.grid(True, which="minor", color="0.93", linewidth=0.5)
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -336,12 +338,12 @@ def plot_scaling(
         _draw_sampled_costs(ax, sampled, colors, multi_model, has_band)
         _draw_flat_floors(ax, flat, (xlo, xhi), colors, multi_model, has_band)
         ax.set_xlim(xlo, xhi)
-        ax.set_xlabel("Monte-Carlo samples per input n (log scale)")
-        ax.set_ylabel("wall-clock seconds per image (s, log scale)")
+        ax.set_xlabel("Monte Carlo samples per image n (log scale)")
+        ax.set_ylabel("seconds per image (log scale)")
         if title:
             ax.set_title(title)
         if n_entries:
-            fig.legend(loc="outside lower center", ncol=ncol, frameon=False, handlelength=3.0)
+            fig.legend(loc="outside lower center", ncol=ncol, frameon=False, handlelength=2.4)
         return save_figure(fig, out_path, formats)
 
 
@@ -358,8 +360,8 @@ def _draw_sampled_costs(
     for i, ((method, model), g) in enumerate(sampled.groupby(["method", "model"], sort=True)):
         g = g.groupby("n", as_index=False).median(numeric_only=True).sort_values("n")
         c = colors[method]
-        ax.plot(g["n"], g["seconds"], marker=_MARKERS[i % len(_MARKERS)], markersize=5,
-                color=c, linewidth=1.8, label=_scaling_label(method, model, multi_model), zorder=3)
+        ax.plot(g["n"], g["seconds"], marker=_MARKERS[i % len(_MARKERS)], markersize=3.5,
+                color=c, linewidth=1.2, label=_scaling_label(method, model, multi_model), zorder=3)
         if has_band and g[["seconds_p25", "seconds_p75"]].notna().all().all():
             ax.fill_between(g["n"], g["seconds_p25"], g["seconds_p75"], color=c, alpha=0.18,
                             linewidth=0, zorder=2)
@@ -378,7 +380,7 @@ def _draw_flat_floors(
     for (method, model), g in flat.groupby(["method", "model"], sort=True):
         c = colors[method]
         y = float(np.nanmedian(g["seconds"]))
-        ax.hlines(y, xlo, xhi, colors=[c], linestyles="--", linewidth=1.8,
+        ax.hlines(y, xlo, xhi, colors=[c], linestyles="--", linewidth=1.2,
                   label=_scaling_label(method, model, multi_model) + _FLAT_FLOOR, zorder=3)
         if has_band and g[["seconds_p25", "seconds_p75"]].notna().all().all():
             ax.fill_between([xlo, xhi], float(np.nanmedian(g["seconds_p25"])),

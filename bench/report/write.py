@@ -168,13 +168,13 @@ def write_reports(
         else:   # not drawn: a figure left from an earlier report would contradict speedup.md
             for suffix in FORMAT_SUFFIXES:
                 (out_dir / f"speedup{tail}.{suffix}").unlink(missing_ok=True)
+        if scaling is not None:
+            drawn.append(("scaling", plot_scaling(scaling, out_dir / f"scaling{tail}.png", formats=figs, width=w)))
         for key, path in drawn:
             paths.update(_figure_paths(key + tail, path, figs))
     if has_reference:
         paths["speedup_md"] = out_dir / "speedup.md"
         paths["speedup_md"].write_text(speedup_markdown(summary, device, noisy), encoding="utf-8")
-    if scaling is not None:
-        paths.update(_figure_paths("scaling", plot_scaling(scaling, out_dir / "scaling.png", formats=figs), figs))
 
     mc = (n, alpha) if n and alpha else None
     eps = [float(r) for r in radii if float(r) > 0] if table_eps is None else list(table_eps)
