@@ -257,6 +257,10 @@ def test_deterministic_run_against_the_strongest_cohen_run(df: pd.DataFrame) -> 
     row = _row(report.summarize(det), "fars-closed", "sll+ce", None)
     # cohen sll+ce: ACR 0.125 at sigma 0.25, 0.31 at sigma 0.5 (median 25 s) -> the one at 0.5
     assert row["speedup_reference"] == "cohen sll+ce σ=0.5" and row["speedup_vs_cohen"] == pytest.approx(25 / 0.25)
+    # a sigma no cohen run has: the strongest cohen run as well
+    other = det[det["method"] == "fars-mc"].assign(sigma=1.0)
+    row = _row(report.summarize(pd.concat([det, other])), "fars-mc", "sll+ce", 1.0)
+    assert row["speedup_reference"] == "cohen sll+ce σ=0.5"
 
 
 def test_speedup_interval_is_a_seeded_bootstrap_of_the_ratio_of_medians() -> None:

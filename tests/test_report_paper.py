@@ -506,7 +506,7 @@ def test_speedup_figure_has_intervals_n_and_device_and_no_title(reports: dict[st
     fig_path = report.plot_speedup(summary, tmp_path / "sp.png", device="CPU (x86_64, 2 cores)", width=3.3)
     assert fig_path.is_file()
     from bench.report import plots
-    caption = plots.speedup_caption(summary, "CPU (x86_64, 2 cores)")
+    caption = " ".join(plots.speedup_caption(summary, "CPU (x86_64, 2 cores)").split())   # unwrapped
     assert f"n = {N_IMAGES} images per run" in caption and "CPU (x86_64, 2 cores)" in caption
     assert "95% bootstrap interval" in caption
     with_ref = summary[summary["speedup_reference"] != ""]

@@ -224,8 +224,8 @@ def cohen_reference(runs: pd.DataFrame, i: int) -> int | None:
     * a run with a noise level sigma: the :data:`REFERENCE_METHOD` run on the same model at the same sigma,
       else on the same backbone family (:func:`backbone_family`) at the same sigma (the same network up
       to its head, the same n: e.g. ``fars-mc sll+margin`` at 0.25 against ``cohen sll+ce`` at 0.25);
-    * a deterministic run (no sigma): the strongest Cohen run (largest ACR; the smaller sigma on a tie)
-      on the same model, else on the same backbone family.
+    * a deterministic run (no sigma), or a run at a sigma no Cohen run has: the strongest Cohen run
+      (largest ACR; the smaller sigma on a tie) on the same model, else on the same backbone family.
 
     The choice depends only on the runs of ``runs``: give it every run of the experiment, not a filtered
     subset, so that a report filter cannot change a reference.
@@ -234,13 +234,14 @@ def cohen_reference(runs: pd.DataFrame, i: int) -> int | None:
     if row["method"] == REFERENCE_METHOD:
         return None
     cohen = runs[runs["method"] == REFERENCE_METHOD]
-    for pool in (cohen[cohen["model"] == row["model"]], cohen[cohen["family"] == row["family"]]):
-        if pd.isna(row["sigma"]):
-            pool = pool.sort_values(["acr", "sigma"], ascending=[False, True], kind="mergesort")
-        else:
-            pool = pool[np.isclose(pool["sigma"].to_numpy(float), float(row["sigma"]), rtol=0, atol=1e-9)]
+    pools = [cohen[cohen["model"] == row["model"]], cohen[cohen["family"] == row["family"]]]
+    if not pd.isna(row["sigma"]):
+        same = [p[np.isclose(p["sigma"].to_numpy(float), float(row["sigma"]), rtol=0, atol=1e-9)] for p in pools]
+        pools = same + pools
+    for pool in pools:
         if len(pool):
-            return int(runs.index.get_loc(pool.index[0]))
+            best = pool.sort_values(["acr", "sigma"], ascending=[False, True], kind="mergesort")
+            return int(runs.index.get_loc(best.index[0]))
     return None
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..units import fmt_radius, fmt_seconds
-from .metrics import RUN_KEYS
+from .metrics import RUN_KEYS, reference_label
 
 # ---------------------------------------------------------------------------
 # Markdown tables
@@ -134,7 +134,8 @@ _SUMMARY_LEGEND = (
     "`abstain`: abstention rate. `s/img`: wall-clock seconds per image (median and 25th–75th percentile). "
     "`samples`: network evaluations per input (0 = deterministic). `speedup vs Cohen`: median s/img of the "
     "Cohen et al. run named in `Cohen reference` divided by this run's median: the Cohen run on the same model "
-    "and σ, else on the same backbone at that σ; for a deterministic run the strongest (largest ACR) Cohen run "
+    "and σ, else on the same backbone at that σ; for a deterministic run (or a σ without one) the strongest "
+    "(largest ACR) Cohen run "
     "on its model, else its backbone (— : a Cohen run itself, or no Cohen run on that backbone). Intervals, n "
     "and the device: `speedup.md`.\n\n"
 )
@@ -224,8 +225,7 @@ def speedup_markdown(summary: pd.DataFrame, device: str | None = None, warnings:
     replaces the figure.  Ends with a newline.
     """
     s = summary[summary["speedup_reference"].fillna("").astype(str) != ""]
-    ref_rows = {f"{r.method} {r.model}" + ("" if pd.isna(r.sigma) else f" σ={float(r.sigma):g}"): r
-                for r in summary.itertuples(index=False)}
+    ref_rows = {reference_label(r.method, r.model, r.sigma): r for r in summary.itertuples(index=False)}
     rows = []
     for r in s.itertuples(index=False):
         ref = ref_rows.get(str(r.speedup_reference))
@@ -237,7 +237,8 @@ def speedup_markdown(summary: pd.DataFrame, device: str | None = None, warnings:
     text = ["# Speed-up over Cohen et al.", "",
             "Median seconds per image of the reference run divided by the run's (`n`: images of the run). "
             "Reference: the Cohen et al. run on the same model and σ, else on the same backbone at that σ; for a "
-            "deterministic run the strongest (largest ACR) Cohen run on its model, else its backbone. Interval: "
+            "deterministic run (or a σ without one) the strongest (largest ACR) Cohen run on its model, else its "
+            "backbone. Interval: "
             "95% percentile bootstrap over the images of both runs (image-to-image spread of the timings, not "
             "machine load)." + (f" Device: {device}." if device else ""), ""]
     text.append(markdown_table(cols, rows, cols[4:], pad=True) if rows else "No run has a Cohen et al. reference.")

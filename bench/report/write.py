@@ -210,7 +210,7 @@ def figure_captions(paths: Mapping[str, Path], n: int | None, alpha: float | Non
                        "decades between fast and slow runs are squeezed where marked //); colour = method, marker = "
                        "model; each method and model at its best σ for that radius.",
         "speedup": "speed-up of each run over its Cohen et al. reference (the Cohen run on the same model and σ; "
-                   "for deterministic runs the strongest Cohen run), median seconds per image, with its 95% "
+                   "else the strongest Cohen run on that model or backbone), median seconds per image, with its 95% "
                    "bootstrap interval, the images per run and the device; every number in `speedup.md`.",
     }
     lines = [f"- `{paths[key + '_png'].name}`: {caption}" for key, caption in text.items() if key + "_png" in paths]
