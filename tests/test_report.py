@@ -474,3 +474,13 @@ def test_cli_subprocess(tmp_path: Path) -> None:
         [sys.executable, "-m", "bench.report", "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
     )
     assert helptext.returncode == 0 and "certify.tsv" in helptext.stdout
+
+
+def test_scaling_figure_names_the_device_and_has_no_title(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, formats=(): drawn.append(fig) or Path(path))
+    scaling = pd.DataFrame({"method": ["cohen", "cohen", "fars-closed"], "model": ["sll+ce"] * 3,
+                            "n": [100, 1000, 0], "seconds": [0.02, 0.15, 0.004]})
+    report.plot_scaling(scaling, tmp_path / "s.png", device="CPU (test)")
+    (ax,) = drawn[0].axes
+    assert ax.get_title() == "" and drawn[0]._suptitle is None and "CPU (test)" in ax.get_ylabel()

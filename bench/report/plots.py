@@ -296,9 +296,10 @@ def plot_scaling(
     title: str | None = None,
     formats: Sequence[str] = (),
     width: float = FIG_WIDTH,
+    device: str | None = None,
 ) -> Path:
-    """Seconds per image against the number of samples ``n`` (log-log), ``width`` inches wide; no title unless
-    ``title`` is given.
+    """Seconds per image against the number of samples ``n`` (log-log), ``width`` inches wide; ``device`` (the
+    machine that timed it) is named on the y axis; no title unless ``title`` is given.
 
     Parameters
     ----------
@@ -339,7 +340,7 @@ def plot_scaling(
         _draw_flat_floors(ax, flat, (xlo, xhi), colors, multi_model, has_band)
         ax.set_xlim(xlo, xhi)
         ax.set_xlabel("Monte Carlo samples per image n (log scale)")
-        ax.set_ylabel("seconds per image (log scale)")
+        ax.set_ylabel("seconds per image (log scale)" + (f"\n{device}" if device else ""))
         if title:
             ax.set_title(title)
         if n_entries:

@@ -169,7 +169,8 @@ def write_reports(
             for suffix in FORMAT_SUFFIXES:
                 (out_dir / f"speedup{tail}.{suffix}").unlink(missing_ok=True)
         if scaling is not None:
-            drawn.append(("scaling", plot_scaling(scaling, out_dir / f"scaling{tail}.png", formats=figs, width=w)))
+            drawn.append(("scaling", plot_scaling(scaling, out_dir / f"scaling{tail}.png", formats=figs, width=w,
+                                                  device=device)))
         for key, path in drawn:
             paths.update(_figure_paths(key + tail, path, figs))
     if has_reference:
