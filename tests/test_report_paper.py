@@ -602,3 +602,11 @@ def test_captions_in_summary(reports: dict[str, Path], run_dir: Path, tmp_path: 
     noisy = report.write_reports(run_dir / "certify.tsv", tmp_path, formats=("png",),
                                  manifest={"timing_warnings": ["busy"]})
     assert "`speedup.md`: the speed-ups as a table" in noisy["summary_md"].read_text()
+
+
+def test_per_sigma_keeps_one_row_per_model(df: pd.DataFrame) -> None:
+    extra = df[(df["method"] == "fars-closed") & (df["model"] == "sll+ce")].assign(model="mlp+ce")
+    panels = figures.certified_panels(pd.concat([df, extra]), per_sigma=True)
+    assert len(panels) == (len(FAMILIES) + 1) * len(SIGMAS)
+    mlp = [p for p in panels if p.family == "mlp+ce"]
+    assert [len(p.curves) for p in mlp] == [1, 0, 0]   # deterministic only: one panel, the rest of its row empty

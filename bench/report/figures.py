@@ -222,11 +222,11 @@ def certified_panels(
     """The panels of :func:`certified_figure`, in drawing order (row-major).
 
     Model families are :func:`~bench.report.paper_metrics.envelope_model` (``cnn-noise0.25 -> cnn``), in
-    :func:`~bench.report.metrics.sort_runs` order.  Default: one panel per family with the envelope over
-    sigma of each sampled method and every deterministic run.  ``per_sigma``: for each family one panel
-    per sigma of the experiment (sorted) with that sigma's runs and the family's deterministic runs; a
-    family without a run at some sigma leaves that panel empty (no curve); a family with deterministic runs
-    only gets one panel.  ``n`` and ``alpha`` end each sampled curve at its Monte Carlo cut-off.
+    :func:`model_families` order.  Default: one panel per family with the envelope over sigma of each
+    sampled method and every deterministic run.  ``per_sigma``: for each family one panel per sigma of the
+    experiment (sorted) with that sigma's runs and the family's deterministic runs; a family without a run
+    at some sigma leaves that panel empty (no curve); a family with deterministic runs only gets one panel
+    and empty ones for the rest of its row.  ``n`` and ``alpha`` end each sampled curve at its Monte Carlo cut-off.
     ``empirical`` (attack accuracy, columns ``model, radius, accuracy``) adds one attack curve per panel:
     the maximum over the family's attacked models.  Each panel's ``xmax`` fits its own curves (:func:`_xmax`).
     """
@@ -247,8 +247,10 @@ def certified_panels(
                       fdf[fdf["sigma"].isna() | np.isclose(fdf["sigma"], s)]) for s in sigmas]
         else:
             cells = [(label, math.nan, fdf)]
+        if per_sigma and not has_sampled and len(sigmas) > 1:   # keep one row per family
+            cells += [(label, s, fdf.iloc[:0]) for s in sigmas[1:]]
         for text, s, cdf in cells:
-            if per_sigma and not math.isnan(s) and not np.isclose(cdf["sigma"].dropna(), s).any():
+            if per_sigma and not math.isnan(s) and (cdf.empty or not np.isclose(cdf["sigma"].dropna(), s).any()):
                 panels.append(Panel(text, fam, s))   # no run of this family at this sigma
                 continue
             ends = [cut[s]] if s in cut else [cut[x] for x in cdf["sigma"].dropna().unique() if x in cut]
