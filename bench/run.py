@@ -41,6 +41,7 @@ from .env import (
 from .methods import METHODS
 from .names import DATASET_NAMES, HEAD_KINDS
 from .provenance import git_commit, package_versions
+from .units import parse_radius
 
 if TYPE_CHECKING:   # the stages import PyTorch and the pipeline when they run, after the flags are parsed
     import torch
@@ -134,9 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "rounds under a time-uniform confidence sequence, stopping once every --radii value is "
                              "decided (certified, or out of reach); --n is then the cap. Default: Cohen's fixed-n "
                              "CERTIFY (the reference)")
-    parser.add_argument("--radii", type=float, nargs="+", default=None,
-                        help="radii reported in the tables and figures (default: the experiment file's, else the "
-                             "dataset's: the FaRS paper's, Cohen's and SLL's where they apply)")
+    parser.add_argument("--radii", type=parse_radius, nargs="+", default=None,
+                        help="radii reported in the tables and figures, as numbers or fractions (36/255) (default: "
+                             "the experiment file's, else the dataset's: the FaRS paper's, Cohen's and SLL's where "
+                             "they apply)")
+    parser.add_argument("--width", nargs="+", default=["full"], metavar="W",
+                        help="width of the report's figures: 'column' (3.3 in), 'full' (7 in) or inches; several "
+                             "write several (the first with the plain names, the others with _column/_full)")
     parser.add_argument("--scaling-ns", type=int, nargs="*", default=None,
                         help="after certifying, time cohen and fars-mc on sll+ce at these n (seconds per image "
                              "versus n, with fars-closed as the floor) and write scaling.csv/png; the flag with "
@@ -240,6 +245,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _is_width(value: str) -> bool:
+    """Whether ``value`` is a figure width :func:`~bench.report.plots.figure_width` accepts."""
+    from .report.plots import figure_width  # matplotlib: imported when the settings are checked, not for --help
+
+    try:
+        figure_width(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Every setting in range, whichever of the flags, the file or the preset gave it."""
     methods_ok = all(m in METHODS for m in args.methods)
@@ -267,6 +283,8 @@ def _check_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         (0 < args.dist_timeout_hours <= MAX_DIST_TIMEOUT_HOURS,
          f"--dist-timeout-hours must be > 0 and at most {MAX_DIST_TIMEOUT_HOURS} (a year), got "
          f"{args.dist_timeout_hours}"),
+        (all(_is_width(w) for w in args.width), f"--width {' '.join(map(str, args.width))}: use column, full or "
+                                                  "inches between 2 and 20"),
     ]
     for ok, message in checks:
         if not ok:
@@ -567,7 +585,8 @@ def _report_stage(args: argparse.Namespace, tsv: Path, scaling: Any, timing: dic
     out = args.out
     warnings = noisy_timing_warnings(manifest["machine"], _seconds_by_run(tsv))
     manifest["timing"], manifest["timing_warnings"] = timing, warnings
-    reports = write_reports(tsv, out, radii=sorted({0.0, *args.radii}), scaling=scaling, manifest=manifest)
+    reports = write_reports(tsv, out, radii=sorted({0.0, *args.radii}), scaling=scaling, manifest=manifest,
+                            widths=args.width)
     for warning in warnings:
         print(f"warning: noisy timings: {warning}", file=sys.stderr)
     written = sorted({p.name for p in reports.values() if p.parent == out} | ({"cohen/"} if (out / "cohen").is_dir()

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> Path:
     table.to_csv(args.out / "scaling.csv", index=False)
     if search is not None:
         search.to_csv(args.out / "batch_search.csv", index=False)
-    plot_scaling(table, args.out / "scaling.png", title=f"Seconds per image versus n ({device_name(device)})")
+    plot_scaling(table, args.out / "scaling.png", device=device_name(device))
     config = {k: (portable_path(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
               if k not in SIZE_DESTS}   # the n sweep's own settings (the size sweep's flags are not part of it)
     config["models"] = zoo.fingerprint()

@@ -1,5 +1,5 @@
-"""Units as people read them: the one duration format of every table, plan and figure of the harness, and
-the precision radii are written with in the results file.
+"""Units as people read them: the one duration format and the one radius format of every table, plan and
+figure of the harness, the radius a person types, and the precision radii are written with in the results file.
 
 Imports nothing from ``bench``; every part of it may use this module.
 """
@@ -35,4 +35,37 @@ def fmt_seconds(s: float | None) -> str:
     return f"{s / 3600:.3g} h"
 
 
-__all__ = ["CUTOFF_SLACK", "RADIUS_DIGITS", "fmt_seconds"]
+#: Pixel levels of an 8-bit image: radii such as SLL's 36/255 are multiples of 1/PIXEL_LEVELS.
+PIXEL_LEVELS = 255
+
+
+def fmt_radius(r: float) -> str:
+    """A radius (l2, [0, 1] pixel scale) as a label: '0.05', '1', '36/255', '0.141'.
+
+    A multiple k/255 of one pixel level that is no decimal of at most 3 places is written ``'k/255'`` (how
+    SLL and others state their radii; 0.2 = 51/255 stays '0.2'); any other radius with at most 3 significant
+    digits (``format(r, '.3g')``); ``'∞'`` for an infinite radius.
+    """
+    r = float(r)
+    if math.isinf(r):
+        return "∞"
+    k = r * PIXEL_LEVELS
+    if r > 0 and abs(r - round(r, 3)) > 1e-12 and abs(k - round(k)) < 1e-6:
+        return f"{round(k)}/{PIXEL_LEVELS}"
+    return f"{r:.3g}"
+
+
+def parse_radius(text: str) -> float:
+    """A radius typed by a person: a number (``'0.25'``) or a fraction (``'36/255'``).
+
+    Raises ``ValueError`` for anything else, a zero denominator included.
+    """
+    num, slash, den = str(text).strip().partition("/")
+    try:
+        value = float(num) / float(den) if slash else float(num)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"not a radius: {text!r} (a number such as 0.25 or a fraction such as 36/255)") from None
+    return value
+
+
+__all__ = ["CUTOFF_SLACK", "PIXEL_LEVELS", "RADIUS_DIGITS", "fmt_radius", "fmt_seconds", "parse_radius"]

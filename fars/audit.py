@@ -14,6 +14,7 @@ every certificate that divides by it - is wrong.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -46,6 +47,20 @@ def _flat_norm(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(1).norm(dim=1)
 
 
+def _jvp(model: nn.Module, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """J(x) v by forward-mode autograd (``torch.func.jvp``), same shape as ``model(x)``.
+
+    The first forward-mode call of a process makes torch import ``torch._decomp.decompositions_for_jvp``,
+    which registers torch's own decompositions through ``torch.jit.script`` and so emits torch's
+    "`torch.jit.script` is deprecated" FutureWarning; nothing here is scripted. Exactly that warning,
+    from the module that emits it, is ignored; every other warning passes.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning,
+                                module=r"torch\.jit\._script")
+        return jvp(model, (x,), (v,))[1]   # (output, jvp_out)
+
+
 #: the pair-ascent starting offsets ||delta|| of :func:`pair_ratios`
 PAIR_SCALES = (1e-3, 1e-1, 1.0)
 
@@ -67,7 +82,7 @@ def jacobian_norms(model: nn.Module, x: torch.Tensor, iterations: int = 50, seed
     best = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
     pullback = vjp(model, x)[1]      # (output, vjp_fn): without has_aux, no third element
     for _ in range(iterations):
-        jv = jvp(model, (x,), (v,))[1]   # (output, jvp_out)
+        jv = _jvp(model, x, v)
         best = torch.maximum(best, _flat_norm(jv))
         (jtjv,) = pullback(jv)
         norm = _flat_norm(jtjv).clamp_min(1e-30)

@@ -60,10 +60,6 @@ RUNS = [
     ]),
 ]
 
-# all cohen rows of family 'sll': 10, 12, 14, 16, 20, 30 -> median 15
-SLL_COHEN_MEDIAN = 15.0
-
-
 def _rows() -> list[dict]:
     rows = []
     for method, model, sigma, samples, examples in RUNS:
@@ -239,14 +235,57 @@ def test_summary_acr_abstention_timing(summary: pd.DataFrame) -> None:
     assert _row(summary, "lipschitz-margin", "mlp+margin", None)["acr"] == pytest.approx(0.035)
 
 
-def test_speedup_from_family_median(summary: pd.DataFrame) -> None:
-    # reference = median over *all* cohen rows of the family (15), not a median of run medians (19)
-    assert _row(summary, "fars-mc", "sll+ce", 0.25)["speedup_vs_cohen"] == pytest.approx(SLL_COHEN_MEDIAN / 0.25)
-    assert _row(summary, "fars-closed", "sll+sparsemax", 0.25)["speedup_vs_cohen"] == pytest.approx(5000.0)
-    assert _row(summary, "cohen", "sll+ce", 0.25)["speedup_vs_cohen"] == pytest.approx(15 / 13)
-    assert _row(summary, "cohen", "sll+ce", 0.5)["speedup_vs_cohen"] == pytest.approx(0.6)
-    assert _row(summary, "cohen", "cnn-noise0.25", 0.25)["speedup_vs_cohen"] == pytest.approx(1.0)
-    assert math.isnan(_row(summary, "lipschitz-margin", "mlp+margin", None)["speedup_vs_cohen"])
+def test_speedup_against_the_cohen_run_on_the_same_model_and_sigma(summary: pd.DataFrame) -> None:
+    # fars-mc sll+ce at 0.25 against cohen sll+ce at 0.25 (median 13 s), not a pool over every cohen row (15 s)
+    mc = _row(summary, "fars-mc", "sll+ce", 0.25)
+    assert mc["speedup_vs_cohen"] == pytest.approx(13 / 0.25) and mc["speedup_reference"] == "cohen sll+ce σ=0.25"
+    assert mc["speedup_low"] <= mc["speedup_vs_cohen"] <= mc["speedup_high"]
+    # no cohen run on sll+sparsemax: the one on the same backbone (sll) at the same sigma
+    fc = _row(summary, "fars-closed", "sll+sparsemax", 0.25)
+    assert fc["speedup_vs_cohen"] == pytest.approx(13 / 0.003) and fc["speedup_reference"] == "cohen sll+ce σ=0.25"
+    # Cohen's own runs have no speed-up; a family without a cohen run has no reference
+    for method, model, sigma in [("cohen", "sll+ce", 0.25), ("cohen", "sll+ce", 0.5), ("cohen", "cnn-noise0.25", 0.25),
+                                 ("lipschitz-margin", "mlp+margin", None)]:
+        row = _row(summary, method, model, sigma)
+        assert math.isnan(row["speedup_vs_cohen"]) and math.isnan(row["speedup_low"]), (method, model)
+        assert row["speedup_reference"] == ""
+
+
+def test_deterministic_run_against_the_strongest_cohen_run(df: pd.DataFrame) -> None:
+    det = df[df["model"] == "sll+ce"].copy()
+    det = pd.concat([det, det[det["method"] == "fars-mc"].assign(method="fars-closed", sigma=np.nan)])
+    row = _row(report.summarize(det), "fars-closed", "sll+ce", None)
+    # cohen sll+ce: ACR 0.125 at sigma 0.25, 0.31 at sigma 0.5 (median 25 s) -> the one at 0.5
+    assert row["speedup_reference"] == "cohen sll+ce σ=0.5" and row["speedup_vs_cohen"] == pytest.approx(25 / 0.25)
+    # a sigma no cohen run has: the strongest cohen run as well
+    other = det[det["method"] == "fars-mc"].assign(sigma=1.0)
+    row = _row(report.summarize(pd.concat([det, other])), "fars-mc", "sll+ce", 1.0)
+    assert row["speedup_reference"] == "cohen sll+ce σ=0.5"
+
+
+def test_speedup_interval_is_a_seeded_bootstrap_of_the_ratio_of_medians() -> None:
+    from scipy.stats import bootstrap
+
+    from bench.report.metrics import SPEEDUP_RESAMPLES, speedup_interval
+    rng = np.random.default_rng(1)
+    ref, run = rng.uniform(1, 2, 50), rng.uniform(0.01, 0.02, 40)
+    lo, hi = speedup_interval(ref, run)
+    assert lo < np.median(ref) / np.median(run) < hi
+    expected = bootstrap((ref, run), lambda a, b, axis=-1: np.median(a, axis=axis) / np.median(b, axis=axis),
+                         paired=False, n_resamples=SPEEDUP_RESAMPLES, method="percentile",
+                         rng=np.random.default_rng(0)).confidence_interval
+    assert (lo, hi) == pytest.approx((expected.low, expected.high))
+    assert speedup_interval(ref, run) == (lo, hi)  # seeded
+    assert all(math.isnan(v) for v in speedup_interval(ref, run[:1]))
+
+
+def test_speedup_reference_does_not_change_with_the_report_filter(tsv: Path, tmp_path: Path) -> None:
+    report.write_reports(tsv, tmp_path / "all", formats=("png",))
+    report.write_reports(tsv, tmp_path / "mc", formats=("png",), methods=["fars-mc"], sigmas=[0.25])
+    full = pd.read_csv(tmp_path / "all" / "summary.csv")
+    only = pd.read_csv(tmp_path / "mc" / "summary.csv")
+    assert len(only) == 1 and only["speedup_reference"].tolist() == ["cohen sll+ce σ=0.25"]
+    assert only["speedup_vs_cohen"].iloc[0] == pytest.approx(_row(full, "fars-mc", "sll+ce", 0.25)["speedup_vs_cohen"])
 
 
 def test_summarize_custom_radii_and_grid(df: pd.DataFrame) -> None:
@@ -257,13 +296,13 @@ def test_summarize_custom_radii_and_grid(df: pd.DataFrame) -> None:
 
 
 def test_summarize_concatenated_frames(df: pd.DataFrame) -> None:
-    # duplicated index labels (pd.concat) must not break the family reference
+    # duplicated index labels (pd.concat) must not break the reference
     other = df.assign(model=df["model"].str.replace("sll+", "sll+v2-", regex=False))
     # non-'sll' runs are unchanged by the rename, so they are duplicated: summarize warns about it
     with pytest.warns(UserWarning, match="duplicated idx"):
         s = report.summarize(pd.concat([df, other]))
     assert len(s) == len(RUNS) + 4
-    assert _row(s, "fars-mc", "sll+ce", 0.25)["speedup_vs_cohen"] == pytest.approx(SLL_COHEN_MEDIAN / 0.25)
+    assert _row(s, "fars-mc", "sll+ce", 0.25)["speedup_vs_cohen"] == pytest.approx(13 / 0.25)
 
 
 def test_backbone_family() -> None:
@@ -344,7 +383,7 @@ def test_write_reports_files_and_columns(reports: dict[str, Path], summary: pd.D
     md = reports["summary_md"].read_text(encoding="utf-8")
     assert "acc@0.05" in md and "speedup vs Cohen" in md
     assert "50.0%" in md and "66.7%" in md  # percentages with one decimal
-    assert "5000x" in md and "60x" in md  # speed-ups
+    assert "4333x" in md and "52x" in md and "cohen sll+ce σ=0.25" in md  # speed-ups and their reference
     assert "13 s" in md and "250 ms" in md and "3 ms" in md  # readable seconds
     assert "∞" in md  # infinite ACR
     table_lines = [line for line in md.splitlines() if line.startswith("|")]
@@ -385,6 +424,8 @@ def test_plot_with_empirical_and_scaling(tmp_path: Path, df: pd.DataFrame, summa
     p = report.plot_scaling(scaling, tmp_path / "scaling.png")
     assert p.stat().st_size > 10_000
     assert mpimg.imread(p).shape[1] == round(plots.FIG_WIDTH * plots.DPI)
+    narrow = report.plot_scaling(scaling, tmp_path / "scaling_column.png", width=plots.WIDTHS["column"])
+    assert mpimg.imread(narrow).shape[1] == round(3.3 * plots.DPI)
 
     # no cohen reference anywhere: still writes a figure
     no_ref = summary.assign(speedup_vs_cohen=np.nan)
@@ -433,3 +474,13 @@ def test_cli_subprocess(tmp_path: Path) -> None:
         [sys.executable, "-m", "bench.report", "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
     )
     assert helptext.returncode == 0 and "certify.tsv" in helptext.stdout
+
+
+def test_scaling_figure_names_the_device_and_has_no_title(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, formats=(): drawn.append(fig) or Path(path))
+    scaling = pd.DataFrame({"method": ["cohen", "cohen", "fars-closed"], "model": ["sll+ce"] * 3,
+                            "n": [100, 1000, 0], "seconds": [0.02, 0.15, 0.004]})
+    report.plot_scaling(scaling, tmp_path / "s.png", device="CPU (test)")
+    (ax,) = drawn[0].axes
+    assert ax.get_title() == "" and drawn[0]._suptitle is None and "CPU (test)" in ax.get_ylabel()

@@ -234,41 +234,96 @@ def test_table2_from_robustness(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
-def test_small_multiples_panels_and_cutoff(df: pd.DataFrame) -> None:
-    fig = figures.certified_figure(df, n=1000, alpha=0.001)
+FAMILIES = ["cnn-noiseσ", "sll+ce", "sll+margin", "sll+mlp", "sll+sparsemax"]
+
+
+def _labels(fig: plt.Figure) -> list[str]:
+    return [ax.get_legend().get_title().get_text() for ax in fig.axes
+            if ax.get_legend() is not None and ax.get_legend().get_gid() == figures.LABEL_GID]
+
+
+def _no_titles(fig: plt.Figure) -> None:
+    assert fig._suptitle is None and all(ax.get_title() == "" for ax in fig.axes)
+
+
+def _one_legend(fig: plt.Figure) -> list[str]:
+    """The entries of the figure's one legend with entries (panel labels are entry-less legends)."""
+    legends = [lg for lg in [*fig.legends, *(ax.get_legend() for ax in fig.axes)] if lg is not None and lg.texts]
+    assert len(legends) == 1, len(legends)
+    return [t.get_text() for t in legends[0].texts]
+
+
+@pytest.mark.parametrize("width", [3.3, 7.0])
+def test_certified_accuracy_default_is_one_panel_per_model_with_the_envelope(df: pd.DataFrame, width: float) -> None:
+    fig = figures.certified_figure(df, n=1000, alpha=0.001, width=width)
     try:
-        axes = [ax for ax in fig.axes if ax.get_visible()]
-        titles = [ax.get_title().split("\n")[0] for ax in axes]
-        # one panel per sigma plus the envelope, repeated for each group of models (rows)
-        assert set(titles) == {"σ = 0.12", "σ = 0.25", "σ = 0.5", "envelope (best σ)"}
-        rows = len(axes) // 4
-        assert rows >= 2 and all(titles.count(t) == rows for t in set(titles))
-        for ax, title in zip(axes, titles, strict=True):
-            curves = [ln for ln in ax.get_lines() if ln.get_gid() in ("run", "reference", "envelope", "attack")]
-            assert 1 <= len(curves) <= figures.MAX_CURVES, title
-            cut = [ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_gid() == figures.CUTOFF_GID]
-            if title.startswith("σ"):
-                sigma = float(title.split("=")[1])
-                assert cut == pytest.approx([max_certifiable_radius(1000, sigma, 0.001)])
-                assert cut == pytest.approx([report.mc_cutoff(sigma, 1000, 0.001)])
-            else:
-                assert len(cut) == 3
-        # every deterministic run is drawn in every sigma panel of its model's row
-        n_refs = sum(ln.get_gid() == "reference" for ax in axes for ln in ax.get_lines())
-        assert n_refs == 6 * 4  # 6 deterministic runs x (3 sigma panels + envelope)
+        assert fig.get_size_inches()[0] == pytest.approx(width)
+        _no_titles(fig)
+        assert _labels(fig) == FAMILIES
+        drawn = [ax for ax in fig.axes if ax.lines]
+        assert len(drawn) == len(FAMILIES)
+        kinds = [sorted(ln.get_gid() for ln in ax.lines if ln.get_gid() in ("run", "reference", "envelope"))
+                 for ax in drawn]
+        assert kinds[0] == ["envelope"]                                  # cohen on the CNNs, best over sigma
+        assert kinds[1] == ["envelope", "envelope", "reference", "reference"]   # sll+ce: cohen, fars-mc; 2 det.
+        assert all(k.count("run") == 0 for k in kinds)
+        # colour = method: one legend entry per method, plus the cut-off marker where one is drawn (a curve that
+        # fell to 0 before its cut-off has none); no model/line-style keys
+        markers = any(ln.get_gid() == figures.CUTOFF_GID for ax in fig.axes for ln in ax.lines)
+        assert _one_legend(fig) == ["cohen", "fars-mc", "fars-closed", "lipschitz-margin",
+                                    *(["Monte Carlo cut-off"] if markers else [])]
     finally:
         plt.close(fig)
 
 
-def test_small_multiples_one_row_when_few_curves(df: pd.DataFrame) -> None:
+def test_sampled_curves_end_at_the_monte_carlo_cutoff_without_a_wall(df: pd.DataFrame) -> None:
+    panels = figures.certified_panels(df, n=1000, alpha=0.001, per_sigma=True)
+    ended = 0
+    for panel in panels:
+        for c in panel.curves:
+            if c.kind != "run":
+                assert math.isnan(c.cutoff)
+                continue
+            cut = max_certifiable_radius(1000, c.sigma, 0.001)
+            assert c.xs.max() <= cut * (1 + 1e-12)   # nothing drawn beyond the cut-off
+            if math.isfinite(c.cutoff):   # ends there, level (no drop to 0 at the cut-off), with a marker
+                ended += 1
+                assert c.cutoff == pytest.approx(cut) and c.xs[-1] == pytest.approx(cut)
+                assert c.ys[-1] == c.ys[-2] > 0
+            else:   # fell to 0 before its cut-off: no marker
+                assert c.ys[-1] == 0
+    assert ended > 0
+    fig = figures.certified_figure(df, n=1000, alpha=0.001, per_sigma=True)
+    try:
+        markers = [ln for ax in fig.axes for ln in ax.lines if ln.get_gid() == figures.CUTOFF_GID]
+        assert len(markers) == ended and all(ln.get_linestyle() == "None" for ln in markers)   # markers, no walls
+    finally:
+        plt.close(fig)
+
+
+def test_per_sigma_panels_on_request(df: pd.DataFrame) -> None:
+    fig = figures.certified_figure(df, n=1000, alpha=0.001, per_sigma=True, width=3.3)
+    try:
+        _no_titles(fig)
+        labels = _labels(fig)
+        assert len(labels) == len(FAMILIES) * len(SIGMAS)
+        assert labels[:3] == [f"cnn-noise{s:.2f}\nσ = {s:g}" for s in SIGMAS]
+        assert labels[3:6] == [f"sll+ce\nσ = {s:g}" for s in SIGMAS]
+        # each deterministic run (3 models x 2 methods) in each sigma panel of its model
+        n_refs = sum(ln.get_gid() == "reference" for ax in fig.axes for ln in ax.lines)
+        assert n_refs == 6 * len(SIGMAS)
+        assert _one_legend(fig)[:4] == ["cohen", "fars-mc", "fars-closed", "lipschitz-margin"]
+    finally:
+        plt.close(fig)
+
+
+def test_no_cutoff_without_n_and_alpha(df: pd.DataFrame) -> None:
     few = report.select_runs(df, methods=["cohen", "fars-closed"])
-    panels, _ = figures.certified_panels(few)
-    assert [p.title for p in panels] == ["σ = 0.12", "σ = 0.25", "σ = 0.5", "envelope (best σ)"]
-    assert all(p.cutoffs == [] for p in panels)  # no n / alpha: no cut-off
-    env = panels[-1]
+    panels = figures.certified_panels(few)
+    assert [p.label for p in panels] == FAMILIES[:3] + ["sll+sparsemax"]
+    assert all(p.cutoffs == [] for p in panels)
     # the CNNs trained at each noise level form one envelope family 'cnn'
-    assert sorted((c.method, c.model) for c in env.curves if c.kind == "envelope") == [("cohen", "cnn"),
-                                                                                          ("cohen", "sll+ce")]
+    assert [(c.method, c.model, c.kind) for c in panels[0].curves] == [("cohen", "cnn", "envelope")]
 
 
 def test_envelope_is_pointwise_max_over_sigma(df: pd.DataFrame) -> None:
@@ -290,6 +345,29 @@ def test_time_budget_points(df: pd.DataFrame) -> None:
     g = df[(df["method"] == "cohen") & (df["model"] == "sll+ce") & np.isclose(df["sigma"], 0.25)]
     assert row["seconds"] == pytest.approx(g["seconds"].median())
     assert row["acc@0.1"] == pytest.approx(((g["correct"] == 1) & (g["radius"] >= 0.1)).mean())
+
+
+def test_time_budget_best_sigma_points_and_one_legend(df: pd.DataFrame) -> None:
+    pts = figures.budget_points(df, (0.0, 0.1))
+    tb = report.time_budget(df, (0.0, 0.1))
+    # one point per (method, model family) per radius: the best sigma there
+    assert len(pts) == 2 * len(set(zip(tb["method"], tb["model"].map(paper_metrics.envelope_model), strict=True)))
+    mc = tb[(tb["method"] == "fars-mc") & (tb["model"] == "sll+ce")]
+    got = pts[(pts["method"] == "fars-mc") & (pts["family"] == "sll+ce") & (pts["radius"] == 0.1)]
+    assert got["accuracy"].tolist() == [mc["acc@0.1"].max()]
+
+
+@pytest.mark.parametrize("width", [3.3, 7.0])
+def test_time_budget_figure(df: pd.DataFrame, tmp_path: Path, width: float) -> None:
+    import matplotlib.image as mpimg
+
+    path = figures.plot_time_budget(df, tmp_path / "tb.png", radii=(0.0, 0.1, 0.2), width=width)
+    assert mpimg.imread(path).shape[1] == round(width * 200)
+    # the costs fall into two groups decades apart (0.002 s and 0.2-0.6 s): the gap is squeezed
+    axis = figures.budget_axis([0.002, 0.0022, 0.2, 0.6])
+    assert axis.broken and axis.forward(np.array([0.6]))[0] - axis.forward(np.array([0.0022]))[0] < 1.0
+    assert axis.inverse(axis.forward(np.array([0.001, 0.05, 0.3]))) == pytest.approx([0.001, 0.05, 0.3])
+    assert not figures.budget_axis([0.002, 0.01]).broken
 
 
 def test_report_files(reports: dict[str, Path]) -> None:
@@ -356,11 +434,15 @@ def test_cli_import_cohen_and_attacks(run_dir: Path, tmp_path: Path) -> None:
 
 
 def test_attack_curves_only_on_request(df: pd.DataFrame) -> None:
-    emp = pd.DataFrame({"model": ["sll+ce"] * 3, "radius": [0.0, 0.2, 0.4], "accuracy": [0.8, 0.6, 0.3]})
+    emp = pd.DataFrame({"model": ["sll+ce"] * 3 + ["cnn-noise0.25", "cnn-noise0.50"],
+                        "radius": [0.0, 0.2, 0.4, 0.0, 0.0], "accuracy": [0.8, 0.6, 0.3, 0.7, 0.9]})
     few = report.select_runs(df, methods=["cohen"])
-    panels, _ = figures.certified_panels(few, empirical=emp)
-    attacks = [sum(c.kind == "attack" for c in p.curves) for p in panels]
-    assert attacks == [1, 1, 1, 0]  # in each sigma panel holding sll+ce, not in the envelope
+    panels = figures.certified_panels(few, empirical=emp)
+    attacks = [[c for c in p.curves if c.kind == "attack"] for p in panels]
+    assert [len(a) for a in attacks] == [1, 1]  # cnn family, sll+ce
+    assert attacks[0][0].ys.tolist() == [0.9]   # the family's best attacked model: an upper bound on each
+    per_sigma = figures.certified_panels(few, empirical=emp, per_sigma=True)
+    assert [sum(c.kind == "attack" for c in p.curves) for p in per_sigma] == [1] * 6
     fig = figures.certified_figure(few)
     try:
         assert not any(ln.get_gid() == "attack" for ax in fig.axes for ln in ax.get_lines())
@@ -418,3 +500,118 @@ def test_report_stage_knows_the_harness_methods() -> None:
 
     assert tuple(KNOWN_METHODS) == tuple(METHODS)
     assert set(MONTE_CARLO) == {"cohen", "fars-mc"}
+
+
+# ------------------------------------------------------------------ speed-ups, widths, filters, radius labels
+
+
+def test_speedup_figure_has_intervals_n_and_device_and_no_title(reports: dict[str, Path], df: pd.DataFrame,
+                                                                 tmp_path: Path) -> None:
+    summary = report.summarize(df)
+    fig_path = report.plot_speedup(summary, tmp_path / "sp.png", device="CPU (x86_64, 2 cores)", width=3.3)
+    assert fig_path.is_file()
+    from bench.report import plots
+    caption = " ".join(plots.speedup_caption(summary, "CPU (x86_64, 2 cores)").split())   # unwrapped
+    assert f"n = {N_IMAGES} images per run" in caption and "CPU (x86_64, 2 cores)" in caption
+    assert "95% bootstrap interval" in caption
+    with_ref = summary[summary["speedup_reference"] != ""]
+    assert set(with_ref["method"]) == {"fars-mc", "fars-closed", "lipschitz-margin"}   # no bar for Cohen itself
+    assert (with_ref["speedup_low"] <= with_ref["speedup_vs_cohen"]).all()
+    assert (with_ref["speedup_vs_cohen"] <= with_ref["speedup_high"]).all()
+    md = reports["speedup_md"].read_text()
+    assert "cohen sll+ce σ=0.25" in md and "95% interval" in md and md.count("\n| fars-mc ") == 12
+
+
+def test_noisy_timings_give_a_table_and_no_speedup_figure(run_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "speedup.png").write_bytes(b"stale")
+    warning = "cohen sll+ce σ=0.25: per-image times vary 4.0x between the 10th and 90th percentile"
+    manifest = {"monte_carlo": {"n": 1000, "alpha": 0.001}, "device_name": "CPU (test)", "timing_warnings": [warning]}
+    paths = report.write_reports(run_dir / "certify.tsv", tmp_path, manifest=manifest, formats=("png",))
+    assert "speedup_png" not in paths and not (tmp_path / "speedup.png").exists()   # the stale figure is gone
+    md = paths["speedup_md"].read_text()
+    assert warning in md and "not drawn" in md and "Device: CPU (test)." in md
+
+
+def test_widths_write_column_and_full_figures(run_dir: Path, tmp_path: Path) -> None:
+    import matplotlib.image as mpimg
+
+    paths = report.write_reports(run_dir / "certify.tsv", tmp_path, formats=("png",), widths=("full", "column"))
+    for stem in ("certified_accuracy", "time_budget", "speedup"):
+        assert mpimg.imread(paths[f"{stem}_png"]).shape[1] == 1400                # 7 in at 200 dpi
+        assert mpimg.imread(paths[f"{stem}_column_png"]).shape[1] == 660          # 3.3 in
+        assert paths[f"{stem}_column_png"].name == f"{stem}_column.png"
+    with pytest.raises(ValueError, match="figure width"):
+        report.write_reports(run_dir / "certify.tsv", tmp_path, widths=("wide",))
+
+
+def test_cli_width_and_per_sigma(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert report_cli.main([str(run_dir), "--out-dir", str(tmp_path), "--width", "column", "--per-sigma",
+                            "--format", "png"]) == 0
+    import matplotlib.image as mpimg
+    assert mpimg.imread(tmp_path / "certified_accuracy.png").shape[1] == 660
+    assert report_cli.main([str(run_dir), "--out-dir", str(tmp_path), "--width", "1"]) == 2
+    assert "figure width" in capsys.readouterr().err
+
+
+def test_every_filter_applies_to_every_table(run_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "certify.tsv").write_bytes((run_dir / "certify.tsv").read_bytes())
+    pd.DataFrame({"model": ["sll+ce"] * 2 + ["sll+margin"] * 2, "radius": [0.0, 0.1] * 2,
+                  "accuracy": [0.9, 0.8, 0.7, 0.6], "examples": [20] * 4, "pgd": [True] * 4}).to_csv(
+        run / "robustness.csv", index=False)
+    assert report_cli.main([str(run), "--models", "sll+margin", "--radii", "0", "0.1", "--format", "png"]) == 0
+    t2 = (run / "table2.md").read_text()
+    assert "sll+margin" in t2 and "sll+ce" not in t2 and "ε=0.1" in t2 and "ε=0.2" not in t2
+    for name in ("summary.md", "table_certified.md", "table1.md"):
+        text = (run / name).read_text()
+        assert "sll+margin" in text and "| sll+ce" not in text and "cnn" not in text, name
+    t1 = (run / "table1.md").read_text()
+    assert "ε=0.1" in t1 and "ε=0.2" not in t1   # --radii sets Table 1's radii too
+
+
+def test_summary_shows_clean_once(reports: dict[str, Path]) -> None:
+    header = next(line for line in reports["summary_md"].read_text().splitlines() if line.startswith("| method"))
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    assert cells.count("clean") == 1 and "acc@0" not in cells and "acc@0.05" in cells
+    assert "Cohen reference" in cells
+
+
+def test_cohen_only_run_writes_no_fars_table_and_no_speedup(run_dir: Path, tmp_path: Path) -> None:
+    paths = report.write_reports(run_dir / "certify.tsv", tmp_path, methods=["cohen"], formats=("png",))
+    assert not {"table1_md", "table1_tex", "speedup_md", "speedup_png"} & set(paths)
+    assert not (tmp_path / "table1.md").exists()
+
+
+def test_radii_printed_as_given(run_dir: Path, tmp_path: Path) -> None:
+    from bench.units import fmt_radius, parse_radius
+
+    assert [fmt_radius(r) for r in (0, 0.05, 36 / 255, 72 / 255, 1.0, 0.2, 0.141176)] == \
+        ["0", "0.05", "36/255", "72/255", "1", "0.2", "0.141"]
+    assert parse_radius("36/255") == 36 / 255 and parse_radius("0.25") == 0.25
+    with pytest.raises(ValueError, match="not a radius"):
+        parse_radius("1/0")
+    assert report_cli.main([str(run_dir), "--out-dir", str(tmp_path), "--radii", "0", "36/255", "72/255",
+                            "--format", "png"]) == 0
+    for name in ("summary.md", "table_certified.md", "table1.md", "table_certified.tex"):
+        text = (tmp_path / name).read_text()
+        assert "36/255" in text and "0.141176" not in text, name
+
+
+def test_captions_in_summary(reports: dict[str, Path], run_dir: Path, tmp_path: Path) -> None:
+    md = reports["summary_md"].read_text()
+    figures_part = md.split("## Figures", 1)[1]
+    for name in ("certified_accuracy.png", "time_budget.png", "speedup.png"):
+        assert f"`{name}`" in figures_part, name
+    assert "Monte Carlo cut-off" in figures_part and "n = 1000" in figures_part
+    noisy = report.write_reports(run_dir / "certify.tsv", tmp_path, formats=("png",),
+                                 manifest={"timing_warnings": ["busy"]})
+    assert "`speedup.md`: the speed-ups as a table" in noisy["summary_md"].read_text()
+
+
+def test_per_sigma_keeps_one_row_per_model(df: pd.DataFrame) -> None:
+    extra = df[(df["method"] == "fars-closed") & (df["model"] == "sll+ce")].assign(model="mlp+ce")
+    panels = figures.certified_panels(pd.concat([df, extra]), per_sigma=True)
+    assert len(panels) == (len(FAMILIES) + 1) * len(SIGMAS)
+    mlp = [p for p in panels if p.family == "mlp+ce"]
+    assert [len(p.curves) for p in mlp] == [1, 0, 0]   # deterministic only: one panel, the rest of its row empty

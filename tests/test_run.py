@@ -1,6 +1,8 @@
 """End to end: `python -m bench.run` on a tiny configuration, resume after an interruption, bad flags."""
 
 
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -33,11 +35,13 @@ def test_tiny_run_writes_tsv_summary_and_plots(tiny_zoo, tmp_path):
     assert (rows.seconds > 0).all()
     assert ((rows.predict == -1) <= (rows.radius == 0)).all()
     assert (rows.correct == (rows.predict == rows.label)).all()
-    for name in ("summary.csv", "summary.md", "manifest.json", "certified_accuracy.png", "speedup.png",
+    for name in ("summary.csv", "summary.md", "manifest.json", "certified_accuracy.png", "speedup.md",
                  "scaling.csv", "scaling.png", "cost_model.csv", "cost_model.md", "cost_targets.csv",
                  "robustness.csv", "soundness.csv", "paper_criterion.csv", "smoothed_attack.csv", "soundness.md"):
         assert (out / name).is_file(), name
     manifest = (out / "manifest.json").read_text()
+    # the speed-up figure only when the timings were quiet; a table (speedup.md) always
+    assert (out / "speedup.png").is_file() == (not json.loads(manifest)["timing_warnings"])
     assert '"git_commit"' in manifest and '"device_name"' in manifest and '"finished"' in manifest
     assert '"cudnn_tf32": false' in manifest and '"batch_sizes"' in manifest and '"attack"' in manifest
     summary = (out / "summary.md").read_text()
@@ -154,6 +158,8 @@ def test_results_without_a_manifest_are_not_resumed(tiny_zoo, tmp_path):
     (["--scaling-ns", "0"], "scaling-ns"),
     (["--methods", "nope"], "invalid choice"),
     (["--radii", "nan"], "--radii values must be finite"),
+    (["--radii", "1/0"], "argument --radii"),
+    (["--width", "wide"], "--width wide: use column, full or inches"),
     (["--threads", "0"], "--threads must be >= 1"),
     (["--out", "/proc/no-such-folder"], "cannot create the folder"),
     (["--out", __file__], "is a file, not a folder"),
@@ -165,6 +171,11 @@ def test_bad_flags_are_rejected_with_a_clear_message(flags, message, capsys):
         bench_run.parse_args(flags)
     assert info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_radii_as_fractions_and_figure_widths():
+    args = bench_run.parse_args(["--radii", "36/255", "0.5", "--width", "column", "full"])
+    assert args.radii == [36 / 255, 0.5] and args.width == ["column", "full"]
 
 
 def test_models_of_another_dataset_are_refused_in_one_line(tmp_path):

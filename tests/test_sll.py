@@ -585,3 +585,17 @@ def test_memo_is_bypassed_when_autograd_records():
         layer(x.detach())
     layer(x).sum().backward()                          # gradients reach the rescaling's parameters
     assert layer.log_q.grad is not None and layer.log_q.grad.abs().sum() > 0
+
+
+def test_audit_prints_no_torch_jit_script_deprecation():
+    """The audit's forward-mode product (torch.func.jvp) makes torch register its jvp decompositions
+    with ``torch.jit.script`` on first use, which warns that ``torch.jit.script`` is deprecated: that
+    warning is torch's own, and the audit must not pass it on to the user. A fresh interpreter, so the
+    registration really happens inside the audit."""
+    import subprocess
+    import sys
+
+    code = ("import torch, warnings; warnings.simplefilter('always'); from fars.audit import jacobian_norms; "
+            "jacobian_norms(torch.nn.Linear(3, 2).double(), torch.rand(2, 3, dtype=torch.float64), 2)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert "torch.jit.script" not in done.stderr, done.stderr

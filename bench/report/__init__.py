@@ -12,8 +12,9 @@ example) with the columns in :data:`REQUIRED_COLUMNS`.  The flow is::
 * :mod:`.tables` -- the markdown-table writer, number formatters, summary files;
 * :mod:`.paper_metrics` -- Clopper-Pearson intervals, ACR standard errors, the envelope over
   sigma, the Monte Carlo cut-off, the time budget, PGD accuracy (reads no file, draws nothing);
-* :mod:`.plots` -- speed-up and scaling figures; :mod:`.figures` -- certified accuracy as small
-  multiples over sigma and the time-budget figure (matplotlib, Agg backend);
+* :mod:`.plots` -- speed-up and scaling figures and the style all figures share (method colours,
+  widths: one column or the full width); :mod:`.figures` -- certified accuracy (one panel per model,
+  or per model and sigma) and the time-budget figure (matplotlib, Agg backend);
 * :mod:`.paper_tables` -- ``table_certified``, ``table1``, ``table2`` in Markdown and LaTeX (booktabs);
 * :mod:`.cohen` -- each run as a file in Cohen et al.'s layout (their ``analyze.py`` reads it);
   :func:`.results.import_cohen` reads such files (and Cohen's own) back as runs;
@@ -21,7 +22,8 @@ example) with the columns in :data:`REQUIRED_COLUMNS`.  The flow is::
 
 :func:`write_reports` runs it all and writes ``summary.csv`` / ``summary.md`` (one row
 per run), ``certified_accuracy.csv`` (fine radius grid, long format),
-``certified_accuracy.png`` / ``.pdf``, ``speedup.png`` / ``.pdf``, ``time_budget.png`` / ``.pdf``,
+``certified_accuracy.png`` / ``.pdf``, ``time_budget.png`` / ``.pdf``, ``speedup.md`` and
+``speedup.png`` / ``.pdf`` (a table only when the run recorded noisy timings),
 the tables ``table_certified``, ``table1``, ``table2`` (``.md``, ``.tex``), ``cohen/*.tsv`` and,
 given scaling data, ``scaling.png`` / ``.pdf``.
 

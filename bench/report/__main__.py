@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..cli import cli_exit
+from ..units import parse_radius
 from .metrics import PAPER_RADII
 from .paper_metrics import check_monte_carlo_radii, rows_of_run
 from .results import REQUIRED_COLUMNS, check_unique_rows, import_cohen, read_results
@@ -78,9 +79,10 @@ def _parser() -> argparse.ArgumentParser:
             "Regenerate the certification reports of a run directory from its per-example "
             "TSV (RUN_DIR/certify.tsv, columns: " + " ".join(REQUIRED_COLUMNS) + "). Writes "
             "summary.csv, summary.md (certified accuracy at l2 radii 0/0.05/0.1/0.2/0.3, ACR, "
-            "abstention rate, seconds per image, speed-up vs Cohen et al. on the same backbone "
-            "family), certified_accuracy.csv (fine radius grid, long format), "
-            "certified_accuracy.png and speedup.png; plus PDF copies, time_budget.*, the tables "
+            "abstention rate, seconds per image, speed-up vs the Cohen et al. run on the same model and "
+            "sigma), certified_accuracy.csv (fine radius grid, long format), "
+            "certified_accuracy.png, time_budget.png, speedup.md and speedup.png (a table only, when the run "
+            "recorded noisy timings); plus PDF copies, the tables "
             "table_certified/table1/table2 (.md and .tex, 95 percent Clopper-Pearson intervals) and cohen/*.tsv "
             "(each run in Cohen et al.'s result-file format). summary.md keeps the sections the run wrote: its "
             "timing and noisy-timing warning (from manifest.json) and the attack stage's audit (RUN_DIR/soundness.md), "
@@ -108,9 +110,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sigma", nargs="+", type=float, default=None, metavar="SIGMA",
                         help="report only runs at these noise levels; deterministic runs (no sigma) are kept as "
                              "references (drop them with --methods)")
-    parser.add_argument("--radii", nargs="+", type=float, default=None, metavar="R",
-                        help="l2 radii of summary.* and table_certified.* and the time-budget panels "
-                             "(default: the run's, from its manifest, else 0 0.05 0.1 0.2 0.3)")
+    parser.add_argument("--radii", nargs="+", type=parse_radius, default=None, metavar="R",
+                        help="l2 radii of every table and the time-budget panels, as numbers or fractions "
+                             "(36/255 is printed as 36/255) (default: the run's, from its manifest, else "
+                             "0 0.05 0.1 0.2 0.3)")
+    parser.add_argument("--width", nargs="+", default=["full"], metavar="W",
+                        help="figure width: 'column' (3.3 in), 'full' (7 in) or inches; several write several "
+                             "(the first with the plain names, the others with _column/_full/_<W>in)")
+    parser.add_argument("--per-sigma", action="store_true",
+                        help="certified_accuracy with one panel per sigma and model instead of the envelope "
+                             "over sigma")
     parser.add_argument("--format", nargs="+", default=list(DEFAULT_FORMATS), choices=FORMATS, dest="formats",
                         metavar="FMT", help="figure formats among png, pdf, svg (default: png pdf; png is always "
                                             "written)")
@@ -193,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             robustness=_read_table(args.run_dir / "robustness.csv")
             if (args.run_dir / "robustness.csv").is_file() else None,
             run_dir=args.run_dir,
+            widths=args.width,
+            per_sigma=args.per_sigma,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import bootstrap
 
 from ..methods import DETERMINISTIC_METHODS as _DETERMINISTIC
 from .results import as_results
@@ -85,8 +86,9 @@ def same_sigma(a: float, b: float) -> bool:
 
 
 def _radius_label(r: float) -> str:
-    """Column-name form of a radius: 0 -> '0', 0.05 -> '0.05'."""
-    return f"{float(r):g}"
+    """Column-name form of a radius: 0 -> '0', 0.05 -> '0.05', 36/255 -> '0.141176470588' (12 significant
+    digits, so that :func:`bench.units.fmt_radius` still recognises the fraction)."""
+    return f"{float(r):.12g}"
 
 
 def _cert_acc_values(radius: np.ndarray, correct: np.ndarray, radii: np.ndarray) -> np.ndarray:
@@ -209,10 +211,66 @@ def seconds_quartiles(seconds: np.ndarray) -> tuple[float, float, float]:
     )
 
 
-def reference_seconds(df: pd.DataFrame) -> dict[str, float]:
-    """Median seconds per image over all rows of the :data:`REFERENCE_METHOD` runs, per backbone family."""
-    ref_rows = df.loc[df["method"] == REFERENCE_METHOD, ["model", "seconds"]]
-    return ref_rows.groupby(ref_rows["model"].map(backbone_family))["seconds"].median().to_dict()
+#: Coverage of the speed-up interval (a percentile bootstrap over the images of both runs).
+SPEEDUP_CONFIDENCE = 0.95
+
+#: Bootstrap resamples of the speed-up interval (seeded: the same data give the same interval).
+SPEEDUP_RESAMPLES = 2000
+
+
+def cohen_reference(runs: pd.DataFrame, i: int) -> int | None:
+    """Row of ``runs`` (a :func:`summarize`-like frame: ``method, model, sigma, family, acr``) holding the
+    Cohen et al. run that row ``i``'s speed-up is measured against; None for a Cohen run or when none fits.
+
+    * a run with a noise level sigma: the :data:`REFERENCE_METHOD` run on the same model at the same sigma,
+      else on the same backbone family (:func:`backbone_family`) at the same sigma (the same network up
+      to its head, the same n: e.g. ``fars-mc sll+margin`` at 0.25 against ``cohen sll+ce`` at 0.25);
+    * a deterministic run (no sigma), or a run at a sigma no Cohen run has: the strongest Cohen run
+      (largest ACR; the smaller sigma on a tie) on the same model, else on the same backbone family.
+
+    The choice depends only on the runs of ``runs``: give it every run of the experiment, not a filtered
+    subset, so that a report filter cannot change a reference.
+    """
+    row = runs.iloc[i]
+    if row["method"] == REFERENCE_METHOD:
+        return None
+    cohen = runs[runs["method"] == REFERENCE_METHOD]
+    pools = [cohen[cohen["model"] == row["model"]], cohen[cohen["family"] == row["family"]]]
+    if not pd.isna(row["sigma"]):
+        same = [p[np.isclose(p["sigma"].to_numpy(float), float(row["sigma"]), rtol=0, atol=1e-9)] for p in pools]
+        pools = same + pools
+    for pool in pools:
+        if len(pool):
+            best = pool.sort_values(["acr", "sigma"], ascending=[False, True], kind="mergesort")
+            return int(runs.index.get_loc(best.index[0]))
+    return None
+
+
+def speedup_interval(reference: np.ndarray, seconds: np.ndarray,
+                     confidence: float = SPEEDUP_CONFIDENCE) -> tuple[float, float]:
+    """Percentile-bootstrap interval of ``median(reference) / median(seconds)`` (per-image seconds of the
+    reference run and of the run, resampled independently); ``(nan, nan)`` with fewer than 2 finite values
+    on either side or a zero median.
+
+    ``scipy.stats.bootstrap`` (two samples, ``paired=False``, ``method='percentile'``,
+    :data:`SPEEDUP_RESAMPLES` resamples, seed 0).  It covers the image-to-image spread of the timings
+    measured on this machine, not how loaded the machine was.
+    """
+    a, b = reference[np.isfinite(reference)], seconds[np.isfinite(seconds)]
+    if len(a) < 2 or len(b) < 2 or np.median(b) <= 0:
+        return math.nan, math.nan
+
+    def ratio(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.median(x, axis=axis) / np.median(y, axis=axis)
+
+    res = bootstrap((a, b), ratio, paired=False, vectorized=True, confidence_level=confidence,
+                    n_resamples=SPEEDUP_RESAMPLES, method="percentile", rng=np.random.default_rng(0))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def reference_label(method: str, model: str, sigma: float) -> str:
+    """A run named in text: ``'cohen sll+ce σ=0.25'`` (no sigma part for a deterministic run)."""
+    return f"{method} {model}" + ("" if pd.isna(sigma) else f" σ={float(sigma):g}")
 
 
 def speedup(reference: float, seconds: float) -> float:
@@ -271,21 +329,38 @@ def summarize(
         seconds (median and inter-quartile spread);
         ``samples`` -- evaluations per input (median over the run; 0 for
         deterministic methods);
-        ``speedup_vs_cohen`` -- ``(median seconds over all rows of the
-        'cohen' runs in the same backbone family) / median_seconds``; NaN when
-        the family has no cohen run, ``inf`` when this run's median is 0.
+        ``speedup_vs_cohen`` -- median seconds of the run's Cohen et al.
+        reference (:func:`cohen_reference`) / ``median_seconds``; NaN for a
+        Cohen run and when no reference fits, ``inf`` when this run's median is 0;
+        ``speedup_low, speedup_high`` -- its 95 % bootstrap interval
+        (:func:`speedup_interval`);
+        ``speedup_reference`` -- the reference run (:func:`reference_label`), '' when none.
 
         Rows are sorted by family, method, model, sigma (NaN sigma last).
     """
     df = as_results(df)
     radii_arr, acc_cols = _summary_radii(radii, grid)
-    ref_median = reference_seconds(df)
-    rows = []
+    rows, seconds = [], []
     for key, g in run_groups(df):
         _warn_duplicated_idx(key, g)
-        rows.append(_run_summary(key, g, radii_arr, acc_cols, ref_median))
+        rows.append(_run_summary(key, g, radii_arr, acc_cols))
+        seconds.append(g["seconds"].to_numpy(float))
     out = pd.DataFrame(rows, columns=_summary_columns(acc_cols))
+    _add_speedups(out, seconds)
     return out if out.empty else sort_runs(out)
+
+
+def _add_speedups(out: pd.DataFrame, seconds: Sequence[np.ndarray]) -> None:
+    """Fill the speed-up columns of :func:`summarize`'s rows ``out`` (``seconds[i]``: row i's per-image seconds)."""
+    for i in range(len(out)):
+        j = cohen_reference(out, i)
+        if j is None:
+            continue
+        ref = out.iloc[j]
+        lo, hi = speedup_interval(seconds[j], seconds[i])
+        out.loc[out.index[i], ["speedup_vs_cohen", "speedup_low", "speedup_high", "speedup_reference"]] = [
+            speedup(ref["median_seconds"], out.iloc[i]["median_seconds"]), lo, hi,
+            reference_label(ref["method"], ref["model"], ref["sigma"])]
 
 
 def _summary_radii(radii: Iterable[float], grid: Iterable[float] | None) -> tuple[np.ndarray, list[str]]:
@@ -318,9 +393,8 @@ def _run_summary(
     g: pd.DataFrame,
     radii: np.ndarray,
     acc_cols: Sequence[str],
-    ref_median: dict[str, float],
 ) -> dict[str, Any]:
-    """The :func:`summarize` row (a dict keyed by column) of run ``key`` with rows ``g``."""
+    """The :func:`summarize` row (a dict keyed by column) of run ``key`` with rows ``g`` (no speed-up yet)."""
     method, model, sigma = key
     radius = g["radius"].to_numpy(float)
     correct = g["correct"].to_numpy()
@@ -343,7 +417,10 @@ def _run_summary(
         "p25_seconds": p25,
         "p75_seconds": p75,
         "samples": int(np.median(g["samples"].to_numpy())),
-        "speedup_vs_cohen": speedup(ref_median.get(fam, math.nan), med),
+        "speedup_vs_cohen": math.nan,
+        "speedup_low": math.nan,
+        "speedup_high": math.nan,
+        "speedup_reference": "",
     }
 
 
@@ -363,4 +440,7 @@ def _summary_columns(acc_cols: Sequence[str]) -> list[str]:
         "p75_seconds",
         "samples",
         "speedup_vs_cohen",
+        "speedup_low",
+        "speedup_high",
+        "speedup_reference",
     ]

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..methods import FARS_METHODS
+from ..units import fmt_radius
 from .paper_metrics import CONFIDENCE, TABLE_EPS, mc_cutoff, pgd_accuracy, run_table
 from .tables import fmt_sigma, markdown_table
 
@@ -130,8 +131,8 @@ def write_table_certified(df: pd.DataFrame, out_dir: str | Path, radii: Sequence
     """
     radii = [float(r) for r in radii if float(r) > 0]
     t = run_table(df, radii)
-    md_cols = ["method", "model", "σ", "clean", *[f"ε={r:g}" for r in radii], "ACR ± SE"]
-    tex_cols = ["method", "model", r"$\sigma$", "clean", *[f"$\\varepsilon={r:g}$" for r in radii], "ACR"]
+    md_cols = ["method", "model", "σ", "clean", *[f"ε={fmt_radius(r)}" for r in radii], "ACR ± SE"]
+    tex_cols = ["method", "model", r"$\sigma$", "clean", *[f"$\\varepsilon={fmt_radius(r)}$" for r in radii], "ACR"]
     md_rows: list[list[str]] = []
     tex_rows: list[list[str]] = []
     for _, row in t.iterrows():
@@ -152,16 +153,15 @@ def write_table1(df: pd.DataFrame, out_dir: str | Path, eps: Sequence[float] = T
 
     Clean accuracy = fraction with ``predict == label``; for ``fars-mc`` abstentions count as wrong, for
     ``fars-closed`` and ``fars-crown`` it is the accuracy of the certified (deterministic) prediction -- in
-    both cases the certified accuracy at radius 0.  Without FaRS runs the files hold a one-line note.
+    both cases the certified accuracy at radius 0.  Without FaRS runs nothing is written (returns ``{}``).
     ``mc = (n, alpha)`` marks (†) the cells beyond a run's Monte Carlo cut-off.
     """
     fars = df[df["method"].isin(FARS_METHODS)]
     if fars.empty:
-        note = "Table 1 skipped: the run has no FaRS (fars-closed / fars-crown / fars-mc) results."
-        return _write(Path(out_dir) / "table1", note + "\n", f"% {note}\n")
+        return {}
     t = run_table(fars, eps)
-    md_cols = ["method", "head", "σ", "clean", *[f"ε={e:g}" for e in eps]]
-    tex_cols = ["variant", "head", r"$\sigma$", "clean", *[f"$\\varepsilon={e:g}$" for e in eps]]
+    md_cols = ["method", "head", "σ", "clean", *[f"ε={fmt_radius(e)}" for e in eps]]
+    tex_cols = ["variant", "head", r"$\sigma$", "clean", *[f"$\\varepsilon={fmt_radius(e)}$" for e in eps]]
     md_rows: list[list[str]] = []
     tex_rows: list[list[str]] = []
     for _, row in t.iterrows():
@@ -186,8 +186,8 @@ def write_table2(robustness: pd.DataFrame | None, out_dir: str | Path,
                 "`python -m bench.attack --results DIR`) in this run.")
         return _write(Path(out_dir) / "table2", note + "\n", f"% {note}\n")
     t = pgd_accuracy(robustness, eps)
-    md_cols = ["model", "clean", *[f"ε={e:g}" for e in eps]]
-    tex_cols = ["model", "clean", *[f"$\\varepsilon={e:g}$" for e in eps]]
+    md_cols = ["model", "clean", *[f"ε={fmt_radius(e)}" for e in eps]]
+    tex_cols = ["model", "clean", *[f"$\\varepsilon={fmt_radius(e)}$" for e in eps]]
     md_rows: list[list[str]] = []
     tex_rows: list[list[str]] = []
     for _, row in t.iterrows():

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..units import fmt_seconds
-from .metrics import RUN_KEYS
+from ..units import fmt_radius, fmt_seconds
+from .metrics import RUN_KEYS, reference_label
 
 # ---------------------------------------------------------------------------
 # Markdown tables
@@ -127,14 +127,17 @@ def fmt_acr(x: float) -> str:
 
 _SUMMARY_LEGEND = (
     "# Certification summary\n\n"
-    "One row per run (method, model, σ). `acc@R`: certified accuracy at l2 radius R "
-    "(pixel space, [0,1] pixel scale; abstentions count as wrong; `acc@0` is the clean accuracy "
-    "of the certified predictions, also shown as `clean`). `ACR`: average certified radius "
+    "One row per run (method, model, σ). `clean`: accuracy of the certified predictions (certified accuracy "
+    "at radius 0; abstentions count as wrong). `acc@R`: certified accuracy at l2 radius R "
+    "(pixel space, [0,1] pixel scale). `ACR`: average certified radius "
     "(radius of correct predictions, 0 otherwise; ∞ if a correct prediction has an infinite radius). "
     "`abstain`: abstention rate. `s/img`: wall-clock seconds per image (median and 25th–75th percentile). "
     "`samples`: network evaluations per input (0 = deterministic). `speedup vs Cohen`: median s/img of the "
-    "Cohen et al. runs on the same backbone family divided by this run's median (— = no Cohen run "
-    "on that family).\n\n"
+    "Cohen et al. run named in `Cohen reference` divided by this run's median: the Cohen run on the same model "
+    "and σ, else on the same backbone at that σ; for a deterministic run (or a σ without one) the strongest "
+    "(largest ACR) Cohen run "
+    "on its model, else its backbone (— : a Cohen run itself, or no Cohen run on that backbone). Intervals, n "
+    "and the device: `speedup.md`.\n\n"
 )
 
 
@@ -143,17 +146,17 @@ def summary_markdown(summary: pd.DataFrame) -> str:
 
     A short legend, then one right-aligned table row per run; ends with a newline.
     """
-    acc_cols = [c for c in summary.columns if c.startswith("cert_acc@")]
+    acc_cols = [c for c in summary.columns if c.startswith("cert_acc@") and float(c.split("@", 1)[1]) > 0]
     view = pd.DataFrame(
         {
             "method": summary["method"].astype(str),
             "model": summary["model"].astype(str),
             "σ": summary["sigma"].map(fmt_sigma),
             "n": summary["examples"].map(lambda v: f"{int(v)}"),
-            **{("acc@" + c.split("@", 1)[1]): summary[c].map(fmt_pct) for c in acc_cols},
+            "clean": summary["clean_acc"].map(fmt_pct),
+            **{("acc@" + fmt_radius(float(c.split("@", 1)[1]))): summary[c].map(fmt_pct) for c in acc_cols},
             "ACR": summary["acr"].map(fmt_acr),
             "abstain": summary["abstention_rate"].map(fmt_pct),
-            "clean": summary["clean_acc"].map(fmt_pct),
             "s/img (median)": summary["median_seconds"].map(fmt_seconds),
             "s/img (p25–p75)": [
                 f"{fmt_seconds(a)} – {fmt_seconds(b)}"
@@ -161,9 +164,10 @@ def summary_markdown(summary: pd.DataFrame) -> str:
             ],
             "samples": summary["samples"].map(lambda v: f"{int(v):,}" if int(v) else "0 (det.)"),
             "speedup vs Cohen": summary["speedup_vs_cohen"].map(fmt_speedup),
+            "Cohen reference": summary["speedup_reference"].fillna("").map(lambda v: str(v) or "—"),
         }
     )
-    right = [c for c in view.columns if c not in ("method", "model")]
+    right = [c for c in view.columns if c not in ("method", "model", "Cohen reference")]
     return _SUMMARY_LEGEND + frame_markdown(view, right) + "\n"
 
 
@@ -205,3 +209,41 @@ def write_summary(
         paths["certified_accuracy_csv"] = out_dir / "certified_accuracy.csv"
         curves[[*RUN_KEYS, "radius", "certified_accuracy"]].to_csv(paths["certified_accuracy_csv"], index=False)
     return paths
+
+
+# ---------------------------------------------------------------------------
+# speedup.md
+# ---------------------------------------------------------------------------
+
+
+def speedup_markdown(summary: pd.DataFrame, device: str | None = None, warnings: Sequence[str] = ()) -> str:
+    """``speedup.md``: every run with a Cohen et al. reference, its speed-up, 95 % interval, n and the device.
+
+    ``summary``: :func:`~bench.report.metrics.summarize` rows (``speedup_vs_cohen``, ``speedup_low``,
+    ``speedup_high``, ``speedup_reference``).  ``warnings``: the run's noisy-timing warnings
+    (``manifest.json``'s ``timing_warnings``), listed under the table; with any, the text says the table
+    replaces the figure.  Ends with a newline.
+    """
+    s = summary[summary["speedup_reference"].fillna("").astype(str) != ""]
+    ref_rows = {reference_label(r.method, r.model, r.sigma): r for r in summary.itertuples(index=False)}
+    rows = []
+    for r in s.itertuples(index=False):
+        ref = ref_rows.get(str(r.speedup_reference))
+        rows.append([r.method, r.model, fmt_sigma(r.sigma), str(r.speedup_reference), f"{int(r.examples)}",
+                     fmt_seconds(r.median_seconds), "—" if ref is None else fmt_seconds(ref.median_seconds),
+                     fmt_speedup(r.speedup_vs_cohen),
+                     f"{fmt_speedup(r.speedup_low)} – {fmt_speedup(r.speedup_high)}"])
+    cols = ["method", "model", "σ", "Cohen reference", "n", "s/img", "reference s/img", "speed-up", "95% interval"]
+    text = ["# Speed-up over Cohen et al.", "",
+            "Median seconds per image of the reference run divided by the run's (`n`: images of the run). "
+            "Reference: the Cohen et al. run on the same model and σ, else on the same backbone at that σ; for a "
+            "deterministic run (or a σ without one) the strongest (largest ACR) Cohen run on its model, else its "
+            "backbone. Interval: "
+            "95% percentile bootstrap over the images of both runs (image-to-image spread of the timings, not "
+            "machine load)." + (f" Device: {device}." if device else ""), ""]
+    text.append(markdown_table(cols, rows, cols[4:], pad=True) if rows else "No run has a Cohen et al. reference.")
+    if warnings:
+        text += ["", "The machine was not quiet while these were timed, so the speed-ups are given as this table "
+                 "and not drawn (`speedup.png` is not written); re-run on an idle machine before quoting them:", ""]
+        text += [f"- {w}" for w in warnings]
+    return "\n".join(text) + "\n"

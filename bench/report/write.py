@@ -22,11 +22,11 @@ from ..certify.runner import timing_markdown
 from .cohen import COHEN_DIR, export_cohen
 from .figures import plot_certified_accuracy, plot_time_budget
 from .metrics import PAPER_RADII, certified_accuracy, default_grid, summarize
-from .paper_metrics import TABLE_EPS, clopper_pearson
+from .paper_metrics import clopper_pearson
 from .paper_tables import write_table1, write_table2, write_table_certified
-from .plots import plot_scaling, plot_speedup, sibling_paths
+from .plots import FORMAT_SUFFIXES, figure_width, plot_scaling, plot_speedup, sibling_paths, width_name
 from .results import as_results, read_results
-from .tables import summary_markdown, write_summary
+from .tables import speedup_markdown, summary_markdown, write_summary
 
 #: The markers around the attack stage's section of ``summary.md`` (the text of ``soundness.md``).
 SOUNDNESS_BEGIN = "<!-- bench.attack:begin -->"
@@ -34,7 +34,7 @@ SOUNDNESS_END = "<!-- bench.attack:end -->"
 
 #: Figure formats written by default (PNG for reading, PDF for the paper).
 DEFAULT_FORMATS: tuple[str, ...] = ("png", "pdf")
-FORMATS: tuple[str, ...] = ("png", "pdf", "svg")
+FORMATS: tuple[str, ...] = FORMAT_SUFFIXES
 
 
 def monte_carlo_settings(manifest: Mapping[str, Any] | None) -> tuple[int | None, float | None]:
@@ -93,16 +93,20 @@ def write_reports(
     sigmas: Sequence[float] | None = None,
     attacks: bool = False,
     robustness: pd.DataFrame | None = None,
-    table_eps: Sequence[float] = TABLE_EPS,
+    table_eps: Sequence[float] | None = None,
     run_dir: str | Path | None = None,
+    widths: Sequence[str | float] = ("full",),
+    per_sigma: bool = False,
 ) -> dict[str, Path]:
     """Read ``tsv_path`` (or take a results frame) and write every report into ``out_dir``.
 
-    Always written: ``summary.csv``, ``summary.md``, ``certified_accuracy.csv`` (on ``grid``, default
-    :func:`~bench.report.metrics.default_grid`), the figures ``certified_accuracy``, ``speedup`` and
-    ``time_budget`` (one file per format: ``.png`` always, plus ``formats``), the tables
-    ``table_certified``, ``table1`` and ``table2`` (``.md`` and ``.tex``), and ``cohen/*.tsv`` (each run in
-    Cohen et al.'s layout); plus ``scaling`` figures when ``scaling`` data are given.
+    Written: ``summary.csv``, ``summary.md``, ``certified_accuracy.csv`` (on ``grid``, default
+    :func:`~bench.report.metrics.default_grid`), the figures ``certified_accuracy`` and ``time_budget``
+    (one file per format: ``.png`` always, plus ``formats``), the tables ``table_certified``, ``table1``
+    (when there are FaRS runs) and ``table2`` (``.md`` and ``.tex``), ``cohen/*.tsv`` (each run in Cohen
+    et al.'s layout); when some run has a Cohen et al. reference, ``speedup.md`` and, unless the manifest
+    records noisy timings (``timing_warnings``), the ``speedup`` figure (a stale one is removed when it is
+    not drawn); plus ``scaling`` figures when ``scaling`` data are given.
 
     Parameters (beyond the positional ones, which keep their old meaning)
     ----------
@@ -113,7 +117,9 @@ def write_reports(
         Figure formats among ``png``, ``pdf``, ``svg`` (default png + pdf; png is always written
         because README and CI link the PNGs).
     methods, models, sigmas:
-        Keep only these runs (see :func:`select_runs`).
+        Keep only these runs (see :func:`select_runs`) in every table and figure; Table 2 keeps the
+        models of the kept runs.  Speed-ups are measured against the Cohen et al. runs of the whole
+        experiment (:func:`~bench.report.metrics.cohen_reference`), whatever the filter.
     attacks, empirical:
         Draw the attack curves ``empirical`` (``model, radius, accuracy``) on the certified-accuracy
         figure only when ``attacks`` is true.
@@ -121,8 +127,14 @@ def write_reports(
         ``robustness.csv`` of the attack stage for Table 2; default: ``out_dir/robustness.csv`` when it
         exists (Table 2 is a "skipped" note otherwise).
     table_eps:
-        The radii of Table 1 and Table 2 (default 0.05, 0.1, 0.2, 0.3); ``radii`` are those of
-        ``summary.*`` and ``table_certified.*``.
+        The radii of Table 1 and Table 2 (default: the positive ``radii``); ``radii`` are those of
+        ``summary.*``, ``table_certified.*`` and the time-budget panels.
+    widths:
+        Figure widths (:func:`~bench.report.plots.figure_width`: ``'column'`` = 3.3 in, ``'full'`` = 7 in,
+        or inches); the first gets the plain file names, each other one the suffix ``_<name>``
+        (``certified_accuracy_column.png``).
+    per_sigma:
+        Certified accuracy with one panel per sigma and model family instead of the envelope over sigma.
     run_dir:
         The run folder whose ``soundness.md`` becomes the audit section of ``summary.md`` (default
         ``out_dir``); the timing sections come from ``manifest`` (see the module doc).
@@ -130,20 +142,21 @@ def write_reports(
     Returns
     -------
     dict[str, pathlib.Path]
-        Keys ``summary_csv, summary_md, certified_accuracy_csv, certified_accuracy_png,
-        speedup_png`` (and ``scaling_png``), plus ``<figure>_<format>``,
+        Keys ``summary_csv, summary_md, certified_accuracy_csv``, ``<figure>_<format>`` (and
+        ``<figure>_<width name>_<format>`` for the other widths), ``speedup_md``,
         ``table_certified_md/_tex``, ``table1_md/_tex``, ``table2_md/_tex`` and ``cohen/<file name>`` per run.
 
     Raises
     ------
     ValueError
-        Unknown format, or no run left after the filters.
+        Unknown format or width, or no run left after the filters.
     """
     bad = [f for f in formats if f.lower().lstrip(".") not in FORMATS]
     if bad:
         raise ValueError(f"unknown figure format(s) {bad}; choose from {list(FORMATS)}")
-    df = as_results(tsv_path) if isinstance(tsv_path, pd.DataFrame) else read_results(tsv_path)
-    df = select_runs(df, methods, models, sigmas)
+    inches = [figure_width(w) for w in widths] or [figure_width("full")]
+    every = as_results(tsv_path) if isinstance(tsv_path, pd.DataFrame) else read_results(tsv_path)
+    df = select_runs(every, methods, models, sigmas)
     if df.empty:
         raise ValueError("no run left after the --methods/--models/--sigma filters")
     out_dir = Path(out_dir)
@@ -151,30 +164,82 @@ def write_reports(
     mc_n, mc_alpha = monte_carlo_settings(manifest)
     n, alpha = n or mc_n, alpha or mc_alpha
     grid_arr = default_grid(df) if grid is None else np.asarray(list(grid), dtype=float)
-    summary = summarize(df, radii=radii)
+    # speed-ups against Cohen runs of the whole experiment, so that a filter cannot change a reference
+    summary = select_runs(summarize(every, radii=radii), methods, models, sigmas)
     paths = write_summary(summary, out_dir, curves=certified_accuracy(df, grid_arr))
     figs = [f for f in formats if f.lower().lstrip(".") != "png"]
+    device = (manifest or {}).get("device_name")
+    noisy = list((manifest or {}).get("timing_warnings") or [])
+    has_reference = bool((summary["speedup_reference"].fillna("").astype(str) != "").any())
 
-    ca = plot_certified_accuracy(df, out_dir / "certified_accuracy.png", empirical=empirical, attacks=attacks,
-                                 n=n, alpha=alpha, formats=figs)
-    paths.update(_figure_paths("certified_accuracy", ca, figs))
-    paths.update(_figure_paths("speedup", plot_speedup(summary, out_dir / "speedup.png", formats=figs), figs))
-    tb = plot_time_budget(df, out_dir / "time_budget.png", radii=radii, formats=figs)
-    paths.update(_figure_paths("time_budget", tb, figs))
-    if scaling is not None:
-        paths.update(_figure_paths("scaling", plot_scaling(scaling, out_dir / "scaling.png", formats=figs), figs))
+    for k, w in enumerate(inches):
+        tail = "" if k == 0 else "_" + width_name(w)
+        drawn = [("certified_accuracy", plot_certified_accuracy(
+                     df, out_dir / f"certified_accuracy{tail}.png", empirical=empirical, attacks=attacks, n=n,
+                     alpha=alpha, per_sigma=per_sigma, width=w, formats=figs)),
+                 ("time_budget", plot_time_budget(df, out_dir / f"time_budget{tail}.png", radii=radii, width=w,
+                                                  formats=figs))]
+        if has_reference and not noisy:
+            drawn.append(("speedup", plot_speedup(summary, out_dir / f"speedup{tail}.png", device=device, width=w,
+                                                  formats=figs)))
+        else:   # not drawn: a figure left from an earlier report would contradict speedup.md
+            for suffix in FORMAT_SUFFIXES:
+                (out_dir / f"speedup{tail}.{suffix}").unlink(missing_ok=True)
+        if scaling is not None:
+            drawn.append(("scaling", plot_scaling(scaling, out_dir / f"scaling{tail}.png", formats=figs, width=w,
+                                                  device=device)))
+        for key, path in drawn:
+            paths.update(_figure_paths(key + tail, path, figs))
+    if has_reference:
+        paths["speedup_md"] = out_dir / "speedup.md"
+        paths["speedup_md"].write_text(speedup_markdown(summary, device, noisy), encoding="utf-8")
 
     mc = (n, alpha) if n and alpha else None
+    eps = [float(r) for r in radii if float(r) > 0] if table_eps is None else list(table_eps)
     paths.update(write_table_certified(df, out_dir, radii, mc))
-    paths.update(write_table1(df, out_dir, table_eps, mc))
+    paths.update(write_table1(df, out_dir, eps, mc))
     if robustness is None and (out_dir / "robustness.csv").is_file():
         robustness = pd.read_csv(out_dir / "robustness.csv")
-    paths.update(write_table2(robustness, out_dir, table_eps))
+    if robustness is not None and "model" in robustness.columns:   # the models of the kept runs only
+        robustness = robustness[robustness["model"].astype(str).isin(set(df["model"].astype(str)))]
+    paths.update(write_table2(robustness, out_dir, eps))
     paths.update({f"{COHEN_DIR}/{p.name}": p for p in export_cohen(df, out_dir / COHEN_DIR).values()})
     text = (summary_markdown(summary).rstrip("\n") + "\n\n"
             + _table_pointer(int(summary["examples"].min()), n, alpha))
+    captions = figure_captions(paths, n, alpha, per_sigma, bool(noisy))
+    if captions:   # the figures carry no title: their captions are a section of summary.md
+        text = text.rstrip("\n") + "\n\n## Figures\n\n" + "\n".join(captions) + "\n"
     paths["summary_md"].write_text(with_run_sections(text, Path(run_dir or out_dir), manifest), encoding="utf-8")
     return paths
+
+
+def figure_captions(paths: Mapping[str, Path], n: int | None, alpha: float | None, per_sigma: bool = False,
+                    noisy: bool = False) -> list[str]:
+    """Captions of the figures in ``paths`` (the figures carry no title: their captions are these).
+
+    One markdown line per written figure (PNG; other widths and formats share the caption), plus the
+    speed-up table when the speed-ups were not drawn.
+    """
+    cut = (f" A sampled curve ends at its Monte Carlo cut-off sigma * Phi^-1(alpha^(1/n)) (n = {n}, "
+           f"alpha = {alpha:g}; open circle): no certificate lies beyond it.") if n and alpha else ""
+    panels = ("one row per model and one panel per σ (the model's deterministic methods in each)" if per_sigma
+              else "one panel per model: each sampled method's best curve over σ (envelope) and each deterministic "
+                   "method's curve")
+    text = {
+        "certified_accuracy": f"certified accuracy (%) against the l2 radius ([0, 1] pixel scale), {panels}; "
+                              "colour = method." + cut,
+        "time_budget": "certified accuracy at each radius against the median time per image (log scale; empty "
+                       "decades between fast and slow runs are squeezed where marked //); colour = method, marker = "
+                       "model; each method and model at its best σ for that radius.",
+        "speedup": "speed-up of each run over its Cohen et al. reference (the Cohen run on the same model and σ; "
+                   "else the strongest Cohen run on that model or backbone), median seconds per image, with its 95% "
+                   "bootstrap interval, the images per run and the device; every number in `speedup.md`.",
+    }
+    lines = [f"- `{paths[key + '_png'].name}`: {caption}" for key, caption in text.items() if key + "_png" in paths]
+    if noisy and "speedup_md" in paths:
+        lines.append("- `speedup.md`: the speed-ups as a table and no figure: the machine was not quiet while "
+                     "they were timed.")
+    return lines
 
 
 def _table_pointer(images: int, n: int | None, alpha: float | None) -> str:
