@@ -88,7 +88,10 @@ def full_fp32() -> dict[str, bool]:
     return {"cuda_matmul_tf32": torch.backends.cuda.matmul.allow_tf32, "cudnn_tf32": torch.backends.cudnn.allow_tf32}
 
 
-_ALLOCATOR_TUNED = False
+#: glibc ``mallopt`` parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
+
+_ALLOCATOR: dict[str, int | bool] = {"tuned": False}
 
 
 def tune_cpu_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30) -> bool:
@@ -97,24 +100,36 @@ def tune_cpu_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 <
     By default glibc serves large blocks with fresh ``mmap`` pages and gives freed memory back to the
     system, so every eager op that allocates a large activation pays page faults (the kernel zeroes
     each page): on the 2-core CPU this cost a third of Cohen's time (3.7 M faults, 6 s of system time
-    for 3,100 samples) and varied from process to process. Raising the mmap and trim thresholds
-    (``mallopt``; process-wide, benchmark processes only) makes repeated batches reuse memory. Blocks
-    above 32 MiB (glibc's cap) are still mapped afresh. No effect on results; a no-op off glibc.
+    for 3,100 samples) and varied from process to process. Three ``mallopt`` settings (process-wide,
+    benchmark processes only) make repeated batches reuse memory: the mmap threshold raised (to
+    glibc's cap of 32 MiB), the trim threshold raised, and ``M_MMAP_MAX = 0``, so that no block is
+    served by ``mmap`` at all (without it, every tensor above the 32 MiB cap, such as the activations
+    of a batch of 256 samples of the SLL networks, is still mapped and zeroed afresh on every use:
+    22-48% of Cohen's CPU time on those networks). No effect on results (memory contents are never
+    read before they are written); a no-op off glibc. :func:`cpu_allocator` reports what was set.
     """
-    global _ALLOCATOR_TUNED
     if platform.system() != "Linux":
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        applied = bool(libc.mallopt(m_mmap_threshold, int(mmap_threshold)) == 1
-                       and libc.mallopt(m_trim_threshold, int(trim_threshold)) == 1)
+        applied = bool(libc.mallopt(M_MMAP_THRESHOLD, int(mmap_threshold)) == 1
+                       and libc.mallopt(M_TRIM_THRESHOLD, int(trim_threshold)) == 1
+                       and libc.mallopt(M_MMAP_MAX, 0) == 1)
     except (OSError, AttributeError):
         return False
-    _ALLOCATOR_TUNED = _ALLOCATOR_TUNED or applied
+    if applied:
+        _ALLOCATOR.update(tuned=True, mmap_threshold=int(mmap_threshold), trim_threshold=int(trim_threshold),
+                          mmap_max=0)
     return applied
 
 
 def cpu_allocator_tuned() -> bool:
     """Whether :func:`tune_cpu_allocator` was applied in this process."""
-    return _ALLOCATOR_TUNED
+    return bool(_ALLOCATOR["tuned"])
+
+
+def cpu_allocator() -> dict[str, int | bool]:
+    """What :func:`tune_cpu_allocator` set in this process, for a manifest: ``{"tuned": False}`` when
+    nothing (not glibc, or not called), else also the glibc ``mallopt`` values (bytes; ``mmap_max`` 0:
+    no block is served by ``mmap``)."""
+    return dict(_ALLOCATOR)

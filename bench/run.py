@@ -41,7 +41,16 @@ from .cli_help import DefaultsHelpFormatter
 from .config import ConfigError, load_experiment
 from .data import DATASETS, IMAGE_FILE_DATASETS, canonical_name, dataset_spec, reported_radii
 from .data.selection import images_fingerprint, select_images
-from .env import REPO_ROOT, device_name, full_fp32, portable_path, resolve_device, runs_dir, tune_cpu_allocator
+from .env import (
+    REPO_ROOT,
+    cpu_allocator,
+    device_name,
+    full_fp32,
+    portable_path,
+    resolve_device,
+    runs_dir,
+    tune_cpu_allocator,
+)
 from .models import HEAD_KINDS, CheckpointError
 from .models.experiment import ExperimentModels, load_experiment_models, models_from_folder
 from .perf.scaling import scaling_stage
@@ -398,7 +407,7 @@ def _start_manifest(args: argparse.Namespace, config: dict[str, Any], models: Ex
         "config": config, "preset": args.preset, "monte_carlo": asdict(mc), "device": str(device),
         "device_name": device_name(device), "torch_threads": torch.get_num_threads(), "machine": process["machine"],
         "processes": context.world_size, "batch_sizes": batch_sizes, "precision": process["precision"],
-        "cpu_allocator_tuned": process["cpu_allocator_tuned"],
+        "cpu_allocator_tuned": process["cpu_allocator_tuned"], "cpu_allocator": cpu_allocator(),
         "versions": package_versions(), "git_commit": git_commit(),
         "experiment_file": portable_path(args.experiment.path),
         "models_dir": None if args.models is None else portable_path(args.models),

@@ -25,7 +25,16 @@ from .certify.machine import default_threads, machine_state, set_threads
 from .cli import checked, cli_exit, writable_dir
 from .cli_help import DefaultsHelpFormatter
 from .data import load_embedded
-from .env import EMBEDDED_MODELS, device_name, full_fp32, portable_path, resolve_device, runs_dir, tune_cpu_allocator
+from .env import (
+    EMBEDDED_MODELS,
+    cpu_allocator,
+    device_name,
+    full_fp32,
+    portable_path,
+    resolve_device,
+    runs_dir,
+    tune_cpu_allocator,
+)
 from .models import CheckpointError, load_zoo
 from .models.sll_format import SLL_SIZES
 from .perf import size_sweep
@@ -138,7 +147,8 @@ def main(argv: list[str] | None = None) -> Path:
         "device": str(device), "device_name": device_name(device), "versions": package_versions(),
         "git_commit": git_commit(), "started": started,
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    manifest.update(allocator_tuned=allocator_tuned, torch_threads=torch.get_num_threads(), precision=precision)
+    manifest.update(allocator_tuned=allocator_tuned, cpu_allocator=cpu_allocator(),
+                    torch_threads=torch.get_num_threads(), precision=precision)
     print(table.to_string(index=False))
     if not args.no_cost_model:
         _, targets = write_cost_model(zoo, images, table, args.out, batch_size=cohen_bs, indices=indices)
@@ -219,7 +229,8 @@ def size_main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
     size_sweep.run_size_sweep(config, out, manifest_extra={
         "command": command_line("bench.scaling", argv), "machine_state": state,
         "device_name": device_name(device), "versions": package_versions(), "git_commit": git_commit(),
-        "allocator_tuned": allocator_tuned, "precision": precision, "torch_threads": torch.get_num_threads()})
+        "allocator_tuned": allocator_tuned, "cpu_allocator": cpu_allocator(),
+        "precision": precision, "torch_threads": torch.get_num_threads()})
     return out
 
 
