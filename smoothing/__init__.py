@@ -32,6 +32,8 @@ from .certificate import (
     check_positive,
     check_unit_range,
     evaluating,
+    fixed_weights,
+    fixed_weights_epoch,
     flush_subnormal,
     module_device,
     synchronize,
@@ -94,6 +96,8 @@ __all__ = [
     "check_finite_scores",
     "validate_classifier",
     "evaluating",
+    "fixed_weights",
+    "fixed_weights_epoch",
     "synchronize",
     "timed",
     # statistics
