@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import resource
 from pathlib import Path
 
 import torch
@@ -133,3 +134,13 @@ def cpu_allocator() -> dict[str, int | bool]:
     nothing (not glibc, or not called), else also the glibc ``mallopt`` values (bytes; ``mmap_max`` 0:
     no block is served by ``mmap``)."""
     return dict(_ALLOCATOR)
+
+
+def process_usage() -> tuple[float, int]:
+    """(process CPU seconds, user + system, of every thread; minor page faults) so far, from ``getrusage``.
+
+    Wall time on a shared machine counts the time other processes held the cores; CPU time counts only
+    this process's work, and the page faults show the kernel time spent zeroing fresh memory in it.
+    """
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime, usage.ru_minflt

@@ -203,6 +203,8 @@ def test_scaling_table_times_each_method_and_n(tiny_zoo):
     assert list(table.samples) == [15, 15, 45, 45, 0]
     assert (table.seconds > 0).all() and (table.images == 2).all()
     assert (table.seconds_p25 <= table.seconds).all() and (table.seconds <= table.seconds_p75).all()
+    # process CPU time (user + system) and minor page faults of a call, beside the wall time
+    assert (table.cpu_seconds > 0).all() and (table.page_faults >= 0).all()
 
 
 def test_every_cnn_sigma_gets_its_own_cohen_run(tmp_path):

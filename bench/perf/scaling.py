@@ -30,6 +30,7 @@ from baselines import CohenRS
 from fars import Certifier, FaRSClosedForm, FaRSMonteCarlo
 
 from ..certify.batch_size import FARS_BATCH_SIZE, best_batch_size
+from ..env import process_usage
 from ..models.zoo import ModelZoo
 from . import cost_model as cm
 
@@ -39,21 +40,35 @@ STAGE_SIGMA = 0.25
 STAGE_MODEL = "sll+ce"
 
 
+def certify_with_usage(certifier, image: torch.Tensor, index: torch.Tensor) -> tuple[float, float, int]:
+    """One ``certify`` call on one image: (wall seconds, as the certificate records them; process CPU seconds,
+    user + system; minor page faults), the last two from :func:`bench.env.process_usage` around the call."""
+    cpu, faults = process_usage()
+    seconds = float(certifier.certify(image, indices=index).seconds)
+    cpu_after, faults_after = process_usage()
+    return seconds, cpu_after - cpu, faults_after - faults
+
+
 def time_certifier(certifier, images: torch.Tensor, indices: torch.Tensor, min_seconds: float = 0.25,
-                   max_repeats: int = 25) -> list[float]:
+                   max_repeats: int = 25, usage: list[dict[str, float]] | None = None) -> list[float]:
     """Seconds of one ``certify`` call per image (after one untimed warm-up call).
 
     A fast call is repeated (until ``min_seconds`` of calls or ``max_repeats`` calls) and its median
     is kept, so a millisecond-scale method is not judged on one call disturbed by the machine; a
     call's noise is decided by the seed and the image's index, so the repeats compute the same thing.
+    ``usage``, when given, receives per image the medians over the same calls of the process CPU seconds
+    (``cpu_seconds``) and minor page faults (``page_faults``) of one call.
     """
     certifier.certify(images[:1], indices=indices[:1])
     seconds = []
     for i in range(len(images)):
-        calls = [certifier.certify(images[i:i + 1], indices=indices[i:i + 1]).seconds]
-        while sum(calls) < min_seconds and len(calls) < max_repeats:
-            calls.append(certifier.certify(images[i:i + 1], indices=indices[i:i + 1]).seconds)
-        seconds.append(float(np.median(calls)))
+        calls = [certify_with_usage(certifier, images[i:i + 1], indices[i:i + 1])]
+        while sum(c[0] for c in calls) < min_seconds and len(calls) < max_repeats:
+            calls.append(certify_with_usage(certifier, images[i:i + 1], indices[i:i + 1]))
+        seconds.append(float(np.median([c[0] for c in calls])))
+        if usage is not None:
+            usage.append({"cpu_seconds": float(np.median([c[1] for c in calls])),
+                          "page_faults": float(np.median([c[2] for c in calls]))})
     return seconds
 
 
@@ -61,8 +76,9 @@ def scaling_table(zoo: ModelZoo, images: torch.Tensor, indices: torch.Tensor, ns
                   n0: int, alpha: float, batch_size: int, seed: int, methods: tuple[str, ...], progress: bool = True, *,
                   cohen_batch_size: int | None = None, fars_batch_size: int | None = None, cohen_compile: bool = False,
                   cohen_precision: str = "fp32") -> pd.DataFrame:
-    """Rows (method, model, n, samples, seconds, seconds_p25, seconds_p75, images, batch_size, precision,
-    compiled) of median seconds per image.
+    """Rows (method, model, n, samples, seconds, seconds_p25, seconds_p75, images, cpu_seconds, page_faults,
+    batch_size, precision, compiled) of median seconds per image (wall), with the median process CPU seconds
+    (user + system) and minor page faults of one call per image beside them.
 
     ``batch_size`` is the default of both sampled methods; ``cohen_batch_size`` / ``fars_batch_size``
     override it per method. ``cohen_compile`` and ``cohen_precision`` are CohenRS's opt-in speed options
@@ -88,10 +104,13 @@ def scaling_table(zoo: ModelZoo, images: torch.Tensor, indices: torch.Tensor, ns
         else:
             # the ce head is a one-layer nn.Linear (build_head); FaRSClosedForm checks that at runtime
             certifier = FaRSClosedForm(backbone, cast(torch.nn.Linear, head), lipschitz=zoo.lipschitz)
-        seconds = np.array(time_certifier(certifier, images, indices))
+        usage: list[dict[str, float]] = []
+        seconds = np.array(time_certifier(certifier, images, indices, usage=usage))
         rows.append({"method": method, "model": "sll+ce", "n": n, "samples": 0 if n == 0 else min(n0, n) + n,
                      "seconds": float(np.median(seconds)), "seconds_p25": float(np.percentile(seconds, 25)),
                      "seconds_p75": float(np.percentile(seconds, 75)), "images": len(seconds),
+                     "cpu_seconds": float(np.median([u["cpu_seconds"] for u in usage])),
+                     "page_faults": float(np.median([u["page_faults"] for u in usage])),
                      "batch_size": sizes[method], "precision": precision, "compiled": compiled})
     return pd.DataFrame(rows)
 
