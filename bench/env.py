@@ -80,13 +80,18 @@ def device_name(device: torch.device) -> str:
 
 
 def full_fp32() -> dict[str, bool]:
-    """Certify in true fp32: no TF32 in CUDA matmuls and convolutions (PyTorch enables it for cuDNN convs).
+    """Certify in true fp32: no TF32 in CUDA matmuls and convolutions (PyTorch enables it for cuDNN convs),
+    with cuDNN's fastest fp32 algorithm per input shape (``cudnn.benchmark``: each shape's first call times
+    the candidates; every candidate computes the same fp32 convolution, with sums in its own order, so
+    scores on CUDA may differ in the last bits from one process to another).
 
     Returns the settings, for the manifest. Lower precision stays an explicit opt-in (``CohenRS(precision=)``).
     """
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    return {"cuda_matmul_tf32": torch.backends.cuda.matmul.allow_tf32, "cudnn_tf32": torch.backends.cudnn.allow_tf32}
+    torch.backends.cudnn.benchmark = True
+    return {"cuda_matmul_tf32": torch.backends.cuda.matmul.allow_tf32, "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark}
 
 
 #: glibc ``mallopt`` parameters (malloc.h)

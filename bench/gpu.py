@@ -87,7 +87,7 @@ def plan(out: Path, device: str, quick: bool = False, paper_images: int = PAPER_
         paper = ["-m", "bench.run", "--preset", "paper", "--num-images", str(paper_images), "--scaling-ns",
                  "--out", str(out / "paper"), "--no-attack", "--overwrite", *common]
         scaling = ["-m", "bench.scaling", "--out", str(out / "scaling"), "--ns", "100", "1000", "10000", "100000",
-                   *common]
+                   "--cohen-modes", "tf32", "bf16", "compiled", "channels_last", *common]
         # cohen's two n at or above its CUDA batch size (4096), so that both run full batches and the
         # linearity check compares like with like
         sizes = ["-m", "bench.scaling", "--sizes", *SIZES, "--out", str(out / "sizes"), "--cohen-ns", "4096",

@@ -291,7 +291,7 @@ def default_timer(certifier: Certifier, images: torch.Tensor, indices: torch.Ten
     warm.certify(images[:1], indices=indices[:1])
     seconds = []
     for i in range(len(images)):
-        wall, cpu, faults = certify_with_usage(certifier, images[i:i + 1], indices[i:i + 1])
+        wall, cpu, faults, _ = certify_with_usage(certifier, images[i:i + 1], indices[i:i + 1])
         seconds.append(wall)
         if usage is not None:
             usage.append({"cpu_seconds": cpu, "page_faults": float(faults)})
