@@ -97,8 +97,8 @@ MC_FLOOR_GOAL_DEFAULT = 1.25
 MC_FLOOR_GOAL_SMALL = 1.5
 LIMIT_FRACTION_GOAL = 0.85
 THROUGHPUT_GOAL = 1.3
-#: cohen's batch size for ``--cohen-batch-size auto``, (CPU, CUDA): on 2 CPU cores the activations of ~256
-#: samples fit the caches (bench.certify.batch_size); a GPU needs thousands of samples per call to be busy
+#: cohen's batch size for ``--cohen-batch-size auto``, (CPU, CUDA): on 2 CPU cores the throughput of a plain
+#: forward is flat from 256 up (bench.certify.batch_size); a GPU needs thousands of samples per call to be busy
 AUTO_COHEN_BATCH = (256, 4096)
 
 #: (certifier, images, indices, usage=list or None) -> seconds per image; ``usage`` receives per image the
