@@ -17,7 +17,7 @@ from .certify.machine import set_threads
 from .cli import checked, cli_exit, writable_dir
 from .cli_help import DefaultsHelpFormatter
 from .data import load_embedded
-from .env import EMBEDDED_MODELS, device_name, resolve_device, runs_dir, tune_cpu_allocator
+from .env import EMBEDDED_MODELS, cpu_allocator, device_name, resolve_device, runs_dir, tune_cpu_allocator
 from .models import CheckpointError, load_zoo
 from .perf.peers import art_smoothing_class, art_version, compare, write
 from .provenance import git_commit, package_versions
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> Path:
     name = device_name(device)
     summary.update(device=str(device), device_name=name, art_version=art_version(),
                    torch_threads=torch.get_num_threads(),
-                   allocator_tuned=allocator_tuned,
+                   allocator_tuned=allocator_tuned, cpu_allocator=cpu_allocator(),
                    versions=package_versions(), git_commit=git_commit())
     write(frame, summary, args.out, name)
     print((args.out / "art_comparison.md").read_text())

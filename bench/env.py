@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import resource
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -96,7 +97,10 @@ def device_name(device: torch.device) -> str:
 
 
 def full_fp32() -> dict[str, bool]:
-    """Certify in true fp32: no TF32 in CUDA matmuls and convolutions (PyTorch enables it for cuDNN convs).
+    """Certify in true fp32: no TF32 in CUDA matmuls and convolutions (PyTorch enables it for cuDNN convs),
+    with cuDNN's fastest fp32 algorithm per input shape (``cudnn.benchmark``: each shape's first call times
+    the candidates; every candidate computes the same fp32 convolution, with sums in its own order, so
+    scores on CUDA may differ in the last bits from one process to another).
 
     Returns the settings, for the manifest. Lower precision stays an explicit opt-in (``CohenRS(precision=)``).
     """
@@ -104,10 +108,15 @@ def full_fp32() -> dict[str, bool]:
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    return {"cuda_matmul_tf32": torch.backends.cuda.matmul.allow_tf32, "cudnn_tf32": torch.backends.cudnn.allow_tf32}
+    torch.backends.cudnn.benchmark = True
+    return {"cuda_matmul_tf32": torch.backends.cuda.matmul.allow_tf32, "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark}
 
 
-_ALLOCATOR_TUNED = False
+#: glibc ``mallopt`` parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
+
+_ALLOCATOR: dict[str, int | bool] = {"tuned": False}
 
 
 def tune_cpu_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30) -> bool:
@@ -116,27 +125,49 @@ def tune_cpu_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 <
     By default glibc serves large blocks with fresh ``mmap`` pages and gives freed memory back to the
     system, so every eager op that allocates a large activation pays page faults (the kernel zeroes
     each page): on the 2-core CPU this cost a third of Cohen's time (3.7 M faults, 6 s of system time
-    for 3,100 samples) and varied from process to process. Raising the mmap and trim thresholds
-    (``mallopt``; process-wide, benchmark processes only) makes repeated batches reuse memory. Blocks
-    above 32 MiB (glibc's cap) are still mapped afresh. No effect on results; a no-op off glibc.
+    for 3,100 samples) and varied from process to process. Three ``mallopt`` settings (process-wide,
+    benchmark processes only) make repeated batches reuse memory: the mmap threshold raised (to
+    glibc's cap of 32 MiB), the trim threshold raised, and ``M_MMAP_MAX = 0``, so that no block is
+    served by ``mmap`` at all (without it, every tensor above the 32 MiB cap, such as the activations
+    of a batch of 256 samples of the SLL networks, is still mapped and zeroed afresh on every use:
+    22-48% of Cohen's CPU time on those networks). No effect on results (memory contents are never
+    read before they are written); a no-op off glibc. :func:`cpu_allocator` reports what was set.
     """
-    global _ALLOCATOR_TUNED
     if platform.system() != "Linux":
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        applied = bool(libc.mallopt(m_mmap_threshold, int(mmap_threshold)) == 1
-                       and libc.mallopt(m_trim_threshold, int(trim_threshold)) == 1)
+        applied = bool(libc.mallopt(M_MMAP_THRESHOLD, int(mmap_threshold)) == 1
+                       and libc.mallopt(M_TRIM_THRESHOLD, int(trim_threshold)) == 1
+                       and libc.mallopt(M_MMAP_MAX, 0) == 1)
     except (OSError, AttributeError):
         return False
-    _ALLOCATOR_TUNED = _ALLOCATOR_TUNED or applied
+    if applied:
+        _ALLOCATOR.update(tuned=True, mmap_threshold=int(mmap_threshold), trim_threshold=int(trim_threshold),
+                          mmap_max=0)
     return applied
 
 
 def cpu_allocator_tuned() -> bool:
     """Whether :func:`tune_cpu_allocator` was applied in this process."""
-    return _ALLOCATOR_TUNED
+    return bool(_ALLOCATOR["tuned"])
+
+
+def cpu_allocator() -> dict[str, int | bool]:
+    """What :func:`tune_cpu_allocator` set in this process, for a manifest: ``{"tuned": False}`` when
+    nothing (not glibc, or not called), else also the glibc ``mallopt`` values (bytes; ``mmap_max`` 0:
+    no block is served by ``mmap``)."""
+    return dict(_ALLOCATOR)
+
+
+def process_usage() -> tuple[float, int]:
+    """(process CPU seconds, user + system, of every thread; minor page faults) so far, from ``getrusage``.
+
+    Wall time on a shared machine counts the time other processes held the cores; CPU time counts only
+    this process's work, and the page faults show the kernel time spent zeroing fresh memory in it.
+    """
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime, usage.ru_minflt
 
 
 #: most torch threads a process may ask for, per CPU of the machine: more only oversubscribes, and far more

@@ -18,8 +18,9 @@ each step's command, budget, seconds and exit status.
 Sizing (from flops; H100 fp32 without tensor cores ~50 TFLOP/s peak, small-channel convolutions far
 below): cohen at n = 1e5 on the shipped 20 MFLOP network is 2 TFLOP per image and run, ~0.1-0.3 s; the
 paper preset has 15 cohen runs (4 heads x 3 sigma + 3 noise-trained CNNs) and cheaper FaRS runs, so 30
-images take ~1-2.5 min. The n sweep is ~1 min. The size sweep counts ~190 TFLOP of cohen samples
-(0.33 / 0.65 / 1.3 / 2.5 GFLOP per image for SLL small / medium / large / xlarge, at n = 1e3 and 1e4 in
+images take ~1-2.5 min. The n sweep is ~1 min. The size sweep counts ~330 TFLOP of cohen samples
+(0.33 / 0.65 / 1.3 / 2.5 GFLOP per sample for SLL small / medium / large / xlarge, at n = 4096 and 16384,
+at or above the CUDA batch of 4096 so that its linearity check compares two n at the same batch size, in
 two rounds, plus n = 1e5 measured directly on small), ~2-4 min with warm-ups and references. The budgets
 below add to 8 minutes. ``--quick`` is a ~1-minute smoke check; ``--dry-run`` prints the plan and the
 commands and runs nothing (it works on a machine without CUDA).
@@ -86,8 +87,11 @@ def plan(out: Path, device: str, quick: bool = False, paper_images: int = PAPER_
         paper = ["-m", "bench.run", "--preset", "paper", "--num-images", str(paper_images), "--scaling-ns",
                  "--out", str(out / "paper"), "--no-attack", "--overwrite", *common]
         scaling = ["-m", "bench.scaling", "--out", str(out / "scaling"), "--ns", "100", "1000", "10000", "100000",
-                   *common]
-        sizes = ["-m", "bench.scaling", "--sizes", *SIZES, "--out", str(out / "sizes"), *common]
+                   "--cohen-modes", "tf32", "bf16", "compiled", "channels_last", *common]
+        # cohen's two n at or above its CUDA batch size (4096), so that both run full batches and the
+        # linearity check compares like with like
+        sizes = ["-m", "bench.scaling", "--sizes", *SIZES, "--out", str(out / "sizes"), "--cohen-ns", "4096",
+                 "16384", *common]
     return [Step("paper", paper, budgets["paper"]), Step("scaling", scaling, budgets["scaling"]),
             Step("sizes", sizes, budgets["sizes"])]
 

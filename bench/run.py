@@ -30,6 +30,7 @@ from .cli_help import DefaultsHelpFormatter
 from .config import ConfigError, load_experiment
 from .env import (
     THREADS_PER_CPU,
+    cpu_allocator,
     device_name,
     full_fp32,
     max_threads,
@@ -513,7 +514,7 @@ def _start_manifest(args: argparse.Namespace, config: dict[str, Any], models: Ex
         "config": config, "preset": args.preset, "monte_carlo": asdict(mc), "device": str(device),
         "device_name": device_name(device), "torch_threads": torch.get_num_threads(), "machine": process["machine"],
         "processes": context.world_size, "batch_sizes": batch_sizes, "precision": process["precision"],
-        "cpu_allocator_tuned": process["cpu_allocator_tuned"],
+        "cpu_allocator_tuned": process["cpu_allocator_tuned"], "cpu_allocator": cpu_allocator(),
         "versions": package_versions(), "git_commit": git_commit(),
         "experiment_file": portable_path(args.experiment.path),
         "models_dir": None if args.models is None else portable_path(args.models),

@@ -25,12 +25,21 @@ from .certify.machine import default_threads, machine_state, set_threads
 from .cli import checked, cli_exit, writable_dir
 from .cli_help import DefaultsHelpFormatter
 from .data import load_embedded
-from .env import EMBEDDED_MODELS, device_name, full_fp32, portable_path, resolve_device, runs_dir, tune_cpu_allocator
+from .env import (
+    EMBEDDED_MODELS,
+    cpu_allocator,
+    device_name,
+    full_fp32,
+    portable_path,
+    resolve_device,
+    runs_dir,
+    tune_cpu_allocator,
+)
 from .methods import SCALING_METHODS
 from .models import CheckpointError, load_zoo
 from .models.sll_format import SLL_SIZES
 from .perf import size_sweep
-from .perf.scaling import DEFAULT_NS, scaling_table, write_cost_model
+from .perf.scaling import COHEN_MODES, DEFAULT_NS, scaling_table, write_cost_model
 from .provenance import command_line, git_commit, package_versions
 from .report import plot_scaling
 
@@ -68,8 +77,11 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--fars-batch-size", type=int, default=FARS_BATCH_SIZE, help="fars-mc's batch size")
     parser.add_argument("--cohen-compile", action="store_true",
                         help="opt-in: run cohen's network through torch.compile (logits differ at round-off level)")
-    parser.add_argument("--cohen-precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+    parser.add_argument("--cohen-precision", default="fp32", choices=["fp32", "tf32", "bf16", "fp16"],
                         help="opt-in lower precision for cohen's forward (autocast); recorded in the results")
+    parser.add_argument("--cohen-modes", nargs="*", default=[], choices=list(COHEN_MODES), metavar="MODE",
+                        help="opt-in fast modes of cohen timed as rows of their own beside the fp32 one, each with its "
+                             f"certified accuracy ({', '.join(COHEN_MODES)})")
     parser.add_argument("--no-cost-model", action="store_true", help="skip the cost model (cost_model.csv/md)")
     parser.add_argument("--methods", nargs="+", default=list(SCALING_METHODS), choices=SCALING_METHODS,
                         help="methods to time")
@@ -110,7 +122,7 @@ def main(argv: list[str] | None = None) -> Path:
     zoo = load_zoo(args.models).to(device)
     if "ce" not in zoo.heads:
         raise CheckpointError(f"{args.models} has no head-ce checkpoint (the scaling sweep times sll+ce)")
-    images, _, indices = load_embedded(limit=args.images)
+    images, labels, indices = load_embedded(limit=args.images)
     images = images.to(device)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     search = None
@@ -126,8 +138,13 @@ def main(argv: list[str] | None = None) -> Path:
     table = scaling_table(zoo, images, indices, tuple(sorted(args.ns)), args.sigma, args.n0, args.alpha,
                           args.batch_size, args.seed, tuple(args.methods), progress=not args.no_progress,
                           cohen_batch_size=cohen_bs, fars_batch_size=args.fars_batch_size,
-                          cohen_compile=args.cohen_compile, cohen_precision=args.cohen_precision)
+                          cohen_compile=args.cohen_compile, cohen_precision=args.cohen_precision,
+                          cohen_modes=tuple(args.cohen_modes), labels=labels)
     table.to_csv(args.out / "scaling.csv", index=False)
+    modes = table[~table["mode"].isin(["fp32", "-"])]
+    if not modes.empty:
+        print(modes.to_string(index=False), file=sys.stderr)
+    table = table[table["mode"].isin(["fp32", "-"])]   # the fast modes are rows of scaling.csv only
     if search is not None:
         search.to_csv(args.out / "batch_search.csv", index=False)
     plot_scaling(table, args.out / "scaling.png", device=device_name(device))
@@ -139,7 +156,8 @@ def main(argv: list[str] | None = None) -> Path:
         "device": str(device), "device_name": device_name(device), "versions": package_versions(),
         "git_commit": git_commit(), "started": started,
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    manifest.update(allocator_tuned=allocator_tuned, torch_threads=torch.get_num_threads(), precision=precision)
+    manifest.update(allocator_tuned=allocator_tuned, cpu_allocator=cpu_allocator(),
+                    torch_threads=torch.get_num_threads(), precision=precision)
     print(table.to_string(index=False))
     if not args.no_cost_model:
         _, targets = write_cost_model(zoo, images, table, args.out, batch_size=cohen_bs, indices=indices)
@@ -220,7 +238,8 @@ def size_main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
     size_sweep.run_size_sweep(config, out, manifest_extra={
         "command": command_line("bench.scaling", argv), "machine_state": state,
         "device_name": device_name(device), "versions": package_versions(), "git_commit": git_commit(),
-        "allocator_tuned": allocator_tuned, "precision": precision, "torch_threads": torch.get_num_threads()})
+        "allocator_tuned": allocator_tuned, "cpu_allocator": cpu_allocator(),
+        "precision": precision, "torch_threads": torch.get_num_threads()})
     return out
 
 

@@ -26,7 +26,15 @@ from .cli import UsageError, checked, cli_exit, writable_dir
 from .cli_help import DefaultsHelpFormatter
 from .data import DATASETS
 from .data.selection import select_images
-from .env import EMBEDDED_MODELS, device_name, portable_path, resolve_device, runs_dir
+from .env import (
+    EMBEDDED_MODELS,
+    cpu_allocator,
+    device_name,
+    portable_path,
+    resolve_device,
+    runs_dir,
+    tune_cpu_allocator,
+)
 from .models import CheckpointError, ModelZoo, load_zoo
 from .perf.sequential import (
     DEFAULT_CAP,
@@ -113,6 +121,7 @@ def main(argv: list[str] | None = None) -> Path:
     out = checked(parser, lambda: writable_dir(args.out or runs_dir("fashion-mnist", "sequential")))
     device = checked(parser, lambda: resolve_device(args.device))
     set_threads(args.threads)
+    tune_cpu_allocator()   # no effect on results; no page-fault churn in the timings (bench.env)
     state = machine_state(args.threads)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     zoo = load_models(args.models, device)
@@ -158,7 +167,8 @@ def manifest_record(args: argparse.Namespace, settings: CompareSettings, out: Pa
     flags = {k: (portable_path(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     return {"command": "python -m bench.sequential", "flags": flags, "settings": settings.record(),
             "models_dir": portable_path(args.models), "models": models, "out": portable_path(out),
-            "machine": state, "device": str(device), "device_name": name, "versions": package_versions(),
+            "machine": state, "cpu_allocator": cpu_allocator(),
+            "device": str(device), "device_name": name, "versions": package_versions(),
             "git_commit": git_commit(), "started": started,
             "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
+
+from smoothing.certificate import fixed_weights_epoch
 
 T = TypeVar("T")
 
@@ -18,20 +21,43 @@ def _detached(value):
     return value
 
 
+def _key(p: torch.Tensor) -> tuple[Any, ...] | None:
+    """What identifies a parameter's current values without reading them: its storage, layout and version
+    counter (bumped by every in-place write except one through ``.data``); None for a tensor that has no
+    storage or no version counter (a torch.func wrapper, an inference tensor): it is always compared."""
+    try:
+        return (p.data_ptr(), p._version, p.shape, p.stride(), p.dtype, p.device)
+    except RuntimeError:
+        return None
+
+
 class WeightDerived:
     """Memo of a value computed from parameters, for inference.
 
     Certification calls a frozen model once per image, and recomputing weight-derived factors
     dominated that single-image forward. The memo is used only when autograd is off (inference or
-    no-grad), and only for the exact parameter values it was computed from: every call compares the
-    parameters with a stored copy (shape, dtype, device and every element), so an in-place update, a
-    loaded state dict, a write through ``.data`` or a moved module can never see a stale value. With
-    autograd on it is bypassed. ``compute`` returns a tensor or a tuple of tensors.
+    no-grad), and only for the exact parameter values it was computed from. Outside a
+    :class:`smoothing.certificate.fixed_weights` block every call compares the parameters with a stored
+    copy (shape, dtype, device and every element), so an in-place update, a loaded state dict, a write
+    through ``.data`` or a moved module can never see a stale value. Inside such a block (a certify call,
+    whose weights are fixed) that comparison is made once per block; the later calls of the block check
+    only that each parameter is the same tensor with the same storage, layout and version counter (no
+    read of the weights, no host synchronisation on CUDA), which still sees every in-place update but
+    one through ``.data``. With autograd on it is bypassed. ``compute`` returns a tensor or a tuple of
+    tensors.
     """
 
     def __init__(self) -> None:
         self._inputs: tuple[torch.Tensor, ...] | None = None
         self._value = None
+        self._params: tuple[weakref.ref, ...] = ()
+        self._keys: tuple[tuple[Any, ...] | None, ...] = ()
+        self._epoch: int | None = None   # the fixed_weights block in which the values were last compared
+
+    def _same_tensors(self, params: tuple[torch.Tensor, ...]) -> bool:
+        return len(self._params) == len(params) and all(
+            ref() is p and key is not None and key == _key(p)
+            for ref, key, p in zip(self._params, self._keys, params, strict=True))
 
     def _matches(self, params: tuple[torch.Tensor, ...]) -> bool:
         stored = self._inputs
@@ -42,11 +68,22 @@ class WeightDerived:
     def get(self, params: tuple[torch.Tensor, ...], compute: Callable[[], T]) -> T:
         if torch.is_grad_enabled():
             return compute()
-        if not self._matches(params):
-            self._value = _detached(compute())
-            self._inputs = tuple(p.detach().clone() for p in params)
+        epoch = fixed_weights_epoch()
+        if epoch is None or epoch != self._epoch or not self._same_tensors(params):
+            if not self._matches(params):
+                self._value = _detached(compute())
+                self._inputs = tuple(p.detach().clone() for p in params)
+            self._params = tuple(weakref.ref(p) for p in params)
+            self._keys = tuple(_key(p) for p in params)
+            self._epoch = epoch
         assert self._value is not None
         return self._value
 
     def __deepcopy__(self, memo: dict) -> WeightDerived:
         return WeightDerived()  # a copy starts empty (it may be converted to another dtype or device)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}               # a pickled module (torch.save) stores no memo: it starts empty when loaded
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        WeightDerived.__init__(self)

@@ -30,6 +30,12 @@ def sll_rescaling(gram_abs: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     return torch.where(ok & torch.isfinite(t), t, torch.zeros_like(t))
 
 
+def residual(x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+    """x - 2 * update, as one operation (no tensor for 2 * update); equal bit for bit to the two operations,
+    since doubling is exact in binary floating point (barring overflow)."""
+    return torch.sub(x, update, alpha=2)
+
+
 class SLLDense(nn.Module):
     """SLL dense residual layer: y = x - 2 W^T diag(t) ReLU(W x + b), W of shape (inner, features).
 
@@ -52,8 +58,9 @@ class SLLDense(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = self.memo.get((self.weight, self.log_q), self.rescaling)
-        hidden = F.relu(F.linear(x, self.weight, self.bias)) * t
-        return x - 2 * F.linear(hidden, self.weight.T)
+        hidden = F.linear(x, self.weight, self.bias)
+        hidden = hidden.relu_().mul_(t) if not torch.is_grad_enabled() else F.relu(hidden) * t
+        return residual(x, F.linear(hidden, self.weight.T))
 
     def extra_repr(self) -> str:
         return f"features={self.features}, inner={self.inner}"
@@ -85,11 +92,15 @@ class SLLConv2d(nn.Module):
         self_conv = F.conv2d(self.weight, self.weight, padding=k - 1)  # [inner, inner, 2k-1, 2k-1]
         return sll_rescaling(self_conv.abs().sum(dim=(2, 3)), self.log_q)
 
+    def _channel_rescaling(self) -> torch.Tensor:
+        return self.rescaling()[None, :, None, None]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad = self.kernel_size // 2
-        hidden = F.relu(F.conv2d(x, self.weight, self.bias, padding=pad))
-        hidden = hidden * self.memo.get((self.weight, self.log_q), self.rescaling)[None, :, None, None]
-        return x - 2 * F.conv_transpose2d(hidden, self.weight, padding=pad)
+        t = self.memo.get((self.weight, self.log_q), self._channel_rescaling)    # [1, inner, 1, 1]
+        hidden = F.conv2d(x, self.weight, self.bias, padding=pad)
+        hidden = hidden.relu_().mul_(t) if not torch.is_grad_enabled() else F.relu(hidden) * t
+        return residual(x, F.conv_transpose2d(hidden, self.weight, padding=pad))
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, inner={self.inner}, kernel_size={self.kernel_size}"
@@ -157,10 +168,13 @@ class SpectralLinear(nn.Module):
         # the 1e-6 margin absorbs the round-off of the division in fp32, so ||W / norm||_2 <= 1 holds exactly
         return (torch.linalg.eigvalsh(gram)[-1].clamp_min(0).sqrt() * (1 + 1e-6)).to(self.weight.dtype)
 
+    def _normalized(self) -> torch.Tensor:
+        return self.weight / torch.clamp(self.spectral_norm(), min=1.0)
+
     def normalized_weight(self) -> torch.Tensor:
-        # a k x k eigenproblem (k = the smaller side), memoised only for the exact current weights
-        norm = self.memo.get((self.weight,), self.spectral_norm)
-        return self.weight / torch.clamp(norm, min=1.0)
+        # a k x k eigenproblem (k = the smaller side) and a division of W, memoised only for the exact
+        # current weights
+        return self.memo.get((self.weight,), self._normalized)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.normalized_weight(), self.bias)
@@ -179,9 +193,13 @@ class NormalizedLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         nn.init.orthogonal_(self.weight)
+        self.memo = WeightDerived()
+
+    def _normalized(self) -> torch.Tensor:
+        return F.normalize(self.weight, dim=1)
 
     def normalized_weight(self) -> torch.Tensor:
-        return F.normalize(self.weight, dim=1)
+        return self.memo.get((self.weight,), self._normalized)   # for the exact current weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.normalized_weight(), self.bias)

@@ -36,6 +36,8 @@ from .certificate import (
     check_unit_range,
     divide_radius,
     evaluating,
+    fixed_weights,
+    fixed_weights_epoch,
     flush_subnormal,
     module_device,
     synchronize,
@@ -102,6 +104,8 @@ __all__ = [
     "check_finite_scores",
     "validate_classifier",
     "evaluating",
+    "fixed_weights",
+    "fixed_weights_epoch",
     "synchronize",
     "timed",
     # statistics

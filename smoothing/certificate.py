@@ -8,9 +8,11 @@ validation, :func:`call_model`, :class:`evaluating`, :class:`timed`). Part of th
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -392,6 +394,43 @@ class evaluating:  # noqa: N801 (used like a function: ``with evaluating(model):
                 m.training = mode
 
 
+# --- fixed weights ------------------------------------------------------------------------------
+
+_EPOCHS = itertools.count(1)
+_FIXED = threading.local()
+
+
+class fixed_weights:  # noqa: N801 (used like a function: ``with fixed_weights(): ...``)
+    """Declare that no parameter is written through ``.data`` (or any other path that does not bump its
+    version counter) while the block runs: a certify call, whose weights are fixed.
+
+    Memos of weight-derived values (:class:`fars.memo.WeightDerived`) then compare every parameter's
+    values with their stored copy once per block, and after that only its identity, storage and version
+    counter: no read of the weights and no host synchronisation per forward pass. An in-place update
+    under ``no_grad`` (an optimizer step, ``load_state_dict``) bumps the version counter and is still seen.
+    Blocks nest (the outermost one counts); the state is per thread. :func:`fixed_weights_epoch` names the
+    current block.
+    """
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        depth = getattr(_FIXED, "depth", 0)
+        if depth == 0:
+            _FIXED.epoch = next(_EPOCHS)
+        _FIXED.depth = depth + 1
+
+    def __exit__(self, *exc) -> None:
+        _FIXED.depth -= 1
+        if _FIXED.depth == 0:
+            _FIXED.epoch = None
+
+
+def fixed_weights_epoch() -> int | None:
+    """A number unique to the outermost :class:`fixed_weights` block running in this thread; None outside one."""
+    return getattr(_FIXED, "epoch", None)
+
+
 # --- timing -----------------------------------------------------------------------------------
 
 def synchronize(device: torch.device) -> None:
@@ -450,6 +489,8 @@ __all__ = [
     "check_finite_scores",
     "validate_classifier",
     "evaluating",
+    "fixed_weights",
+    "fixed_weights_epoch",
     "synchronize",
     "timed",
 ]

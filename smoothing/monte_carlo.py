@@ -50,6 +50,7 @@ from .certificate import (
     check_module_precision,
     check_positive,
     evaluating,
+    fixed_weights,
     timed,
 )
 from .noise import NoiseSource, Stage, check_seed
@@ -283,7 +284,7 @@ class MonteCarloCertifier:
         device = self._device()
         with timed(device) as elapsed:   # the whole call: validation, both stages, the confidence bound
             x, indices = self._prepare(x, indices)
-            with torch.inference_mode(), evaluating(*self._modules()):
+            with torch.inference_mode(), evaluating(*self._modules()), fixed_weights():
                 centers = self._encode(x)
                 selection = self.sample_counts(centers, indices, self.n0, Stage.SELECTION)
                 top = selection.argmax(dim=1)
@@ -311,7 +312,7 @@ class MonteCarloCertifier:
         device = self._device()
         with timed(device) as elapsed:   # the whole call: validation, sampling, the binomial test
             x, indices = self._prepare(x, indices)
-            with torch.inference_mode(), evaluating(*self._modules()):
+            with torch.inference_mode(), evaluating(*self._modules()), fixed_weights():
                 counts = self.sample_counts(self._encode(x), indices, self.n, Stage.PREDICTION)
                 if counts.shape[1] < 2:
                     raise ValueError("the classifier returns a single score per input; PREDICT needs >= 2 classes")

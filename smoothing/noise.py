@@ -88,7 +88,10 @@ def plan_batches(rows: int, num_samples: int, block: int, batch_size: int, start
     batches of <= ``batch_size`` samples.
 
     Examples follow each other in the batches, so several examples share a batch when ``stop - start``
-    is small, and a block is split across batches when it is larger than a batch. A sample keeps its place
+    is smaller than ``batch_size``; an example of at least ``batch_size`` samples gets batches of its own
+    (the last one short), so that every batch of it belongs to one example: the certifiers' single-example
+    path (a broadcast center, a vote without gathers), the same batches as a call for that example alone.
+    A block is split across batches when it is larger than a batch. A sample keeps its place
     in its example's stream (block ``j // block``, offset ``j % block``) whatever ``start`` is, so drawing
     ``[0, m)`` then ``[m, n)`` visits the same samples as drawing ``[0, n)`` (sequential certification).
 
@@ -100,7 +103,11 @@ def plan_batches(rows: int, num_samples: int, block: int, batch_size: int, start
         raise ValueError(f"sample range [{start}, {stop}) must lie within [0, {num_samples}]")
     batch: list[Segment] = []
     room = batch_size
+    own = stop - start >= batch_size           # each example fills a batch: none shares one
     for row in range(rows):
+        if own and batch:
+            yield batch
+            batch, room = [], batch_size
         at = start
         while at < stop:
             b = at // block

@@ -145,10 +145,15 @@ def test_plan_batches_covers_every_sample_once(rows, num_samples, log_block, bat
     batches = list(plan_batches(rows, num_samples, block, batch_size))
     seen = np.zeros((rows, num_samples), dtype=int)
     order = []
+    own = num_samples >= batch_size
     for i, batch in enumerate(batches):
         total = sum(seg.size for seg in batch)
         assert 0 < total <= batch_size
-        if i < len(batches) - 1:
+        if own:   # examples of at least a batch: batches of their own, only an example's last one short
+            assert len({seg.row for seg in batch}) == 1, "an example that fills a batch shares none"
+            last_of_row = i == len(batches) - 1 or batches[i + 1][0].row != batch[0].row
+            assert total == batch_size or last_of_row
+        elif i < len(batches) - 1:
             assert total == batch_size, "only the last batch may be short"
         for seg in batch:
             assert 0 <= seg.lo < seg.hi <= block

@@ -31,6 +31,8 @@ def test_dry_run_prints_every_command(monkeypatch, capsys, tmp_path) -> None:
         assert step.command() in text
     assert "bench.run --preset paper" in text and "--ns 100 1000 10000 100000" in text
     assert "--sizes default small medium large xlarge" in text
+    # the fast modes as rows of their own; cohen's two n of the size sweep at or above its CUDA batch size
+    assert "--cohen-modes tf32 bf16 compiled channels_last" in text and "--cohen-ns 4096 16384" in text
     assert sum(gpu.BUDGETS.values()) <= 8 * 60
 
 
@@ -46,7 +48,7 @@ def test_steps_run_and_the_manifest_is_written(tmp_path, capsys) -> None:
     assert gpu.main(["--device", "cpu", "--quick", "--out", str(tmp_path)], runner=runner) == 0
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert [s["name"] for s in manifest["steps"]] == ["paper", "scaling", "sizes"]
-    assert manifest["gpu"]["precision"] == {"cuda_matmul_tf32": False, "cudnn_tf32": False}
+    assert manifest["gpu"]["precision"] == {"cuda_matmul_tf32": False, "cudnn_tf32": False, "cudnn_benchmark": True}
     assert "sizes done" in capsys.readouterr().out.replace("] ", " ").replace("[", "")
 
 

@@ -214,6 +214,29 @@ def test_scaling_table_times_each_method_and_n(tiny_zoo):
     assert list(table.samples) == [15, 15, 45, 45, 0]
     assert (table.seconds > 0).all() and (table.images == 2).all()
     assert (table.seconds_p25 <= table.seconds).all() and (table.seconds <= table.seconds_p75).all()
+    # process CPU time (user + system) and minor page faults of a call, beside the wall time
+    assert (table.cpu_seconds > 0).all() and (table.page_faults >= 0).all()
+
+
+def test_scaling_table_times_cohen_fast_modes_as_rows_of_their_own(tiny_zoo):
+    from bench.data import load_embedded
+    from bench.models import load_zoo
+    from bench.perf.scaling import scaling_table
+
+    zoo = load_zoo(tiny_zoo)
+    images, labels, indices = load_embedded(limit=2)
+    table = scaling_table(zoo, images, indices, (20,), sigma=0.25, n0=5, alpha=0.01, batch_size=16, seed=0,
+                          methods=("cohen", "fars-mc"), progress=False, cohen_modes=("tf32", "channels_last"),
+                          labels=labels)
+    assert list(zip(table.method, table["mode"], strict=True)) == [("cohen", "fp32"), ("fars-mc", "-"),
+                                                                   ("cohen", "tf32"), ("cohen", "channels_last")]
+    assert list(table.precision) == ["fp32", "fp32", "tf32", "fp32"]
+    assert table.certified_accuracy.between(0, 1).all()
+    assert table.same_as_fp32.isna().tolist() == [True, True, False, False]
+    assert table.same_as_fp32.iloc[2] == 1.0          # tf32 does nothing on a CPU: the fp32 certificates
+    with pytest.raises(ValueError, match="unknown cohen mode"):
+        scaling_table(zoo, images, indices, (20,), sigma=0.25, n0=5, alpha=0.01, batch_size=16, seed=0,
+                      methods=("cohen",), progress=False, cohen_modes=("fast",))
 
 
 def test_every_cnn_sigma_gets_its_own_cohen_run(tmp_path):

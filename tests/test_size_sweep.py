@@ -30,7 +30,7 @@ def tiny_config(**overrides: Any) -> ss.SweepConfig:
 
 def fake_timer(power: float):
     """Seconds proportional to (n0 + n)**power for cohen (its samples) and constant for the FaRS methods."""
-    def timer(certifier, images, indices):
+    def timer(certifier, images, indices, usage=None):
         cohen = certifier.name == "cohen"
         return [1e-3 * ((certifier.n0 + certifier.n) ** power if cohen else 1.0)] * len(images)
     return timer
@@ -152,3 +152,25 @@ def test_cli_rejects_unknown_size(capsys) -> None:
     assert err.value.code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("python -m bench.scaling: error")]
     assert len(lines) == 1 and "huge" in lines[0]
+
+
+def test_cohen_ns_below_the_batch_size_are_not_compared(tmp_path) -> None:
+    """At n below cohen's batch size the estimation runs one short batch, above it full ones: the two n
+    ran at different batch sizes, so the linearity check is not made and nothing is extrapolated."""
+    table = ss.run_size_sweep(tiny_config(throughput_sizes=(), cohen_batch_size=64), tmp_path, machine=MACHINE,
+                              timer=fake_timer(1.0))
+    cohen = table[(table["method"] == "cohen") & (table["n"] == 200)].iloc[0]
+    assert cohen["source"] == "not-comparable" and math.isnan(cohen["seconds"])
+    assert table["linear"].isna().all() and table["measured_speedup"].isna().all()
+    assert "different batch sizes" in (tmp_path / "size_sweep.md").read_text()
+
+
+def test_timed_rows_record_cpu_time_and_page_faults(tmp_path) -> None:
+    def timer(certifier, images, indices, usage=None):
+        assert usage is not None
+        usage += [{"cpu_seconds": 2e-3, "page_faults": 7.0}] * len(images)
+        return [1e-3 * (certifier.n0 + certifier.n if certifier.name == "cohen" else 1.0)] * len(images)
+
+    net = ss.build_network(ss.named_spec("default"), torch.device("cpu"), 1)
+    measured = ss.time_size(net, tiny_config(), timer)
+    assert (measured["cpu_seconds"] == 2e-3).all() and (measured["page_faults"] == 7.0).all()

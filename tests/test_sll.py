@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.functional import jacobian
 from torch.func import functional_call, jacrev
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from fars import (
     BackboneConfig,
@@ -30,6 +31,7 @@ from fars import (
 )
 from fars.audit import LipschitzAudit
 from fars.sll import sll_rescaling
+from smoothing.certificate import fixed_weights
 
 TOL = 1e-5          # float32 round-off allowance on the constant 1
 TOL64 = 1e-9        # the same in float64
@@ -599,3 +601,102 @@ def test_audit_prints_no_torch_jit_script_deprecation():
             "jacobian_norms(torch.nn.Linear(3, 2).double(), torch.rand(2, 3, dtype=torch.float64), 2)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert "torch.jit.script" not in done.stderr, done.stderr
+
+
+# --- inference constants: memoised per certify call, bit for bit the plain formula -----------------
+
+class _Ops(TorchDispatchMode):
+    """Records the aten operations run inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+def _plain_formula(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The layer's map written out as in its docstring, with autograd on (nothing memoised, nothing in place)."""
+    with torch.enable_grad():
+        if isinstance(layer, SLLDense):
+            t = layer.rescaling()
+            return (x - 2 * F.linear(F.relu(F.linear(x, layer.weight, layer.bias)) * t, layer.weight.T)).detach()
+        if isinstance(layer, SLLConv2d):
+            pad, t = layer.kernel_size // 2, layer.rescaling()[None, :, None, None]
+            hidden = F.relu(F.conv2d(x, layer.weight, layer.bias, padding=pad)) * t
+            return (x - 2 * F.conv_transpose2d(hidden, layer.weight, padding=pad)).detach()
+        w = layer.weight
+        return F.linear(x, w / torch.clamp(layer.spectral_norm(), min=1.0), layer.bias).detach()
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_inference_inside_a_certify_block_reads_no_weights_and_matches_the_formula_bit_for_bit(index):
+    """Inside fixed_weights (a certify call) the memo compares the weights' values once; later forwards
+    only check identity and version counters: no torch.equal (a host sync per parameter on CUDA). The
+    output is the plain formula's, bit for bit (the factor 2 folded into one subtraction, relu and t in place)."""
+    layer = _memo_layers()[index]
+    x = _inputs_for(layer)
+    with torch.inference_mode(), fixed_weights():
+        first = layer(x)
+        with _Ops() as recorded:
+            again = layer(x)
+    assert "aten.equal" not in recorded.ops
+    assert torch.equal(first, again) and torch.equal(first, _plain_formula(layer, x))
+    with torch.inference_mode(), _Ops() as outside:   # outside a block every forward compares the values
+        layer(x)
+    assert "aten.equal" in outside.ops
+
+
+def test_training_steps_inside_and_between_blocks_refresh_the_memo():
+    """An optimizer step (in place, bumping the version counters) is seen by the next inference forward in the
+    same fixed_weights block and in the next one; a write through .data between blocks is seen by the next
+    block's value comparison. Each output equals the plain formula of the current weights, bit for bit."""
+    torch.manual_seed(0)
+    layer = SLLConv2d(3, 4)
+    x = torch.randn(2, 3, 6, 6)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.5)
+
+    def step() -> None:
+        optimizer.zero_grad()
+        layer(x).square().sum().backward()
+        optimizer.step()
+
+    def infer() -> torch.Tensor:
+        with torch.inference_mode():
+            return layer(x)
+
+    seen = []
+    with fixed_weights():
+        seen.append(infer())
+        cached = layer.memo._value
+        step()
+        seen.append(infer())
+        assert layer.memo._value is not cached and not torch.equal(layer.memo._value, cached)
+        assert torch.equal(seen[-1], _plain_formula(layer, x))
+    with fixed_weights():
+        step()
+        seen.append(infer())
+        assert torch.equal(seen[-1], _plain_formula(layer, x))
+    layer.weight.data.mul_(0.5)                        # no version bump: found by the next block's comparison
+    with fixed_weights():
+        seen.append(infer())
+        assert torch.equal(seen[-1], _plain_formula(layer, x))
+    assert all(not torch.equal(a, b) for a, b in zip(seen, seen[1:], strict=False))
+
+
+def test_memo_of_a_pickled_module_starts_empty():
+    import io
+
+    layer = _memo_layers()[0]
+    x = _inputs_for(layer)
+    with torch.inference_mode(), fixed_weights():
+        layer(x)
+    buffer = io.BytesIO()
+    torch.save(layer, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert loaded.memo._value is None
+    with torch.inference_mode():
+        assert torch.equal(loaded(x), layer(x))

@@ -37,13 +37,15 @@ def plain_batch(input_shape: Sequence[int], batch_size: int, device: torch.devic
 
 
 #: batch sizes tried by :func:`best_batch_size` (noisy samples per forward pass)
-#: (on a 2-core CPU the activations of ~256 samples fit the caches: 2.3x the throughput of 1024)
+#: (with the tuned allocator, bench.env.tune_cpu_allocator, a 2-core CPU spends the same CPU time per sample of
+#: the default network at 256 and 1024; without it the larger batches' activations are mapped and zeroed afresh
+#: on every forward: 196 page faults per sample at 1024, 1.7x the CPU time of 256)
 BATCH_CANDIDATES = {"cpu": (64, 128, 256, 512, 1024, 2048, 4096), "cuda": (1024, 4096, 16384, 32768, 65536)}
 #: fars-mc's batch size with the projected sampler (as in this sweep): 10 noise coordinates per sample, so
 #: one batch is one whole noise block (smoothing.noise.MAX_BLOCK_SAMPLES) and the per-batch work is amortised
 FARS_BATCH_SIZE = 1 << 16
 #: fars-mc's batch size with the direct sampler (noise of the embedding's dimension; an MLP head's hidden
-#: layer per sample): smaller batches keep the activations in cache (10,000 measured 1.2x faster than 65,536)
+#: layer per sample): 10,000 measured 1.05x cheaper in CPU time than 65,536 with the tuned allocator
 FARS_DIRECT_BATCH_SIZE = 10_000
 
 

@@ -88,7 +88,7 @@ class Machine:
         return (f"{self.name}: fp32 matmul {self.matmul_flops / 1e9:.1f} GFLOP/s, "
                 f"copy {self.bandwidth / 1e9:.1f} GB/s, "
                 f"randn {self.normal_rate / 1e6:.0f} M normals/s, {self.threads} torch threads"
-                + (", glibc malloc thresholds raised (tune_cpu_allocator)" if self.allocator_tuned else ""))
+                + (", glibc malloc: no mmap, no trim (tune_cpu_allocator)" if self.allocator_tuned else ""))
 
 
 def measure_machine(device: torch.device | str = "cpu", *, matmul_size: int | None = None,

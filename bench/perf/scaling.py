@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,9 +28,10 @@ import torch
 from tqdm.auto import tqdm
 
 from baselines import CohenRS
-from fars import Certifier, FaRSClosedForm, FaRSMonteCarlo
+from fars import Certificate, Certifier, FaRSClosedForm, FaRSMonteCarlo
 
 from ..certify.batch_size import FARS_BATCH_SIZE, best_batch_size
+from ..env import process_usage
 from ..models.zoo import ModelZoo
 from . import cost_model as cm
 
@@ -39,60 +41,113 @@ STAGE_SIGMA = 0.25
 STAGE_MODEL = "sll+ce"
 
 
+#: cohen's opt-in fast modes, each timed as a row of its own beside the fp32 one (``--cohen-modes``): the
+#: CohenRS options each sets. They change the computed classifier or its rounding, so each row carries its
+#: own certified accuracy and its agreement with the fp32 row's certificates on the same images.
+COHEN_MODES: dict[str, dict[str, Any]] = {
+    "tf32": {"precision": "tf32"}, "bf16": {"precision": "bf16"}, "fp16": {"precision": "fp16"},
+    "compiled": {"compile": True}, "channels_last": {"memory_format": "channels_last"},
+}
+
+
+def certify_with_usage(certifier, image: torch.Tensor, index: torch.Tensor) -> tuple[float, float, int, Certificate]:
+    """One ``certify`` call on one image: (wall seconds, as the certificate records them; process CPU seconds,
+    user + system; minor page faults; the certificate), the CPU time and faults from
+    :func:`bench.env.process_usage` around the call."""
+    cpu, faults = process_usage()
+    cert = certifier.certify(image, indices=index)
+    cpu_after, faults_after = process_usage()
+    return float(cert.seconds), cpu_after - cpu, faults_after - faults, cert
+
+
 def time_certifier(certifier, images: torch.Tensor, indices: torch.Tensor, min_seconds: float = 0.25,
-                   max_repeats: int = 25) -> list[float]:
+                   max_repeats: int = 25, usage: list[dict[str, float]] | None = None) -> list[float]:
     """Seconds of one ``certify`` call per image (after one untimed warm-up call).
 
     A fast call is repeated (until ``min_seconds`` of calls or ``max_repeats`` calls) and its median
     is kept, so a millisecond-scale method is not judged on one call disturbed by the machine; a
     call's noise is decided by the seed and the image's index, so the repeats compute the same thing.
+    ``usage``, when given, receives per image the medians over the same calls of the process CPU seconds
+    (``cpu_seconds``) and minor page faults (``page_faults``) of one call, and the certificate of the image
+    (``prediction``, ``radius``; every call computes the same one).
     """
     certifier.certify(images[:1], indices=indices[:1])
     seconds = []
     for i in range(len(images)):
-        calls = [certifier.certify(images[i:i + 1], indices=indices[i:i + 1]).seconds]
-        while sum(calls) < min_seconds and len(calls) < max_repeats:
-            calls.append(certifier.certify(images[i:i + 1], indices=indices[i:i + 1]).seconds)
-        seconds.append(float(np.median(calls)))
+        calls = [certify_with_usage(certifier, images[i:i + 1], indices[i:i + 1])]
+        while sum(c[0] for c in calls) < min_seconds and len(calls) < max_repeats:
+            calls.append(certify_with_usage(certifier, images[i:i + 1], indices[i:i + 1]))
+        seconds.append(float(np.median([c[0] for c in calls])))
+        if usage is not None:
+            cert = calls[0][3]
+            usage.append({"cpu_seconds": float(np.median([c[1] for c in calls])),
+                          "page_faults": float(np.median([c[2] for c in calls])),
+                          "prediction": float(cert.prediction[0]), "radius": float(cert.radius[0])})
     return seconds
 
 
 def scaling_table(zoo: ModelZoo, images: torch.Tensor, indices: torch.Tensor, ns: tuple[int, ...], sigma: float,
                   n0: int, alpha: float, batch_size: int, seed: int, methods: tuple[str, ...], progress: bool = True, *,
                   cohen_batch_size: int | None = None, fars_batch_size: int | None = None, cohen_compile: bool = False,
-                  cohen_precision: str = "fp32") -> pd.DataFrame:
-    """Rows (method, model, n, samples, seconds, seconds_p25, seconds_p75, images, batch_size, precision,
-    compiled) of median seconds per image.
+                  cohen_precision: str = "fp32", cohen_modes: Sequence[str] = (),
+                  labels: torch.Tensor | None = None) -> pd.DataFrame:
+    """Rows (method, model, n, samples, seconds, seconds_p25, seconds_p75, images, cpu_seconds, page_faults,
+    batch_size, precision, compiled) of median seconds per image (wall), with the median process CPU seconds
+    (user + system) and minor page faults of one call per image beside them.
 
     ``batch_size`` is the default of both sampled methods; ``cohen_batch_size`` / ``fars_batch_size``
     override it per method. ``cohen_compile`` and ``cohen_precision`` are CohenRS's opt-in speed options
-    (off / fp32 by default), recorded in the ``compiled`` and ``precision`` columns.
+    (off / fp32 by default), recorded in the ``compiled`` and ``precision`` columns. ``cohen_modes`` (names
+    of :data:`COHEN_MODES`) adds a cohen row per mode and n, its name in the ``mode`` column (``fp32`` for the
+    plain rows, ``-`` for the FaRS methods). With ``labels`` every row has its ``certified_accuracy`` at radius 0
+    on the images, and each mode row the fraction of images whose certificate (class and radius) equals the
+    plain cohen row's at that n (``same_as_fp32``).
     """
     backbone, head = zoo.backbone, zoo.heads["ce"][0]
     network = torch.nn.Sequential(backbone, head)
     rows = []
-    jobs = [(m, n) for n in ns for m in methods if m in ("cohen", "fars-mc")]
+    unknown = sorted(set(cohen_modes) - set(COHEN_MODES))
+    if unknown:
+        raise ValueError(f"unknown cohen mode(s) {unknown}; choose from {', '.join(COHEN_MODES)}")
+    jobs: list[tuple[str, int, str | None]] = [(m, n, None) for n in ns for m in methods if m in ("cohen", "fars-mc")]
+    if "cohen" in methods:
+        jobs += [("cohen", n, mode) for n in ns for mode in cohen_modes]
     if "fars-closed" in methods:
-        jobs.append(("fars-closed", 0))
+        jobs.append(("fars-closed", 0, None))
     sizes = {"cohen": cohen_batch_size or batch_size, "fars-mc": fars_batch_size or batch_size, "fars-closed": 1}
-    for method, n in tqdm(jobs, desc="scaling", disable=not progress, file=sys.stderr):
+    plain_certificates: dict[int, list[tuple[float, float]]] = {}
+    for method, n, mode in tqdm(jobs, desc="scaling", disable=not progress, file=sys.stderr):
         precision, compiled = "fp32", False
         certifier: Certifier
         if method == "cohen":
+            options: dict[str, Any] = {"compile": cohen_compile, "precision": cohen_precision}
+            options.update(COHEN_MODES[mode] if mode is not None else {})
             certifier = CohenRS(network, sigma, n0=min(n0, n), n=n, alpha=alpha, batch_size=sizes[method], seed=seed,
-                                compile=cohen_compile, precision=cohen_precision)
-            precision, compiled = cohen_precision, cohen_compile
+                                **options)
+            precision, compiled = options["precision"], options["compile"]
         elif method == "fars-mc":
             certifier = FaRSMonteCarlo(backbone, head, sigma, lipschitz=zoo.lipschitz, n0=min(n0, n), n=n,
                                        alpha=alpha, batch_size=sizes[method], seed=seed)
         else:
             # the ce head is a one-layer nn.Linear (build_head); FaRSClosedForm checks that at runtime
             certifier = FaRSClosedForm(backbone, cast(torch.nn.Linear, head), lipschitz=zoo.lipschitz)
-        seconds = np.array(time_certifier(certifier, images, indices))
-        rows.append({"method": method, "model": "sll+ce", "n": n, "samples": 0 if n == 0 else min(n0, n) + n,
+        usage: list[dict[str, float]] = []
+        seconds = np.array(time_certifier(certifier, images, indices, usage=usage))
+        certificates = [(u["prediction"], u["radius"]) for u in usage]
+        if method == "cohen" and mode is None:
+            plain_certificates[n] = certificates
+        accuracy = math.nan if labels is None else float(np.mean(
+            [p == float(y) for (p, _), y in zip(certificates, labels[:len(certificates)].tolist(), strict=True)]))
+        same = (float(np.mean([a == b for a, b in zip(certificates, plain_certificates[n], strict=True)]))
+                if mode is not None and n in plain_certificates else math.nan)
+        rows.append({"method": method, "mode": mode or ("fp32" if method == "cohen" else "-"), "model": "sll+ce",
+                     "n": n, "samples": 0 if n == 0 else min(n0, n) + n,
                      "seconds": float(np.median(seconds)), "seconds_p25": float(np.percentile(seconds, 25)),
                      "seconds_p75": float(np.percentile(seconds, 75)), "images": len(seconds),
-                     "batch_size": sizes[method], "precision": precision, "compiled": compiled})
+                     "cpu_seconds": float(np.median([u["cpu_seconds"] for u in usage])),
+                     "page_faults": float(np.median([u["page_faults"] for u in usage])),
+                     "batch_size": sizes[method], "precision": precision, "compiled": compiled,
+                     "certified_accuracy": accuracy, "same_as_fp32": same})
     return pd.DataFrame(rows)
 
 

@@ -75,7 +75,7 @@ from ..models.sll_format import IMAGENET_MEAN, SLL_DATASETS, SLL_SIZES, SLLLayou
 from ..report import markdown_table  # noqa: E402
 from ..report.plots import save_figure  # noqa: E402
 from . import cost_model as cm  # noqa: E402
-from .scaling import time_certifier  # noqa: E402
+from .scaling import certify_with_usage, time_certifier  # noqa: E402
 
 #: the n every speedup and goal is stated at
 TARGET_N = 100_000
@@ -97,11 +97,13 @@ MC_FLOOR_GOAL_DEFAULT = 1.25
 MC_FLOOR_GOAL_SMALL = 1.5
 LIMIT_FRACTION_GOAL = 0.85
 THROUGHPUT_GOAL = 1.3
-#: cohen's batch size for ``--cohen-batch-size auto``, (CPU, CUDA): on 2 CPU cores the activations of ~256
-#: samples fit the caches (bench.certify.batch_size); a GPU needs thousands of samples per call to be busy
+#: cohen's batch size for ``--cohen-batch-size auto``, (CPU, CUDA): on 2 CPU cores the throughput of a plain
+#: forward is flat from 256 up (bench.certify.batch_size); a GPU needs thousands of samples per call to be busy
 AUTO_COHEN_BATCH = (256, 4096)
 
-Timer = Callable[[Certifier, torch.Tensor, torch.Tensor], list[float]]
+#: (certifier, images, indices, usage=list or None) -> seconds per image; ``usage`` receives per image the
+#: process CPU seconds and page faults of a call (:func:`bench.perf.scaling.time_certifier`)
+Timer = Callable[..., list[float]]
 
 
 # --- the networks --------------------------------------------------------------------------------
@@ -276,16 +278,24 @@ def make_certifier(method: str, net: Network, n: int, config: SweepConfig) -> Ce
     raise ValueError(f"unknown method {method!r}")
 
 
-def default_timer(certifier: Certifier, images: torch.Tensor, indices: torch.Tensor) -> list[float]:
+def default_timer(certifier: Certifier, images: torch.Tensor, indices: torch.Tensor,
+                  usage: list[dict[str, float]] | None = None) -> list[float]:
     """Seconds per image: :func:`time_certifier` for the fast methods; cohen (seconds to minutes per call)
-    is warmed up by a one-batch CohenRS on the same network and then timed once per image."""
+    is warmed up by a one-batch CohenRS on the same network and then timed once per image. ``usage``
+    receives each image's process CPU seconds and page faults (:func:`time_certifier`)."""
     if not isinstance(certifier, CohenRS):
-        return time_certifier(certifier, images, indices)
+        return time_certifier(certifier, images, indices, usage=usage)
     warm = CohenRS(certifier.model, certifier.sigma, n0=min(certifier.n0, certifier.batch_size),
                    n=certifier.batch_size, alpha=certifier.alpha, batch_size=certifier.batch_size,
                    seed=certifier.seed)
     warm.certify(images[:1], indices=indices[:1])
-    return [float(certifier.certify(images[i:i + 1], indices=indices[i:i + 1]).seconds) for i in range(len(images))]
+    seconds = []
+    for i in range(len(images)):
+        wall, cpu, faults, _ = certify_with_usage(certifier, images[i:i + 1], indices[i:i + 1])
+        seconds.append(wall)
+        if usage is not None:
+            usage.append({"cpu_seconds": cpu, "page_faults": float(faults)})
+    return seconds
 
 
 def timing_jobs(spec: SizeSpec, config: SweepConfig) -> list[tuple[str, int]]:
@@ -298,9 +308,11 @@ def timing_jobs(spec: SizeSpec, config: SweepConfig) -> list[tuple[str, int]]:
 
 def time_size(net: Network, config: SweepConfig, timer: Timer = default_timer) -> pd.DataFrame:
     """Measured seconds per image of every job of :func:`timing_jobs` on ``net``: rows (method, n,
-    seconds, seconds_p25, seconds_p75, calls). The job order is reversed on every other round."""
+    seconds, seconds_p25, seconds_p75, calls, cpu_seconds, page_faults: medians per call of the wall seconds,
+    the process CPU seconds and the minor page faults). The job order is reversed on every other round."""
     jobs = timing_jobs(net.spec, config)
     times: dict[tuple[str, int], list[float]] = {job: [] for job in jobs}
+    usage: dict[tuple[str, int], list[dict[str, float]]] = {job: [] for job in jobs}
     for r in range(max(1, config.rounds)):
         for method, n in (jobs if r % 2 == 0 else jobs[::-1]):
             if method == "cohen" and n == config.target_n and r > 0:
@@ -308,13 +320,17 @@ def time_size(net: Network, config: SweepConfig, timer: Timer = default_timer) -
             images = net.images[:1] if method == "cohen" and n == config.target_n else net.images
             indices = net.indices[:len(images)]
             _log(config, f"  {net.spec.name}: {method} n={n} round {r + 1}")
-            times[(method, n)] += timer(make_certifier(method, net, n, config), images, indices)
+            times[(method, n)] += timer(make_certifier(method, net, n, config), images, indices,
+                                        usage=usage[(method, n)])
     rows = []
     for (method, n), seconds in times.items():
         s = np.asarray(seconds, dtype=float)
+        used = usage[(method, n)]
         rows.append({"method": method, "n": n, "seconds": float(np.median(s)),
                      "seconds_p25": float(np.percentile(s, 25)), "seconds_p75": float(np.percentile(s, 75)),
-                     "calls": len(s)})
+                     "calls": len(s),
+                     "cpu_seconds": float(np.median([u["cpu_seconds"] for u in used])) if used else math.nan,
+                     "page_faults": float(np.median([u["page_faults"] for u in used])) if used else math.nan})
     return pd.DataFrame(rows)
 
 
@@ -358,10 +374,19 @@ def linear_in_n(n_low: int, seconds_low: float, n_high: int, seconds_high: float
 
 def cohen_at_target(measured: pd.DataFrame, config: SweepConfig) -> tuple[dict[str, Any], Extrapolation | None]:
     """Cohen's row at ``target_n``: measured when it was, else extrapolated from ``cohen_ns`` when linear,
-    else a ``not-linear`` row without seconds. Returns (row, the extrapolation or None)."""
+    else a ``not-linear`` row without seconds. The check compares two n run at the same batch size: with
+    the smaller n below cohen's batch size it is not made (a ``not-comparable`` row unless measured).
+    Returns (row, the extrapolation or None)."""
     cohen = measured[measured["method"] == "cohen"].set_index("n")["seconds"]
     low, high = sorted(config.cohen_ns)
     check = None
+    if low < config.cohen_batch_size:
+        # below one batch the estimation runs one short batch, above it full ones: two batch sizes, whose
+        # costs per sample differ, so the ratio of the times would not test linearity in n
+        if config.target_n in cohen.index:
+            return {"method": "cohen", "n": config.target_n, "seconds": float(cohen[config.target_n]),
+                    "source": "measured"}, None
+        return {"method": "cohen", "n": config.target_n, "seconds": math.nan, "source": "not-comparable"}, None
     if low in cohen.index and high in cohen.index:
         check = linear_in_n(low, float(cohen[low]), high, float(cohen[high]), config.target_n,
                             offset=min(config.n0, low))   # n0 = min(n0, n) selection samples at both n
@@ -782,6 +807,9 @@ def extrapolation_notes(table: pd.DataFrame, notes: list[str]) -> None:
     if table.empty:
         return
     for size, group in table.groupby("size"):
+        if (group["source"] == "not-comparable").any():
+            notes.append(f"{size}: cohen's smaller n is below its batch size, so its two n ran at different batch "
+                         "sizes; linearity not checked, not extrapolated (use --cohen-ns at or above the batch size)")
         if (group["source"] == "not-linear").any():
             ratio = float(group["linear_ratio"].iloc[0])
             notes.append(f"{size}: cohen's time is not linear in n (time ratio / (n0 + n) ratio = {ratio:.2f}, "

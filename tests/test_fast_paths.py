@@ -1,0 +1,149 @@
+"""The default speed-ups of the timed paths leave every certificate unchanged, bit for bit (cohen and fars-mc,
+CPU): the SLL layers' inference path (memo checked by version counters inside a certify call, the factor 2 in
+one subtraction, relu and t in place), examples of at least a batch in batches of their own, and the tuned
+allocator. Opt-in modes that change the rounding (channels_last, tf32 on CUDA, bf16, compile) are rows of
+their own in the sweeps; tf32 has no effect on a CPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import smoothing.noise as noise
+from baselines import CohenRS
+from fars import FaRSMonteCarlo, SLLConv2d, SLLDense, build_backbone
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = dict(image_size=8, conv_width=4, conv_inner=4, stages=1, conv_depth=2, dense_depth=2,
+             dense_inner=16, embedding_dim=8)
+
+
+class PlainDense(SLLDense):
+    """SLLDense as its docstring's formula, recomputed on every forward (no memo, nothing in place)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.rescaling()
+        return x - 2 * F.linear(F.relu(F.linear(x, self.weight, self.bias)) * t, self.weight.T)
+
+
+class PlainConv(SLLConv2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = self.kernel_size // 2
+        hidden = F.relu(F.conv2d(x, self.weight, self.bias, padding=pad)) * self.rescaling()[None, :, None, None]
+        return x - 2 * F.conv_transpose2d(hidden, self.weight, padding=pad)
+
+
+def plain_copy(module: nn.Module) -> nn.Module:
+    """The same network with every SLL layer replaced by its plain-formula twin (same parameters)."""
+    import copy
+
+    twin = copy.deepcopy(module)
+    for sub in twin.modules():
+        kind = {SLLDense: PlainDense, SLLConv2d: PlainConv}.get(type(sub))
+        if kind is not None:
+            sub.__class__ = kind
+    return twin
+
+
+def network():
+    torch.manual_seed(0)
+    backbone = build_backbone(**SMALL)
+    with torch.no_grad():
+        for p in backbone.parameters():   # a spread of weights, so that votes are not unanimous
+            p.add_(0.3 * torch.randn_like(p))
+    head = nn.Linear(8, 4)
+    return backbone, head
+
+
+def certificates(backbone: nn.Module, head: nn.Module, images: torch.Tensor, batch_size: int):
+    cohen = CohenRS(nn.Sequential(backbone, head), 0.5, n0=20, n=300, alpha=0.01, batch_size=batch_size)
+    fars = FaRSMonteCarlo(backbone, head, 1.0, n0=20, n=300, alpha=0.01, batch_size=batch_size)
+    return [(c.prediction.tolist(), c.radius.tolist()) for c in (cohen.certify(images), fars.certify(images))]
+
+
+@pytest.mark.parametrize("batch_size", [64, 1000])
+def test_sll_inference_path_leaves_certificates_unchanged(batch_size):
+    """Same certificates with the layers' inference path as with the plain formula, whether examples share
+    batches (n < batch size) or get batches of their own (n >= batch size)."""
+    backbone, head = network()
+    images = torch.rand(6, 1, 8, 8)
+    got = certificates(backbone, head, images, batch_size)
+    plain = plain_copy(backbone)
+    assert {type(m) for m in plain.modules()} >= {PlainDense, PlainConv}
+    assert got == certificates(plain, head, images, batch_size)
+    assert len(set(got[0][1])) > 1, "the images should not all get the same radius"
+
+
+def shared_batches(rows, num_samples, block, batch_size, start=0, stop=None):
+    """The batch plan in which examples follow each other in full batches whatever their number of samples
+    (an example's last samples share a batch with the next example's first ones)."""
+    stop = num_samples if stop is None else stop
+    batch, room = [], batch_size
+    for row in range(rows):
+        at = start
+        while at < stop:
+            b = at // block
+            end, lo = min(block, stop - b * block), at - b * block
+            while lo < end:
+                take = min(room, end - lo)
+                batch.append(noise.Segment(row, b, lo, lo + take))
+                lo, room = lo + take, room - take
+                if room == 0:
+                    yield batch
+                    batch, room = [], batch_size
+            at = (b + 1) * block
+    if batch:
+        yield batch
+
+
+def test_batches_of_their_own_leave_certificates_unchanged(monkeypatch):
+    """Examples of at least a batch in batches of their own give the certificates of the shared plan."""
+    backbone, head = network()
+    images = torch.rand(6, 1, 8, 8)
+    own = certificates(backbone, head, images, 64)
+    monkeypatch.setattr(noise, "plan_batches", shared_batches)
+    assert own == certificates(backbone, head, images, 64)
+
+
+def test_tf32_mode_is_fp32_on_a_cpu():
+    backbone, head = network()
+    images = torch.rand(3, 1, 8, 8)
+    model = nn.Sequential(backbone, head)
+    fp32 = CohenRS(model, 0.5, n0=20, n=300, alpha=0.01, batch_size=128).certify(images)
+    tf32 = CohenRS(model, 0.5, n0=20, n=300, alpha=0.01, batch_size=128, precision="tf32").certify(images)
+    assert torch.equal(fp32.prediction, tf32.prediction) and torch.equal(fp32.radius, tf32.radius)
+
+
+def test_memory_format_is_checked():
+    backbone, head = network()
+    with pytest.raises(ValueError, match="memory_format"):
+        CohenRS(nn.Sequential(backbone, head), 0.5, memory_format="nhwc")
+
+
+CERTIFY_IN_A_PROCESS = """
+import json, sys, torch
+sys.path.insert(0, {tests!r})
+from bench import env
+if sys.argv[1] == "tuned":
+    assert env.tune_cpu_allocator()
+from test_fast_paths import certificates, network
+torch.set_num_threads(1)
+torch.manual_seed(1)
+images = torch.rand(3, 1, 8, 8)
+print(json.dumps(certificates(*network(), images, 256)))
+"""
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc malloc only")
+def test_tuned_allocator_leaves_certificates_unchanged():
+    script = CERTIFY_IN_A_PROCESS.format(tests=str(REPO / "tests"))
+    runs = [subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True,
+                           cwd=REPO).stdout for mode in ("tuned", "default")]
+    assert json.loads(runs[0]) == json.loads(runs[1])
