@@ -33,7 +33,7 @@ def test_the_registry_lists_each_method_once_with_its_kind() -> None:
 def test_every_stage_reads_its_lists_from_the_registry() -> None:
     assert runs.METHODS is registry.METHODS
     assert results.KNOWN_METHODS is registry.METHODS and results.MONTE_CARLO is registry.MONTE_CARLO_METHODS
-    assert metrics.DETERMINISTIC_METHODS == frozenset(registry.DETERMINISTIC_METHODS)
+    assert frozenset(registry.DETERMINISTIC_METHODS) == metrics.DETERMINISTIC_METHODS
     assert soundness.DETERMINISTIC_METHODS is registry.DETERMINISTIC_METHODS
     assert soundness.MONTE_CARLO_METHODS is registry.MONTE_CARLO_METHODS
     assert paper_tables.FARS_METHODS is registry.FARS_METHODS
