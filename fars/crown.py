@@ -40,6 +40,8 @@ LAYERS = (nn.Linear, nn.ReLU, nn.Identity)
 RTOL = 1e-6
 #: at most this many bound evaluations after the radius is bracketed
 MAX_SEARCH_STEPS = 60
+#: radii checked per input in one bound pass of the search
+RADII_PER_PASS = 8
 #: doublings of the first guess tried before the search gives up growing the radius
 MAX_DOUBLINGS = 64
 
@@ -362,12 +364,15 @@ def relu_head_radius(net: ReluNetwork, z: torch.Tensor, rtol: float = RTOL) -> t
 
     The prediction is the argmax of the float64 logits; where the bound cannot prove it the strict winner
     even at r = 0 (a tie, a margin within round-off, NaN or infinite numbers) it is -1 with radius 0.
-    Otherwise the radius is the largest r for which :func:`certified_at` holds among those tried: a first
-    guess (the linearised distance to the nearest boundary), doubled while it certifies, then a bracketing
-    search (regula falsi with the Illinois rule on the bound's gap, each step also trying the point rtol / 2
-    above the secant's; bisection where that stalls) until the bracket is within ``rtol`` of the radius.
-    Every returned radius has been certified itself, so its soundness does not depend on the bound being
-    monotone or continuous in r.
+    Otherwise the radius is the largest r for which :func:`certified_at` holds among those tried, below the
+    smallest one tried that failed. Each pass checks ``RADII_PER_PASS`` radii per input at once (the cost of
+    a pass is mostly fixed for small heads): first r = 0 and a geometric grid around a first guess (the
+    linearised distance to the nearest boundary), doubled while all of it certifies; then, inside the
+    bracket [certified, not certified], points spread evenly across it and points clustered around the
+    secant's estimate on the bound's gap (offsets in geometric steps from rtol / 2 of it to the
+    bracket's width), until the bracket is within
+    ``rtol`` of the radius. Every returned radius has been certified itself, so its soundness does not
+    depend on the bound being monotone or continuous in r.
     """
     z = z.double()
     batch = z.shape[0]
@@ -376,54 +381,73 @@ def relu_head_radius(net: ReluNetwork, z: torch.Tensor, rtol: float = RTOL) -> t
     logits = net.forward(z)
     c = logits.argmax(dim=1)
     zero = torch.zeros(batch, dtype=torch.float64, device=z.device)
-    point, pairs, c2 = _Point.at(net, z), _Point.at(net, z.repeat_interleave(2, dim=0)), c.repeat_interleave(2)
+    width = RADII_PER_PASS
+    point, many, c_many = _Point.at(net, z), _Point.at(net, z.repeat_interleave(width, dim=0)), \
+        c.repeat_interleave(width)
 
-    def check_pair(first: torch.Tensor, second: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Two radii per input in one pass (the cost of a pass is mostly fixed for small heads)."""
-        passed, gap = _check(net, pairs, c2, torch.stack([first, second], dim=1).reshape(-1))
-        passed, gap = passed.view(batch, 2), gap.view(batch, 2)
-        return passed[:, 0], passed[:, 1], gap[:, 0], gap[:, 1]
+    def check_many(radii: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(passed, gap) [B, width] for radii [B, width] in one pass."""
+        passed, gap = _check(net, many, c_many, radii.reshape(-1))
+        return passed.view(batch, width), gap.view(batch, width)
+
+    def bracket(radii: torch.Tensor, valid: torch.Tensor, passed: torch.Tensor, gap: torch.Tensor,
+                lo: torch.Tensor, g_lo: torch.Tensor, hi: torch.Tensor, g_hi: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The new bracket from sorted ``radii`` [B, width] in (lo, hi): the first valid one that failed
+        becomes hi; the largest valid one below it that passed becomes lo."""
+        failed = valid & ~passed
+        first_fail = torch.where(failed.any(dim=1), failed.to(torch.int64).argmax(dim=1),
+                                 torch.full_like(c, width))
+        below = valid & passed & (torch.arange(width, device=z.device)[None, :] < first_fail[:, None])
+        last_pass = torch.where(below.any(dim=1), width - 1 - below.flip(1).to(torch.int64).argmax(dim=1),
+                                torch.full_like(c, -1))
+        took_lo, took_hi = last_pass >= 0, first_fail < width
+        at_lo, at_hi = last_pass.clamp_min(0)[:, None], first_fail.clamp_max(width - 1)[:, None]
+        lo = torch.where(took_lo, radii.gather(1, at_lo)[:, 0], lo)
+        g_lo = torch.where(took_lo, gap.gather(1, at_lo)[:, 0], g_lo)
+        hi = torch.where(took_hi, radii.gather(1, at_hi)[:, 0], hi)
+        g_hi = torch.where(took_hi, gap.gather(1, at_hi)[:, 0], g_hi)
+        return lo, g_lo, hi, g_hi
 
     guess = _first_guess(net, z, c)
     guess = torch.where(torch.isfinite(guess) & (guess > 0), guess, torch.ones_like(guess))
-    at_zero, at_guess, g_lo, g_guess = check_pair(zero, guess)
-    ok = finite & torch.isfinite(logits).all(dim=1) & at_zero
-    up = ok & at_guess
-    lo, g_lo = torch.where(up, guess, zero), torch.where(up, g_guess, g_lo)
-    hi, g_hi = torch.where(up, guess * 2, guess), torch.where(up, -math.inf, g_guess)
-    growing = up.clone()
-    for _ in range(MAX_DOUBLINGS):                 # rare: the first guess certified, grow it
+    # r = 0, then guess x f for f evenly spaced in [0.4, 1] (where the radius lies on the shipped heads)
+    grid = torch.cat([zero[:, None], guess[:, None] * torch.linspace(
+        0.4, 1.0, width - 1, dtype=torch.float64, device=z.device)[None, :]], dim=1)
+    passed, gap = check_many(grid)
+    ok = finite & torch.isfinite(logits).all(dim=1) & passed[:, 0]
+    valid = torch.ones_like(passed)
+    valid[:, 0] = False
+    lo, g_lo, hi, g_hi = bracket(grid, valid, passed, gap, zero, gap[:, 0], grid[:, -1] * 2, zero - math.inf)
+    growing = ok & passed.all(dim=1)
+    for _ in range(MAX_DOUBLINGS):                 # rare: the whole grid certified, grow it
         if not bool(growing.any()):
             break
-        passed, gap = _check(net, point, c, hi)
-        passed &= growing
-        lo, g_lo = torch.where(passed, hi, lo), torch.where(passed, gap, g_lo)
-        g_hi = torch.where(growing & ~passed, gap, g_hi)
-        hi = torch.where(passed, hi * 2, hi)
-        growing = passed & torch.isfinite(hi * 2)
-    side = torch.zeros(batch, dtype=torch.int64, device=z.device)      # Illinois: which end moved last
-    for step in range(MAX_SEARCH_STEPS):
+        passed1, gap1 = _check(net, point, c, hi)
+        passed1 &= growing
+        lo, g_lo = torch.where(passed1, hi, lo), torch.where(passed1, gap1, g_lo)
+        g_hi = torch.where(growing & ~passed1, gap1, g_hi)
+        hi = torch.where(passed1, hi * 2, hi)
+        growing = passed1 & torch.isfinite(hi * 2)
+    spread = width // 4                            # evenly across the bracket; the rest around the secant
+    steps = torch.arange(1, spread + 1, dtype=torch.float64, device=z.device) / (spread + 1)
+    half = (width - spread) // 2
+    powers = torch.arange(half, dtype=torch.float64, device=z.device) / max(half - 1, 1)
+    for _ in range(MAX_SEARCH_STEPS):
         live = ok & (hi - lo > rtol * hi)
         if not bool(live.any()):
             break
         falsi = lo + (hi - lo) * (g_lo / (g_lo - g_hi))
-        inside = torch.isfinite(falsi) & (falsi > lo) & (falsi < hi)
-        mid = torch.where(inside & (step % 8 != 7), falsi, lo + (hi - lo) / 2)   # every 8th step bisects
-        # the secant's point and one rtol above it: where the secant is already that accurate, both ends close
-        below, above = mid, torch.minimum(mid * (1 + rtol / 2), mid + (hi - mid) / 2)
-        live &= (below > lo) & (above < hi) & (below < above)
-        pass_below, pass_above, gap_below, gap_above = check_pair(below, above)
-        new_lo = torch.where(live & pass_above, above, torch.where(live & pass_below, below, lo))
-        new_g_lo = torch.where(live & pass_above, gap_above, torch.where(live & pass_below, gap_below, g_lo))
-        fail_below, fail_above = live & ~pass_below & ~pass_above, live & ~pass_above
-        new_hi = torch.where(fail_below, below, torch.where(fail_above, above, hi))
-        new_g_hi = torch.where(fail_below, gap_below, torch.where(fail_above, gap_above, g_hi))
-        moved_lo, moved_hi = new_lo > lo, new_hi < hi
-        # Illinois rule: an end kept twice in a row has its gap halved, so the next secant moves it
-        new_g_hi = torch.where(moved_lo & ~moved_hi & (side == 1), new_g_hi / 2, new_g_hi)
-        new_g_lo = torch.where(moved_hi & ~moved_lo & (side == -1), new_g_lo / 2, new_g_lo)
-        side = torch.where(moved_lo & moved_hi, 0, torch.where(moved_lo, 1, torch.where(moved_hi, -1, side)))
-        lo, g_lo, hi, g_hi = new_lo, new_g_lo, new_hi, new_g_hi
+        mid = torch.where(torch.isfinite(falsi) & (falsi > lo) & (falsi < hi), falsi, lo + (hi - lo) / 2)
+        # offsets from rtol / 2 of mid to the bracket's width, in geometric steps
+        least = mid * (rtol / 2)
+        scale = least[:, None] * ((hi - lo) / least).clamp_min(1.0)[:, None] ** powers[None, :]
+        radii = torch.cat([lo[:, None] + (hi - lo)[:, None] * steps[None, :], mid[:, None] - scale,
+                           mid[:, None] + scale], dim=1)
+        radii = torch.cat([radii, mid[:, None].expand(batch, width - radii.shape[1])], dim=1).sort(dim=1).values
+        valid = live[:, None] & (radii > lo[:, None]) & (radii < hi[:, None]) & torch.isfinite(radii)
+        radii = torch.where(valid, radii, lo[:, None])
+        passed, gap = check_many(radii)
+        lo, g_lo, hi, g_hi = bracket(radii, valid, passed, gap, lo, g_lo, hi, g_hi)
     prediction = torch.where(ok, c, torch.full_like(c, ABSTAIN))
     return prediction, torch.where(ok, lo, zero)
 

@@ -329,3 +329,20 @@ def test_a_tiny_run_certifies_sll_mlp_with_fars_crown(tiny_zoo, tmp_path) -> Non
     summary = (out / "summary.md").read_text()
     assert "fars-crown" in summary
     assert "fars-crown" in (out / "table1.md").read_text()
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.05, 20.0])
+def test_the_search_returns_a_certified_radius_within_rtol_of_a_failing_one(scale: float) -> None:
+    # scale moves the embedding away from or towards the boundaries relative to the first guess's grid,
+    # so the search also runs from below the grid (0.05) and past it (doublings, 20)
+    zoo = load_zoo("bench/embedded/models")
+    head, _ = zoo.heads["mlp"]
+    net = relu_network(head)
+    images, _, _ = select_images("fashion-mnist", None, num_images=6, skip=40, exact=False)
+    with torch.inference_mode():
+        z = zoo.backbone(images).double() * scale
+        prediction, radius = relu_head_radius(net, z)
+        assert bool((prediction >= 0).all()) and bool((radius > 0).all())
+        assert bool(crown_module.certified_at(net, z, prediction, radius).all())
+        above = radius * (1 + 3 * crown_module.RTOL)
+        assert not bool(crown_module.certified_at(net, z, prediction, above).any())
