@@ -460,6 +460,7 @@ def _report_stage(args: argparse.Namespace, tsv: Path, scaling: Any, timing: dic
     out = args.out
     warnings = noisy_timing_warnings(manifest["machine"], _seconds_by_run(tsv))
     manifest["timing"], manifest["timing_warnings"] = timing, warnings
+    write_manifest(out, manifest)   # the summary's sources on disk before the summary
     reports = write_reports(tsv, out, radii=sorted({0.0, *args.radii}), scaling=scaling, manifest=manifest)
     for warning in warnings:
         print(f"warning: noisy timings: {warning}", file=sys.stderr)
