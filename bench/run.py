@@ -581,11 +581,13 @@ def _report_stage(args: argparse.Namespace, tsv: Path, scaling: Any, timing: dic
     when the machine was too busy for the timings to be trusted, both from the manifest (recorded there
     first, so that ``python -m bench.report`` regenerates the same file)."""
     from .certify.machine import noisy_timing_warnings
+    from .certify.manifest import write_manifest
     from .report import write_reports
 
     out = args.out
     warnings = noisy_timing_warnings(manifest["machine"], _seconds_by_run(tsv))
     manifest["timing"], manifest["timing_warnings"] = timing, warnings
+    write_manifest(out, manifest)   # the summary's sources on disk before the summary
     reports = write_reports(tsv, out, radii=sorted({0.0, *args.radii}), scaling=scaling, manifest=manifest,
                             widths=args.width)
     for warning in warnings:

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,14 @@ def _holder(folder: Path) -> subprocess.Popen[str]:
     """A separate process that takes ``folder`` and keeps it until its stdin closes; its first line says how it went."""
     return subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], cwd=REPO, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
+
+
+def _owner(folder: Path) -> int | None:
+    """The pid the lock file of ``folder`` names (None while there is none, or while it is being written)."""
+    try:
+        return int(json.loads((folder / LOCK_NAME).read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _argv(zoo: Path, out: Path, *extra: str) -> list[str]:
@@ -121,3 +130,26 @@ def test_torchrun_ranks_share_one_lock_and_a_second_job_is_refused(tiny_zoo: Pat
         holder.communicate("", timeout=60)
     assert again.returncode != 0 and f"in use by pid {holder.pid}" in again.stderr
     assert (tmp_path / "certify.tsv").read_bytes() == before
+
+
+def test_two_runs_on_one_folder_the_second_with_overwrite_lose_no_row(tiny_zoo: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A real first run (a separate process) and a second with --overwrite started while it certifies."""
+    out = tmp_path / "run"
+    argv = ["--models", str(tiny_zoo), "--out", str(out), "--num-images", "4", "--methods", "cohen", "--heads", "ce",
+            "--sigma", "0.25", "--n", "4000", "--n0", "10", "--scaling-ns", "--no-progress", "--no-attack",
+            "--batch-size", "500"]
+    first = subprocess.Popen([sys.executable, "-m", "bench.run", *argv], cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        while first.poll() is None and _owner(out) != first.pid:   # until the first run owns the folder
+            time.sleep(0.05)
+        assert first.poll() is None, "the first run ended before the second could start"
+        with pytest.raises(SystemExit) as refused:
+            run_cli(bench_run.main, [*argv, "--overwrite"])
+        assert refused.value.code == 2 and f"in use by pid {first.pid}" in capsys.readouterr().err
+    finally:
+        _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-2000:]
+    rows = (out / "certify.tsv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 4      # cohen on sll+ce and on cnn-noise0.25, 4 images each: every row kept

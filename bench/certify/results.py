@@ -89,7 +89,7 @@ def read_lines(tsv: Path, repair: bool = False) -> list[str]:
         if repair:
             os.truncate(tsv, len(data))
     try:
-        lines = data.decode("utf-8").split("\n")[:-1] if data else []
+        lines = [line.removesuffix("\r") for line in data.decode("utf-8").split("\n")[:-1]]
     except UnicodeDecodeError as err:
         raise ResultsFileError(f"{tsv}: byte {err.start} is not UTF-8 text; not a results file of this harness "
                                "(use --overwrite or another --out)") from None
