@@ -69,13 +69,13 @@ def test_interrupted_run_resumes_without_redoing_rows(tiny_zoo, tmp_path, monkey
         handle.write("7\t3\t3\t0.1")
     monkeypatch.setattr(bench_runner, "format_row", original)
     certified = []
-    real_certify_all = bench_run.certify_all
+    real_certify_all = bench_runner.certify_all
 
     def counting(*a, **k):
         certified.append(real_certify_all(*a, **k))
         return certified[-1]
 
-    monkeypatch.setattr(bench_run, "certify_all", counting)
+    monkeypatch.setattr(bench_runner, "certify_all", counting)   # bench.run imports it when certifying
     bench_run.main(args(tiny_zoo, out, "--methods", "cohen", "fars-closed"))
     rows = pd.read_csv(out / "certify.tsv", sep="\t")
     assert [c.rows for c in certified] == [3 * 3 - 4]  # cohen sll+ce, cohen cnn, fars-closed: 9 rows, 4 were kept

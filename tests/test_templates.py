@@ -109,6 +109,20 @@ def test_fars_bench_layout_is_that_of_the_shipped_checkpoints() -> None:
         assert {k: tuple(v.shape) for k, v in state.items()} == listed[name], weights.name
 
 
+def test_fars_bench_template_folder_is_written_and_loaded(tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    assert run_cli(models_cli.main, ["template", "--format", "fars-bench", "--out", str(folder)]) == 0
+    listed = templates.layout("fars-bench")
+    for weights in sorted(folder.glob("*.pt")):
+        name = "cnn-noiseS.pt" if weights.name.startswith("cnn-noise") else weights.name
+        state = torch.load(weights, weights_only=True)
+        assert {k: tuple(v.shape) for k, v in state.items()} == listed[name], weights.name
+    assert {p.name for p in folder.glob("*.pt")} == {*listed} - {"cnn-noiseS.pt"} | {"cnn-noise0.25.pt"}
+    head = load_model({"name": "m", "format": "fars-bench", "checkpoint": str(folder), "head": "mlp"})
+    cnn = load_model({"name": "c", "format": "fars-bench", "checkpoint": str(folder), "cnn_sigma": 0.25})
+    assert head.lipschitz == 1.0 and head.input_shape == cnn.input_shape == (1, 28, 28)
+
+
 def test_template_and_info_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _template(tmp_path, "--format", "cohen", "--arch", "cifar_resnet20")
     table = capsys.readouterr().err

@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     layout.add_argument("--all", action="store_true", help="every format, arch and size (docs/model-formats.md)")
     layout.add_argument("--checkpoint", type=Path, default=None, help="list this file's keys and shapes instead")
     template = sub.choices["template"]
-    template.add_argument("--out", type=Path, required=True, help="the checkpoint file to write")
+    template.add_argument("--out", type=Path, required=True,
+                          help="the checkpoint file to write (fars-bench: the checkpoint folder)")
     template.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     return parser
 

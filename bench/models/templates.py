@@ -28,10 +28,12 @@ from ..env import EMBEDDED_MODELS
 from . import cohen_format, sll_format
 from .networks import HEAD_KINDS, CNNConfig, HeadConfig, SmallCNN, build_head
 
-#: the formats whose layout this module lists (the ``format`` key of a model table)
+#: the formats whose layout this module lists and writes (the ``format`` key of a model table)
 TEMPLATE_FORMATS = ("cohen", "sll", "fars-bench", "torch")
-#: the formats :func:`write_template` writes
-WRITABLE_FORMATS = ("cohen", "sll", "torch")
+#: the noise level of the one CNN of a ``fars-bench`` template folder
+TEMPLATE_CNN_SIGMA = 0.25
+#: the Lipschitz audit recorded in a ``fars-bench`` template's backbone sidecar (random inputs, iterations)
+TEMPLATE_AUDIT = (4, 5)
 #: the container key of each format's file (``None``: the file is the state dict itself)
 CONTAINER = {"cohen": "state_dict", "sll": "model_state_dict", "torch": None}
 SEED = 0
@@ -110,15 +112,17 @@ def write_template(fmt: str, out: Path, *, arch: str | None = None, size: str | 
     ``cohen``: ``{'epoch': 0, 'arch', 'state_dict'}`` of the arch's network at its initialisation; ``sll``:
     ``{'epoch': 0, 'global_step': 0, 'model_state_dict', 'optimizer_state_dict': {}}`` with normal(0, 0.05)
     tensors (any finite values load: the layers are 1-Lipschitz for every weight); ``torch``: the state dict
-    of ``factory(**kwargs)`` at its initialisation. Seeded by ``seed``. Returns the ``[models.NAME]`` table
-    that loads it (``checkpoint`` is ``out`` as given).
+    of ``factory(**kwargs)`` at its initialisation; ``fars-bench``: the folder ``out`` with the shipped
+    architecture at its initialisation (:func:`_write_fars_bench`). Seeded by ``seed``. Returns the
+    ``[models.NAME]`` table that loads it (``checkpoint`` is ``out`` as given).
 
     Raises:
-        ValueError: as :func:`layout`; ``fars-bench`` (write such a folder with ``python -m bench.train``).
+        ValueError: as :func:`layout`.
     """
-    if fmt not in WRITABLE_FORMATS:
-        raise ValueError(f"templates are written for the formats {', '.join(WRITABLE_FORMATS)}; a fars-bench "
-                         "checkpoint folder is written by `python -m bench.train`")
+    if fmt not in TEMPLATE_FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(TEMPLATE_FORMATS)}")
+    if fmt == "fars-bench":
+        return _write_fars_bench(Path(out), seed)
     shapes = layout(fmt, arch=arch, size=size, dataset=dataset, factory=factory, kwargs=kwargs)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -145,6 +149,39 @@ def write_template(fmt: str, out: Path, *, arch: str | None = None, size: str | 
     assert {k: tuple(v.shape) for k, v in state.items()} == expected, "a template must have the listed layout"
     torch.save(payload, out)
     return spec
+
+
+def _write_fars_bench(out: Path, seed: int) -> dict[str, Any]:
+    """A ``bench.train`` folder of untrained models with the shipped architecture: ``sll-backbone`` (its
+    sidecar records a small audit, :data:`TEMPLATE_AUDIT`, on random inputs: the SLL layers are 1-Lipschitz
+    for any weights), every ``head-KIND`` on it and one ``cnn-noiseS`` (S = :data:`TEMPLATE_CNN_SIGMA`)."""
+    from fars import audit_lipschitz
+
+    from . import checkpoints as ckpt
+    from .training import cnn_name
+
+    backbone_arch = _architecture("sll-backbone")
+    dataset = json.loads((EMBEDDED_MODELS / "sll-backbone.json").read_text()).get("dataset")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        backbone = SLLBackbone(BackboneConfig.from_dict(backbone_arch)).eval()
+        inputs, iterations = TEMPLATE_AUDIT
+        shape = (backbone_arch["in_channels"], backbone_arch["image_size"], backbone_arch["image_size"])
+        audit = audit_lipschitz(backbone, torch.rand(inputs, *shape), power_iterations=iterations,
+                                pair_steps=iterations, seed=seed)
+        meta = ckpt.save_checkpoint(backbone, out / "sll-backbone", {
+            "kind": "backbone", "architecture": backbone_arch, "dataset": dataset, "template": True,
+            "lipschitz": ckpt.audit_record(audit, SLLBackbone.LIPSCHITZ)})
+        for kind in HEAD_KINDS:
+            config = HeadConfig(**_architecture(f"head-{kind}"))
+            ckpt.save_checkpoint(build_head(config), out / f"head-{kind}", {
+                "kind": "head", "architecture": config.to_dict(), "backbone": meta["name"],
+                "backbone_sha256": meta["state_sha256"], "template": True})
+        cnn = CNNConfig(**_architecture(sorted(p.stem for p in EMBEDDED_MODELS.glob("cnn-noise*.json"))[0]))
+        ckpt.save_checkpoint(SmallCNN(cnn), out / cnn_name(TEMPLATE_CNN_SIGMA), {
+            "kind": "cnn", "architecture": cnn.to_dict(), "noise_sigma": TEMPLATE_CNN_SIGMA, "dataset": dataset,
+            "template": True})
+    return {"format": "fars-bench", "checkpoint": str(out)}
 
 
 def toml_table(name: str, spec: Mapping[str, Any]) -> str:
@@ -242,7 +279,8 @@ def formats_markdown() -> str:
             "`architecture`, `state_sha256`, for the backbone `lipschitz.declared` and "
             "`lipschitz.audited_lower_bound`, for a head `backbone_sha256`, for a CNN `noise_sigma`) per model. "
             "The shapes follow each sidecar's `architecture`; shown for the shipped models (`bench/embedded/models`, "
-            "1 x 28 x 28 Fashion-MNIST). `python -m bench.train` writes such a folder.", ""]
+            "1 x 28 x 28 Fashion-MNIST). `python -m bench.train` writes such a folder with trained models, "
+            "`python -m bench.models template --format fars-bench --out DIR` one with untrained models.", ""]
     for name, shapes in layout("fars-bench").items():
         out += [f"### `{name}` ({_count(shapes)})", "", shapes_markdown(shapes), ""]
     out += ["## `torch` (your own `nn.Module`)", "",
