@@ -199,6 +199,8 @@ class NormalizedLinear(nn.Module):
         return F.normalize(self.weight, dim=1)
 
     def normalized_weight(self) -> torch.Tensor:
+        if "memo" not in self.__dict__:   # a module pickled by a version without the memo
+            self.memo = WeightDerived()
         return self.memo.get((self.weight,), self._normalized)   # for the exact current weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

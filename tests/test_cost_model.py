@@ -402,3 +402,22 @@ def test_tuned_allocator_reuses_blocks_above_the_mmap_cap():
     applied, mmap_max, faults = done.stdout.split()
     assert applied == "True" and mmap_max == "0"
     assert int(faults) < 1000, f"{faults} page faults for 5 x 64 MiB allocated again"
+
+
+class _CountEqual(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls += str(func.overloadpacket) == "aten.equal"
+        return func(*args, **(kwargs or {}))
+
+
+def test_plain_forward_reference_runs_like_a_certify_calls_forwards():
+    """The plain-forward reference declares the weights fixed, as a certify call does: the memo compares
+    the weights' values once (2 tensors), not on each of the 6 forwards."""
+    layer = SLLDense(features=4, inner=3)
+    with _CountEqual() as counted:
+        cm.plain_forward_seconds(layer, torch.rand(8, 4), repeats=5)
+    assert counted.calls <= 2

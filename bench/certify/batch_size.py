@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from smoothing.certificate import timed
+from smoothing.certificate import fixed_weights, timed
 
 
 def best_seconds(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
@@ -72,7 +72,7 @@ def best_batch_size(model: torch.nn.Module, input_shape: Sequence[int], device: 
     mode = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), fixed_weights():   # the forwards of a certify call
             for size in sorted({int(c) for c in candidates}):
                 if max_samples is not None and size > max_samples and rows:
                     break

@@ -52,7 +52,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from fars.closed_form import head_geometry, linear_head_radius
 from fars.monte_carlo import FaRSMonteCarlo, _Layers, split_first_linear
-from smoothing.certificate import module_device, timed
+from smoothing.certificate import fixed_weights, module_device, timed
 
 from ..certify.batch_size import best_seconds, plain_batch
 from ..env import cpu_allocator_tuned, device_name
@@ -320,12 +320,14 @@ def method_phases(method: str, costs: NetworkCosts, n0: int, n: int, batch_size:
 # --- plain forward references -------------------------------------------------------------------
 
 def plain_forward_seconds(model: nn.Module, inputs: torch.Tensor, repeats: int = 5) -> float:
-    """Median seconds of a plain ``model(inputs)`` (inference mode, eval mode, device synchronised)."""
+    """Median seconds of a plain ``model(inputs)`` (inference mode, eval mode, device synchronised; the weights
+    declared fixed as in a certify call, :class:`smoothing.certificate.fixed_weights`: what a certify call's
+    forward passes do, without the noise, the votes and the checks)."""
     device = inputs.device
     mode = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), fixed_weights():
             model(inputs)  # warm-up
             times = []
             for _ in range(max(1, repeats)):
@@ -383,7 +385,7 @@ def paired_single_image(network: nn.Module, certifier, images: torch.Tensor, ind
                 image, index = images[i:i + 1], indices[i:i + 1]
 
                 def forwards(image: torch.Tensor = image) -> None:
-                    with torch.inference_mode():
+                    with torch.inference_mode(), fixed_weights():
                         network(image)
                         for _ in range(max(1, calls)):
                             with timed(device) as elapsed:
