@@ -160,7 +160,7 @@ def test_default_threads_never_oversubscribe(monkeypatch: pytest.MonkeyPatch) ->
     assert machine.default_threads(processes=8) == 1
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.toml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [DEFAULT_CONFIG, *sorted((REPO / "configs").glob("*.toml"))], ids=lambda p: p.name)
 def test_shipped_experiment_files_are_valid(path: Path) -> None:
     exp = load_experiment(path)
     assert exp.models, f"{path.name} names no models"

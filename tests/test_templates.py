@@ -17,6 +17,7 @@ from bench.models import ModelSpecError, cohen_format, load_model, sll_format, t
 from bench.models import __main__ as models_cli
 from bench.models.keys import INLINE_LINES
 from bench.models.loaded import split_network
+from bench.run import DEFAULT_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -186,7 +187,7 @@ def test_a_long_listing_goes_to_a_file_named_in_the_one_line_error(tmp_path: Pat
 
 
 def test_info_states_the_audit_budget_and_shows_progress(capsys: pytest.CaptureFixture[str]) -> None:
-    config = ROOT / "configs" / "fashion-mnist-quick.toml"
+    config = DEFAULT_CONFIG
     assert run_cli(models_cli.main, ["info", "--config", str(config), "--images", "0", "--audit-images", "1",
                                      "--audit-iterations", "2"]) == 0
     captured = capsys.readouterr()
@@ -222,8 +223,8 @@ def test_config_comments_put_the_checkpoint_where_the_table_reads_it() -> None:
     assert checked >= 1
 
 
-def test_readme_cohen_row_names_every_key_of_the_cohen_format() -> None:
-    row = next(line for line in (ROOT / "README.md").read_text().splitlines()
+def test_docs_cohen_row_names_every_key_of_the_cohen_format() -> None:
+    row = next(line for line in (ROOT / "docs" / "models.md").read_text().splitlines()
                if line.startswith("| `cohen` |") and "checkpoint.pth.tar" in line)      # the formats table
     keys_column = row.split("|")[3]
     assert all(f"`{key}`" in keys_column for key in cohen_format.KEYS), keys_column
