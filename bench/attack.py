@@ -13,16 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .audit.pgd import PGDConfig
 from .audit.robustness import RobustnessSettings, run_robustness, soundness_failures
+from .certify.machine import set_threads
 from .certify.runs import MonteCarloSettings
 from .cli import checked, cli_exit, writable_dir
 from .cli_help import DefaultsHelpFormatter
 from .config import ModelTable, load_experiment
 from .data.selection import select_images
-from .env import resolve_device, stored_path
+from .env import THREADS_PER_CPU, max_threads, resolve_device, stored_path
 from .files import FolderInUseError, FolderLock
 from .models.experiment import load_experiment_models, models_from_folder
 
@@ -139,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
               (args.mc_sample >= 0, "--mc-sample must be >= 0"),
               (args.smooth_samples >= 1 and args.smooth_steps >= 1, "--smooth-samples/--smooth-steps must be >= 1"),
               (args.lipschitz_images >= 1, "--lipschitz-images must be >= 1"),
-              (args.threads >= 1, "--threads must be >= 1")]
+              (1 <= args.threads <= max_threads(),
+               f"--threads {args.threads}: must be between 1 and {max_threads()} ({THREADS_PER_CPU} per CPU of this "
+               "machine)")]
     for ok, message in checks:
         if not ok:
             parser.error(message)
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 def _attack(args: argparse.Namespace, parser: argparse.ArgumentParser, manifest: dict[str, Any], out: Path) -> int:
     """The attack of :func:`main` once its flags are checked and ``out`` is owned."""
     device = checked(parser, lambda: resolve_device(args.device))
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)   # bounded: a huge count crashes torch's thread pool
     config = manifest.get("config", {})
     # runs of earlier versions stored the models' folder as config["models"]; now config holds their hashes
     recorded = config.get("models")

@@ -416,11 +416,13 @@ def test_resume_refuses_a_monte_carlo_radius_above_the_cut_off(tmp_path, radius)
     check_rows(tsv, read_lines(tsv), [_cohen_run()])   # 0.615 is the cut-off to 3 digits: accepted
 
 
-@pytest.mark.parametrize("command", ["scaling", "art"])
+@pytest.mark.parametrize("command", ["scaling", "art", "attack"])
 def test_other_commands_refuse_a_thread_count_the_pool_cannot_take(command, capsys, tmp_path):
     from bench import art_compare, scaling
-    main = {"scaling": scaling.main, "art": art_compare.main}[command]
+    from bench import attack as bench_attack
+    main = {"scaling": scaling.main, "art": art_compare.main, "attack": bench_attack.main}[command]
     with pytest.raises(SystemExit) as info:
-        run_cli(main, ["--threads", "100000", "--out", str(tmp_path)])
+        run_cli(main, ["--threads", "100000", "--out", str(tmp_path)]
+                + (["--results", str(tmp_path)] if command == "attack" else []))
     err = capsys.readouterr().err
     assert info.value.code == 2 and "--threads 100000: must be between 1 and" in err and "Traceback" not in err
