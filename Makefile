@@ -44,7 +44,7 @@ lint: $(BIN)/.installed-lint
 	$(BIN)/mypy
 
 results: $(BIN)/.installed-run
-	$(BIN)/python -m bench.run --out results/fashion-mnist/quick --overwrite --no-progress $(ARGS)
+	$(BIN)/python -m bench.run --out results/fashion-mnist/quick --overwrite --no-progress --width full column $(ARGS)
 	$(BIN)/python -m bench.scaling --out results/fashion-mnist/scaling --no-progress
 	$(BIN)/python -m bench.results_index results
 
