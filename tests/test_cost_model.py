@@ -421,3 +421,12 @@ def test_plain_forward_reference_runs_like_a_certify_calls_forwards():
     with _CountEqual() as counted:
         cm.plain_forward_seconds(layer, torch.rand(8, 4), repeats=5)
     assert counted.calls <= 2
+
+
+def test_single_image_references_compare_the_weights_once_per_call_as_a_certify_call_does():
+    """A deterministic certify call is one forward, and compares the weights' values once: the single-image
+    references time each forward as such a call (2 tensors compared per forward), not as one block of many."""
+    layer = SLLDense(features=4, inner=3)
+    with _CountEqual() as counted:
+        cm.plain_forward_seconds(layer, torch.rand(1, 4), repeats=5, per_call=True)
+    assert counted.calls == 2 * 5       # each timed call (the warm-up computes the memo: nothing to compare)

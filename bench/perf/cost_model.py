@@ -35,6 +35,7 @@ fars-mc within 2x of its floor and at least 1000x faster than cohen at n = 100,0
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
 from collections.abc import Callable, Sequence
@@ -319,19 +320,24 @@ def method_phases(method: str, costs: NetworkCosts, n0: int, n: int, batch_size:
 
 # --- plain forward references -------------------------------------------------------------------
 
-def plain_forward_seconds(model: nn.Module, inputs: torch.Tensor, repeats: int = 5) -> float:
+_no_block = contextlib.nullcontext
+
+def plain_forward_seconds(model: nn.Module, inputs: torch.Tensor, repeats: int = 5, per_call: bool = False) -> float:
     """Median seconds of a plain ``model(inputs)`` (inference mode, eval mode, device synchronised; the weights
     declared fixed as in a certify call, :class:`smoothing.certificate.fixed_weights`: what a certify call's
-    forward passes do, without the noise, the votes and the checks)."""
+    forward passes do, without the noise, the votes and the checks). ``per_call``: each timed forward is a
+    call of its own (its weights' values compared once, as a deterministic certify call of one forward
+    compares them); otherwise the repeats share one declaration, as the many forwards of one Monte Carlo call."""
     device = inputs.device
     mode = model.training
     model.eval()
     try:
         with torch.inference_mode(), fixed_weights():
             model(inputs)  # warm-up
-            times = []
+        times = []
+        with torch.inference_mode(), fixed_weights() if not per_call else _no_block():
             for _ in range(max(1, repeats)):
-                with timed(device) as elapsed:
+                with timed(device) as elapsed, fixed_weights() if per_call else _no_block():
                     model(inputs)
                 times.append(elapsed[0])
     finally:
@@ -359,7 +365,7 @@ def measure_plain_forward(network: nn.Module, image: torch.Tensor, batch_size: i
     """
     batch = plain_batch(tuple(image.shape[1:]), batch_size, image.device)
     batched = plain_forward_seconds(compiled if compiled is not None else network, batch, repeats)
-    single = plain_forward_seconds(network, image[:1], single_repeats)
+    single = plain_forward_seconds(network, image[:1], single_repeats, per_call=True)
     return PlainForward(batch_size, batched / batch_size, single, compiled is not None)
 
 
@@ -385,10 +391,12 @@ def paired_single_image(network: nn.Module, certifier, images: torch.Tensor, ind
                 image, index = images[i:i + 1], indices[i:i + 1]
 
                 def forwards(image: torch.Tensor = image) -> None:
-                    with torch.inference_mode(), fixed_weights():
+                    # each forward is one call, as each certify call is: the weights are declared fixed for
+                    # that call only (their values compared once per call, as a certify call compares them)
+                    with torch.inference_mode():
                         network(image)
                         for _ in range(max(1, calls)):
-                            with timed(device) as elapsed:
+                            with timed(device) as elapsed, fixed_weights():
                                 network(image)
                             plain.append(elapsed[0])
 
