@@ -48,12 +48,12 @@ results: $(BIN)/.installed-run
 	$(BIN)/python -m bench.scaling --out results/fashion-mnist/scaling --no-progress
 	$(BIN)/python -m bench.results_index results
 
-# sequential versus fixed-n CERTIFY at cap n = 100,000; about 45 min on 2 CPU cores
+# sequential versus fixed-n CERTIFY at cap n = 100,000 (its manifest records how long it took)
 results-sequential: $(BIN)/.installed-run
 	$(BIN)/python -m bench.sequential --out results/fashion-mnist/sequential --images 50 --skip 20 --no-progress
 	$(BIN)/python -m bench.results_index results
 
-# speedup versus model size, SLL layouts small..xlarge at CIFAR size; see docs/performance.md for the time it takes
+# speedup versus model size, SLL layouts small..xlarge at CIFAR size; its manifest records how long it took
 results-sizes: $(BIN)/.installed-run
 	$(BIN)/python -m bench.scaling --sizes default small medium large xlarge --rounds 1 --cohen-ns 100 1000 \
 	    --out results/sizes --no-progress

@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
             "(l2: a minimum-norm search, then PGD with restarts, untargeted + runner-up targets, at each radius), "
             "and writes robustness.csv (empirical robust accuracy per model and radius, Table 2), sanity.csv "
             "(certified vs empirical accuracy of every method, violations with example ids), soundness.csv "
-            "(fars-closed and lipschitz-margin certificates attacked at 0.999 r: broken must be 0), "
+            "(every deterministic certificate attacked at 0.999 r: broken must be 0), "
             "paper_criterion.csv (the public FaRS code's non-certificate `logit_y / ||W|| > eps` and its "
             "sparsemax variant: how many of its claims the attack breaks), smoothed_attack.csv (SmoothAdv-style "
             "attack on the smoothed classifiers of cohen and fars-mc at 0.999 r, re-estimated with fresh noise, "

@@ -81,8 +81,8 @@ DEFAULTS: dict[str, Any] = dict(dataset="fashion-mnist", data_root=None, methods
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run",
-        description="Certify test images with Cohen RS, FaRS (Monte Carlo and closed form) and the Lipschitz "
-                    "margin on the same images; time each method (device synchronised) and write per-example "
+        description="Certify test images with Cohen RS, FaRS (Monte Carlo, closed form, bound propagation) and the "
+                    "Lipschitz margin on the same images; time each method (device synchronised) and write per-example "
                     "TSV, summary tables and plots. The experiment (dataset, models, methods, sigmas, n0, n, "
                     "alpha, images) is a TOML file (--config; default bench/embedded/fashion-mnist-quick.toml, the "
                     "offline default); every flag below overrides the file, and keys neither sets come from "

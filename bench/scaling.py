@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> Path:
         prog="python -m bench.scaling", formatter_class=DefaultsHelpFormatter,
         description="Seconds per image versus n for cohen and fars-mc on the same SLL network, with fars-closed "
                     "as the flat floor. Writes scaling.csv and scaling.png, then the cost model (flops, bytes, the "
-                    "machine's floor, measured/floor and the issue-6 targets): cost_model.csv/md, cost_targets.csv.")
+                    "machine's floor, measured/floor and the cost targets): cost_model.csv/md, cost_targets.csv.")
     parser.add_argument("--models", type=Path, default=EMBEDDED_MODELS, help="checkpoint folder")
     parser.add_argument("--ns", type=int, nargs="+", default=list(DEFAULT_NS), help="values of n to time")
     parser.add_argument("--images", type=int, default=None,

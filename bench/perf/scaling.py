@@ -6,7 +6,7 @@ evaluation set. Each certify call is timed with the device synchronised, after a
 is repeated (about 0.25 s of calls, at most 25) and its median kept.
 The command writes ``scaling.csv`` and ``scaling.png`` to ``--out`` (default ``runs/fashion-mnist/scaling``),
 then the cost model (:mod:`bench.perf.cost_model`: flops, bytes, the machine's floor, measured / floor and the
-issue-6 targets) as ``cost_model.csv``, ``cost_targets.csv`` and ``cost_model.md``.
+cost targets) as ``cost_model.csv``, ``cost_targets.csv`` and ``cost_model.md``.
 
 Cohen's batch size can be searched (``--cohen-batch-size auto``: the throughput-best batch of a plain
 forward, :func:`best_batch_size`); ``fars-mc`` has its own batch size (``--fars-batch-size``).
