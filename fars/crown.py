@@ -23,7 +23,9 @@ from smoothing.certificate import (
     Certificate,
     check_indices,
     check_inputs,
+    check_lipschitz,
     check_positive,
+    divide_radius,
     evaluating,
     flush_subnormal,
     timed,
@@ -517,7 +519,7 @@ class FaRSCrown:
         linears = [m for m in layers if type(m) is nn.Linear]
         # one affine layer and no ReLU (nn.Linear, alone or in a Sequential): the exact closed form
         self._linear = linears[0] if len(linears) == 1 and all(type(m) is nn.Linear for m in layers) else None
-        self.lipschitz = check_positive("lipschitz", lipschitz)
+        self.lipschitz = check_lipschitz(lipschitz)
         self.check_range = bool(check_range)
         self.rtol = check_positive("rtol", rtol)
         self._network = WeightDerived()
@@ -541,12 +543,12 @@ class FaRSCrown:
                                      f"[B, {self._first.in_features}]")
                 if self._linear is not None:    # as FaRSClosedForm: its 4 ulps of slack cover the division
                     prediction, radius = linear_head_radius(z, self._linear.weight, self._linear.bias)
-                    radius = radius if self.lipschitz == 1.0 else flush_subnormal(radius / self.lipschitz)
+                    radius = radius if self.lipschitz == 1.0 else flush_subnormal(divide_radius(radius, self.lipschitz))
                 else:                           # the searched radius has no slack: the quotient is rounded down
                     prediction, radius = relu_head_radius(self.network(), z, self.rtol)
                     prediction, radius = prediction.cpu(), radius.cpu()
-                    if self.lipschitz != 1.0:
-                        radius = radius / self.lipschitz * (1 - rounding_factor(1))
+                    if self.lipschitz != 1.0:   # an overflow is reported as the largest float, never inf
+                        radius = divide_radius(radius, self.lipschitz) * (1 - rounding_factor(1))
                     radius = flush_subnormal(radius)
                 prediction, radius = lower_by_offset(prediction, radius, offset)
         return Certificate(prediction, radius, samples=0, seconds=elapsed[0])

@@ -346,3 +346,20 @@ def test_the_search_returns_a_certified_radius_within_rtol_of_a_failing_one(scal
         assert bool(crown_module.certified_at(net, z, prediction, radius).all())
         above = radius * (1 + 3 * crown_module.RTOL)
         assert not bool(crown_module.certified_at(net, z, prediction, above).any())
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_a_tiny_lipschitz_constant_never_gives_an_infinite_radius(relu: bool) -> None:
+    """Dividing a far boundary's distance (~7e37 in embedding units) by a tiny normal constant (1e-300)
+    overflows float64: the certificate stays finite (the largest float, still below the exact quotient),
+    as fars-closed's does; a subnormal constant is refused."""
+    linear = nn.Linear(4, 2)
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]]))
+        linear.bias.copy_(torch.tensor([1e38, 0.0]))
+    head = nn.Sequential(nn.ReLU(), linear) if relu else linear
+    cert = FaRSCrown(nn.Flatten(), head, lipschitz=1e-300).certify(torch.rand(2, 1, 2, 2))
+    assert (cert.prediction == 0).all()
+    assert torch.isfinite(cert.radius).all() and (cert.radius > 1e300).all()
+    with pytest.raises(ValueError, match="normal float"):
+        FaRSCrown(nn.Flatten(), head, lipschitz=1e-310)
