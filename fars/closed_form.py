@@ -243,6 +243,26 @@ def lower_by_offset(prediction: torch.Tensor, radius: torch.Tensor,
             flush_subnormal(torch.where(keep, lowered, torch.zeros_like(lowered))))
 
 
+def checked_embeddings(backbone: torch.nn.Module, x: torch.Tensor, indices: torch.Tensor | None, device: torch.device,
+                       features: int, check_range: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(z = backbone(x) [B, features], offset): the inputs checked (device, range, NaN, indices) and rounded to
+    the backbone's dtype (``offset``: their distance to the rounded copy, see :func:`to_model_dtype`), then
+    embedded. Call it inside ``torch.inference_mode()`` and :class:`evaluating`.
+
+    Raises:
+        TypeError, ValueError: as :func:`check_inputs` and :func:`check_indices`; ValueError for embeddings of
+            another shape than [B, features].
+    """
+    refuse_meta(x, device, "model")
+    x = check_inputs(x, device, check_range=check_range)
+    check_indices(indices, x.shape[0])
+    x, offset = to_model_dtype(x, model_dtype(backbone))
+    z = backbone(x)
+    if z.dim() != 2 or z.shape[1] != features:
+        raise ValueError(f"backbone returns embeddings of shape {tuple(z.shape)}, the head expects [B, {features}]")
+    return z, offset
+
+
 class FaRSClosedForm:
     """Deterministic FaRS certificate for a one-layer linear head s = W z + b on z = backbone(x).
 
@@ -296,21 +316,15 @@ class FaRSClosedForm:
     def certify(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> Certificate:
         # the embedding feeds the head, so backbone and head share a device: read it off the head's weight
         device = self.head.weight.device
-        with timed(device) as elapsed:   # the whole call: validation, forward pass, radius
-            refuse_meta(x, device, "model")
-            x = check_inputs(x, device, check_range=self.check_range)
-            check_indices(indices, x.shape[0])
-            x, offset = to_model_dtype(x, model_dtype(self.backbone))
-            with torch.inference_mode(), evaluating(self.backbone, self.head):
-                z = self.backbone(x)
-                if z.dim() != 2 or z.shape[1] != self.head.in_features:
-                    raise ValueError(f"backbone returns embeddings of shape {tuple(z.shape)}, the head expects "
-                                     f"[B, {self.head.in_features}]")
-                params = (self.head.weight,) if self.head.bias is None else (self.head.weight, self.head.bias)
-                geometry = self._geometry.get(params, lambda: head_geometry(self.head.weight, self.head.bias))
-                prediction, radius = linear_head_radius(z, self.head.weight, self.head.bias, geometry)
-                if self.lipschitz != 1.0:   # x / 1.0 == x exactly: skipping the division changes nothing
-                    # 4 ulps of slack cover the division; an overflow is reported as the largest float
-                    radius = flush_subnormal(divide_radius(radius, self.lipschitz))
-                prediction, radius = lower_by_offset(prediction, radius, offset)
+        # the whole call: validation, forward pass, radius
+        with timed(device) as elapsed, torch.inference_mode(), evaluating(self.backbone, self.head):
+            z, offset = checked_embeddings(self.backbone, x, indices, device, self.head.in_features,
+                                           self.check_range)
+            params = (self.head.weight,) if self.head.bias is None else (self.head.weight, self.head.bias)
+            geometry = self._geometry.get(params, lambda: head_geometry(self.head.weight, self.head.bias))
+            prediction, radius = linear_head_radius(z, self.head.weight, self.head.bias, geometry)
+            if self.lipschitz != 1.0:   # x / 1.0 == x exactly: skipping the division changes nothing
+                # 4 ulps of slack cover the division; an overflow is reported as the largest float
+                radius = flush_subnormal(divide_radius(radius, self.lipschitz))
+            prediction, radius = lower_by_offset(prediction, radius, offset)
         return Certificate(prediction, radius, samples=0, seconds=elapsed[0])

@@ -21,8 +21,6 @@ from torch import nn
 from smoothing.certificate import (
     ABSTAIN,
     Certificate,
-    check_indices,
-    check_inputs,
     check_lipschitz,
     check_positive,
     divide_radius,
@@ -33,7 +31,7 @@ from smoothing.certificate import (
 )
 from smoothing.rounding import TINY, norm_upper_bound, rounding_factor
 
-from .closed_form import linear_head_radius, lower_by_offset, model_dtype, refuse_meta, to_model_dtype
+from .closed_form import checked_embeddings, linear_head_radius, lower_by_offset
 from .memo import WeightDerived
 
 #: the layers a head may be built from, besides nn.Sequential (exact types: a subclass may compute something else)
@@ -531,26 +529,19 @@ class FaRSCrown:
 
     def certify(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> Certificate:
         device = self._first.weight.device
-        with timed(device) as elapsed:
-            refuse_meta(x, device, "model")
-            x = check_inputs(x, device, check_range=self.check_range)
-            check_indices(indices, x.shape[0])
-            x, offset = to_model_dtype(x, model_dtype(self.backbone))
-            with torch.inference_mode(), evaluating(self.backbone, self.head):
-                z = self.backbone(x)
-                if z.dim() != 2 or z.shape[1] != self._first.in_features:
-                    raise ValueError(f"backbone returns embeddings of shape {tuple(z.shape)}, the head expects "
-                                     f"[B, {self._first.in_features}]")
-                if self._linear is not None:    # as FaRSClosedForm: its 4 ulps of slack cover the division
-                    prediction, radius = linear_head_radius(z, self._linear.weight, self._linear.bias)
-                    radius = radius if self.lipschitz == 1.0 else flush_subnormal(divide_radius(radius, self.lipschitz))
-                else:                           # the searched radius has no slack: the quotient is rounded down
-                    prediction, radius = relu_head_radius(self.network(), z, self.rtol)
-                    prediction, radius = prediction.cpu(), radius.cpu()
-                    if self.lipschitz != 1.0:   # an overflow is reported as the largest float, never inf
-                        radius = divide_radius(radius, self.lipschitz) * (1 - rounding_factor(1))
-                    radius = flush_subnormal(radius)
-                prediction, radius = lower_by_offset(prediction, radius, offset)
+        with timed(device) as elapsed, torch.inference_mode(), evaluating(self.backbone, self.head):
+            z, offset = checked_embeddings(self.backbone, x, indices, device, self._first.in_features,
+                                           self.check_range)
+            if self._linear is not None:    # as FaRSClosedForm: its 4 ulps of slack cover the division
+                prediction, radius = linear_head_radius(z, self._linear.weight, self._linear.bias)
+                radius = radius if self.lipschitz == 1.0 else flush_subnormal(divide_radius(radius, self.lipschitz))
+            else:                           # the searched radius has no slack: the quotient is rounded down
+                prediction, radius = relu_head_radius(self.network(), z, self.rtol)
+                prediction, radius = prediction.cpu(), radius.cpu()
+                if self.lipschitz != 1.0:   # an overflow is reported as the largest float, never inf
+                    radius = divide_radius(radius, self.lipschitz) * (1 - rounding_factor(1))
+                radius = flush_subnormal(radius)
+            prediction, radius = lower_by_offset(prediction, radius, offset)
         return Certificate(prediction, radius, samples=0, seconds=elapsed[0])
 
 
