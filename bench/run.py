@@ -326,7 +326,7 @@ def run_config(args: argparse.Namespace, models: ExperimentModels, images: torch
 
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
-    from smoothing.certificate import NonFiniteScoresError
+    from smoothing.checks import NonFiniteScoresError
 
     from .certify import distributed as dist_
     from .certify.manifest import ResumeError

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from smoothing.certificate import fixed_weights_epoch
+from smoothing.checks import fixed_weights_epoch
 
 T = TypeVar("T")
 
@@ -37,7 +37,7 @@ class WeightDerived:
     Certification calls a frozen model once per image, and recomputing weight-derived factors
     dominated that single-image forward. The memo is used only when autograd is off (inference or
     no-grad), and only for the exact parameter values it was computed from. Outside a
-    :class:`smoothing.certificate.fixed_weights` block every call compares the parameters with a stored
+    :class:`smoothing.checks.fixed_weights` block every call compares the parameters with a stored
     copy (shape, dtype, device and every element), so an in-place update, a loaded state dict, a write
     through ``.data`` or a moved module can never see a stale value. Inside such a block (a certify call,
     whose weights are fixed) that comparison is made once per block; the later calls of the block check

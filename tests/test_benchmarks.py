@@ -20,7 +20,7 @@ from bench.env import device_name, tune_cpu_allocator
 from bench.models import load_zoo
 from bench.perf import cost_model as cm
 from fars import FaRSClosedForm, FaRSMonteCarlo
-from smoothing.certificate import synchronize
+from smoothing.checks import synchronize
 from smoothing.noise import Stage
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")

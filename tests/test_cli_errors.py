@@ -226,7 +226,7 @@ def test_bugs_keep_their_traceback_and_the_environment_variable_shows_every_one(
 def test_what_counts_as_a_user_error():
     from bench.data import DatasetUnavailableError, EmbeddedDataError
     from bench.models import CheckpointError
-    from smoothing.certificate import NonFiniteScoresError
+    from smoothing.checks import NonFiniteScoresError
 
     for err in (CheckpointError("x"), DatasetUnavailableError("x"), EmbeddedDataError("x"), NonFiniteScoresError("x"),
                 json.JSONDecodeError("x", "doc", 0), FileNotFoundError(2, "No such file or directory", "f"),

@@ -271,7 +271,7 @@ def test_votes_go_to_the_first_maximal_class_like_argmax(scores, winner):
 
 def test_nan_scores_do_not_vote():
     """argmax counts NaN as maximal; a NaN score must stop the count instead of voting for its class."""
-    from smoothing.certificate import NonFiniteScoresError
+    from smoothing.checks import NonFiniteScoresError
 
     certifier = CohenRS(ConstantScores([0.0, float("nan"), float("nan")]), 0.5, n0=5, n=20, batch_size=8)
     with pytest.raises(NonFiniteScoresError):

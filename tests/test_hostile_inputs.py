@@ -34,7 +34,8 @@ from bench.models.experiment import load_experiment_models
 from bench.models.loaded import ModelSpecError, load_model
 from bench.models.zoo import load_zoo
 from fars import FaRSClosedForm, FaRSMonteCarlo
-from smoothing.certificate import LARGEST_FINITE, check_lipschitz
+from smoothing.certificate import LARGEST_FINITE
+from smoothing.checks import check_lipschitz
 from smoothing.statistics import radius_from_counts
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -31,7 +31,7 @@ from fars import (
 )
 from fars.audit import LipschitzAudit
 from fars.sll import sll_rescaling
-from smoothing.certificate import fixed_weights
+from smoothing.checks import fixed_weights
 
 TOL = 1e-5          # float32 round-off allowance on the constant 1
 TOL64 = 1e-9        # the same in float64
