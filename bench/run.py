@@ -580,12 +580,12 @@ def _report_stage(args: argparse.Namespace, tsv: Path, scaling: Any, timing: dic
     """summary.csv/md, certified_accuracy.csv and the plots; summary.md carries the run's timing and a warning
     when the machine was too busy for the timings to be trusted, both from the manifest (recorded there
     first, so that ``python -m bench.report`` regenerates the same file)."""
-    from .certify.machine import noisy_timing_warnings
+    from .certify.machine import noisy_timing_warnings, usage_by_run
     from .certify.manifest import write_manifest
     from .report import write_reports
 
     out = args.out
-    warnings = noisy_timing_warnings(manifest["machine"], _seconds_by_run(tsv))
+    warnings = noisy_timing_warnings(manifest["machine"], _seconds_by_run(tsv), usage_by_run(tsv, manifest["device"]))
     manifest["timing"], manifest["timing_warnings"] = timing, warnings
     write_manifest(out, manifest)   # the summary's sources on disk before the summary
     reports = write_reports(tsv, out, radii=sorted({0.0, *args.radii}), scaling=scaling, manifest=manifest,

@@ -33,6 +33,8 @@ def test_tiny_run_writes_tsv_summary_and_plots(tiny_zoo, tmp_path):
     assert set(rows.samples[rows.method.isin(["cohen", "fars-mc"])]) == {25}
     assert set(rows.samples[rows.method.isin(["fars-closed", "lipschitz-margin", "fars-crown"])]) == {0}
     assert (rows.seconds > 0).all()
+    # each row: the call's process CPU time (user + system) and minor page faults beside its wall time
+    assert (rows.cpu_seconds >= 0).all() and rows.cpu_seconds.sum() > 0 and (rows.page_faults >= 0).all()
     assert ((rows.predict == -1) <= (rows.radius == 0)).all()
     assert (rows.correct == (rows.predict == rows.label)).all()
     for name in ("summary.csv", "summary.md", "manifest.json", "certified_accuracy.png", "speedup.md",
