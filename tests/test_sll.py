@@ -686,6 +686,37 @@ def test_training_steps_inside_and_between_blocks_refresh_the_memo():
     assert all(not torch.equal(a, b) for a, b in zip(seen, seen[1:], strict=False))
 
 
+def test_memo_compares_weights_bit_for_bit():
+    """The cross-call comparison of the memo (memcmp on contiguous CPU tensors, torch.equal otherwise) sees a
+    change in the last byte, tells -0.0 from 0.0, finds a NaN equal to its own bits, and falls back to
+    torch.equal for a non-contiguous tensor."""
+    from fars.memo import same_values
+
+    a = torch.randn(64, 33)
+    b = a.clone()
+    assert same_values(a, b)
+    b.view(-1)[-1] = torch.nextafter(b.view(-1)[-1], torch.tensor(math.inf))
+    assert not same_values(a, b)
+    zero, negative = torch.zeros(3), torch.zeros(3)
+    negative[1] = -0.0
+    assert torch.equal(zero, negative) and not same_values(zero, negative)
+    nan = torch.full((2,), math.nan)
+    assert same_values(nan, nan.clone()) and not torch.equal(nan, nan.clone())
+    assert same_values(a.T, a.clone().T) and not same_values(a.T, (a + 1).T)     # strided: torch.equal
+    assert same_values(torch.empty(0), torch.empty(0))
+    torch.manual_seed(0)
+    layer, x = SLLDense(6, 4), torch.randn(3, 6)
+    with torch.inference_mode(), fixed_weights():
+        layer(x)
+    layer.weight.data.view(-1)[-1] += 1.0                         # one weight, through .data (no version bump)
+    with torch.inference_mode(), fixed_weights():
+        after = layer(x)
+    with torch.no_grad():
+        t = layer.rescaling()
+        expected = x - 2 * F.linear(F.relu(F.linear(x, layer.weight, layer.bias)) * t, layer.weight.T)
+    assert torch.equal(after, expected)
+
+
 def test_memo_of_a_pickled_module_starts_empty():
     import io
 
