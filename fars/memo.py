@@ -76,17 +76,16 @@ def _key(p: torch.Tensor) -> tuple[Any, ...] | None:
 class WeightDerived:
     """Memo of a value computed from parameters, for inference.
 
-    Certification calls a frozen model once per image, and recomputing weight-derived factors
-    dominated that single-image forward. The memo is used only when autograd is off (inference or
-    no-grad), and only for the exact parameter values it was computed from. Outside a
-    :class:`smoothing.checks.fixed_weights` block every call compares the parameters with a stored
-    copy (shape, dtype, device and every element, bit for bit: :func:`same_values`), so an in-place update, a loaded state dict, a write
-    through ``.data`` or a moved module can never see a stale value. Inside such a block (a certify call,
-    whose weights are fixed) that comparison is made once per block; the later calls of the block check
-    only that each parameter is the same tensor with the same storage, layout and version counter (no
-    read of the weights, no host synchronisation on CUDA), which still sees every in-place update but
-    one through ``.data``. With autograd on it is bypassed. ``compute`` returns a tensor or a tuple of
-    tensors.
+    Certification calls a frozen model once per image, and recomputing weight-derived factors dominated that
+    single-image forward. The memo is used only when autograd is off (inference or no-grad), and only for the
+    exact parameter values it was computed from. Outside a :class:`smoothing.checks.fixed_weights` block every
+    call compares the parameters with a stored copy (shape, dtype, device and every element, bit for bit:
+    :func:`same_values`), so an in-place update, a loaded state dict, a write through ``.data`` or a moved
+    module can never see a stale value. Inside such a block (a certify call, whose weights are fixed) that
+    comparison is made once per block; the later calls of the block check only that each parameter is the same
+    tensor with the same storage, layout and version counter (no read of the weights, no host synchronisation on
+    CUDA), which still sees every in-place update but one through ``.data``. With autograd on it is bypassed.
+    ``compute`` returns a tensor or a tuple of tensors.
     """
 
     def __init__(self) -> None:
