@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> Path:
     settings, search = choose_batch_size(settings, zoo, device, args.batch_size)
     examples = certify_examples(settings, zoo, device, progress=not args.no_progress)
     name = device_name(device)
-    paths = write_outputs(examples, settings, out, machine=state, device=name)
+    paths = write_outputs(examples, settings, out, machine=state, device=name, on_cpu=device.type == "cpu")
     if search is not None:
         search.to_csv(out / "batch_search.csv", index=False)
     manifest = manifest_record(args, settings, out, state, name, device, zoo.fingerprint(), started)

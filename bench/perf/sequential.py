@@ -52,7 +52,7 @@ from ..certify.batch_size import fars_batch_size
 from ..certify.machine import noisy_timing_markdown, noisy_timing_warnings
 from ..data import reported_radii
 from ..data.selection import select_images
-from ..env import EMBEDDED_MODELS
+from ..env import EMBEDDED_MODELS, process_usage
 from ..models import CheckpointError, ModelZoo, load_zoo
 from ..report import clopper_pearson, fmt_seconds, markdown_table
 from ..report.figures import _PAPER_RC as PAPER_RC
@@ -67,7 +67,8 @@ DEFAULT_CAP = 100_000
 #: the goals: cohen's mean samples at least this many times fewer, accuracies within this many points
 GOAL_RATIO = 10.0
 GOAL_POINTS = 1.0
-EXAMPLE_COLUMNS = ["method", "mode", "n", "idx", "label", "predict", "radius", "correct", "samples", "seconds"]
+EXAMPLE_COLUMNS = ["method", "mode", "n", "idx", "label", "predict", "radius", "correct", "samples", "seconds",
+                   "cpu_seconds", "page_faults"]
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,8 @@ def certify_examples(settings: CompareSettings | None = None, zoo: ModelZoo | No
         One row per (configuration, image), columns :data:`EXAMPLE_COLUMNS`: ``n`` the fixed n or the cap,
         ``idx`` the image's index in the Fashion-MNIST test set, ``predict`` -1 when abstaining, ``radius``
         (l2, pixels), ``correct`` (1 when ``predict == label``), ``samples`` (n0 + estimation samples used),
-        ``seconds`` (the call's wall time).
+        ``seconds`` (the call's wall time), ``cpu_seconds`` and ``page_faults`` (the process CPU time, user +
+        system, and the minor page faults over the call: :func:`bench.env.process_usage`).
 
     Raises:
         ValueError: settings out of range, more images than the embedded set holds at that skip.
@@ -208,10 +210,13 @@ def certify_examples(settings: CompareSettings | None = None, zoo: ModelZoo | No
         for i in range(len(images)):   # image outer: the machine's drifts fall on every configuration alike
             for (method, mode, n), certifier in certifiers.items():
                 bar.set_postfix_str(f"{method} {mode} n={n}", refresh=False)
+                cpu, faults = process_usage()
                 cert = certifier.certify(images[i:i + 1], indices=indices[i:i + 1])
+                cpu_after, faults_after = process_usage()
                 predict, label = int(cert.prediction[0]), int(labels[i])
                 rows.append((method, mode, n, int(indices[i]), label, predict, float(cert.radius[0]),
-                             int(predict == label), int(cert.samples[0]), float(cert.seconds)))
+                             int(predict == label), int(cert.samples[0]), float(cert.seconds), cpu_after - cpu,
+                             faults_after - faults))
                 bar.update()
     return pd.DataFrame(rows, columns=EXAMPLE_COLUMNS)
 
@@ -481,19 +486,31 @@ def timing_runs(examples: pd.DataFrame) -> Iterable[tuple[str, np.ndarray]]:
         yield f"{method} fixed n={n}", g["seconds"].to_numpy(float)
 
 
+def usage_runs(examples: pd.DataFrame) -> Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """(name, wall seconds, CPU seconds, page faults) per image of each configuration, for the usage warnings
+    (:func:`bench.certify.machine.usage_warnings`); none for a frame without the usage columns."""
+    if not {"cpu_seconds", "page_faults"} <= set(examples.columns):
+        return
+    for (method, mode, n), g in examples.groupby(["method", "mode", "n"], sort=False):
+        yield (f"{method} {mode} n={n}", g["seconds"].to_numpy(float), g["cpu_seconds"].to_numpy(float),
+               g["page_faults"].to_numpy(float))
+
+
 def write_outputs(examples: pd.DataFrame, settings: CompareSettings, out: str | Path, *,
-                  machine: dict[str, Any] | None = None, device: str = "") -> dict[str, Path]:
+                  machine: dict[str, Any] | None = None, device: str = "", on_cpu: bool = False) -> dict[str, Path]:
     """Write ``sequential_examples.csv``, ``sequential.csv``, ``sequential.md`` and
     ``time_budget_sequential.png`` / ``.pdf`` into ``out``; returns {name: path}.
 
     ``machine``: :func:`bench.certify.machine.machine_state` at the start of the run (its load average
-    decides the busy-machine warning); ``device``: the device's name for the markdown.
+    decides the busy-machine warning); ``device``: the device's name for the markdown; ``on_cpu``: the run was
+    on the CPU, so a call whose CPU time fell well below its wall time was starved (the usage warnings).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = summary_table(examples, settings.radii, settings.cap)
     paired = paired_differences(examples, settings.radii, settings.cap)
-    warnings = noisy_timing_warnings(machine or {}, timing_runs(examples)) if machine is not None else []
+    warnings = (noisy_timing_warnings(machine or {}, timing_runs(examples), usage_runs(examples) if on_cpu else ())
+                if machine is not None else [])
     paths = {"examples": out / "sequential_examples.csv", "summary": out / "sequential.csv",
              "markdown": out / "sequential.md", "figure": out / "time_budget_sequential.png"}
     examples.to_csv(paths["examples"], index=False)
@@ -506,6 +523,7 @@ def write_outputs(examples: pd.DataFrame, settings: CompareSettings, out: str | 
 
 __all__ = [
     "METHODS", "DEFAULT_RADII", "DEFAULT_FIXED_NS", "DEFAULT_CAP", "GOAL_RATIO", "GOAL_POINTS", "EXAMPLE_COLUMNS",
+    "usage_runs",
     "CompareSettings", "jobs", "make_certifier", "certify_examples", "certified", "accuracy_columns",
     "paired_differences", "summary_table", "verdict_lines", "sequential_markdown", "plot_time_budget_sequential",
     "write_outputs",
