@@ -96,10 +96,10 @@ def test_the_factory_refuses_what_a_model_cannot_take() -> None:
 def test_the_scaling_stage_times_the_first_model_with_a_split_and_a_linear_head() -> None:
     plain, mlp = model("plain", None), model("mlp", relu_head())
     first, second = model("a", linear()), model("b", linear(2))
-    chosen, line = scaling_model([plain, mlp, first, second])
+    chosen, line = scaling_model([mlp, plain, first, second])
     assert chosen is first
-    assert line == ("scaling sweep: times a with cohen, fars-mc, fars-closed; skipped: plain (no Lipschitz split), "
-                    "mlp (one model per sweep), b (one model per sweep)")
+    assert line == ("scaling sweep: times a with cohen, fars-mc, fars-closed; skipped: mlp (one model per sweep), "
+                    "plain (no Lipschitz split), b (one model per sweep)")
     # a ReLU head alone: timed without the closed-form floor, and the line says so
     chosen, line = scaling_model([plain, mlp])
     assert chosen is mlp and line.startswith("scaling sweep: times mlp with cohen, fars-mc (no fars-closed floor")

@@ -231,8 +231,8 @@ def scaling_model(models: Sequence[LoadedModel], name: str | None = None) -> tup
     else:
         linear = [m for m in split if "fars-closed" in supported_methods(m)]
         chosen = (linear or split)[0] if split else None
-    skipped = [f"{m.name} (no Lipschitz split)" for m in models if not m.has_split]
-    skipped += [f"{m.name} (one model per sweep)" for m in split if m is not chosen]
+    skipped = [f"{m.name} ({'one model per sweep' if m.has_split else 'no Lipschitz split'})"
+               for m in models if m is not chosen]
     skips = f"; skipped: {', '.join(skipped)}" if skipped else ""
     if chosen is None:
         return None, f"scaling sweep skipped: no model has a Lipschitz backbone/head split{skips}"
