@@ -33,7 +33,7 @@ SETTINGS = CompareSettings(cap=500, fixed_ns=(200, 500), images=3, skip=10, batc
 
 @pytest.fixture(scope="module")
 def examples(tiny_zoo) -> pd.DataFrame:
-    return certify_examples(SETTINGS, load_zoo(tiny_zoo), progress=False)
+    return certify_examples(SETTINGS, load_zoo(tiny_zoo).split_model("ce"), progress=False)
 
 
 @pytest.fixture(scope="module")
