@@ -559,19 +559,19 @@ def _certify_stage(args: argparse.Namespace, runs: list[Run], images: torch.Tens
 
 def _scaling_stage(args: argparse.Namespace, models: ExperimentModels, images: torch.Tensor, indices: torch.Tensor,
                    manifest: dict[str, Any]) -> Any:
-    """Seconds per image versus n on ``sll+ce`` and the cost model (skipped without ``--scaling-ns`` or a
-    checkpoint folder with a ce head: ``python -m bench.scaling`` times other models)."""
+    """Seconds per image versus n on one model with a Lipschitz split, and the cost model (skipped without
+    ``--scaling-ns``; which model, and why each other one is skipped: :func:`bench.perf.scaling.scaling_model`)."""
     from .perf.scaling import scaling_stage
 
-    zoo = models.zoo
-    if not args.scaling_ns or zoo is None or "ce" not in zoo.heads:
+    if not args.scaling_ns:
         return None
     k = args.scaling_images
-    table, record = scaling_stage(zoo, images[:k], indices[:k], args.scaling_ns, args.out, n0=args.n0,
-                                  alpha=args.alpha, seed=args.seed,
+    table, record = scaling_stage([e.model for e in models.entries], images[:k], indices[:k], args.scaling_ns,
+                                  args.out, n0=args.n0, alpha=args.alpha, seed=args.seed,
                                   batch_size=None if args.batch_size == "auto" else int(args.batch_size),
                                   progress=not args.no_progress)
-    manifest["scaling"] = record
+    if record is not None:
+        manifest["scaling"] = record
     return table
 
 

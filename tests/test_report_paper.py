@@ -1,4 +1,4 @@
-"""Paper-ready reports (issue 16): Cohen-format export/import, intervals, the no-sigma marker, small multiples, CLI.
+"""Paper-ready reports: Cohen-format export/import, intervals, the no-sigma marker, small multiples, CLI.
 
 The data set mirrors the quick run's layout (3 sigmas; cohen on the SLL model and on one CNN per noise level;
 fars-mc on four heads; fars-closed and lipschitz-margin on three heads, deterministic), 20 images a run.

@@ -397,7 +397,7 @@ class _Poisoned(nn.Module):
 @pytest.mark.parametrize("method", ["cohen-certify", "cohen-predict", "fars-mc-certify", "fars-mc-predict",
                                     "lipschitz-margin"])
 def test_non_finite_scores_are_refused_not_certified(method, value, everywhere):
-    """argmax counts NaN as maximal, so NaN scores used to certify class 0 at the largest radius."""
+    """argmax counts NaN as maximal, so NaN scores could certify class 0 at the largest radius if not refused."""
     from smoothing.checks import NonFiniteScoresError
 
     model = _Poisoned(value, everywhere)
@@ -445,7 +445,7 @@ def test_one_nan_sample_in_an_early_batch_is_refused(stage_call):
     assert certifier.model.calls > 1      # the NaN batch was not the last one
 
 
-# --- the [0, 1] input range (issue 19) -----------------------------------------------------------------
+# --- the [0, 1] input range --------------------------------------------------------------------------
 
 def test_check_inputs_refuses_values_outside_the_unit_interval_by_default():
     from smoothing.checks import check_inputs
