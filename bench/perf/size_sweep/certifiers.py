@@ -53,8 +53,11 @@ def make_certifier(method: str, net: Network, n: int, config: SweepConfig, mode:
     if method == "cohen":
         if config.cohen_batch_size < 1:
             raise ValueError("cohen's batch size is not resolved (0 means: searched per size first)")
-        return CohenRS(net.plain, config.sigma, n0=n0, n=n, alpha=config.alpha, batch_size=config.cohen_batch_size,
-                       seed=config.seed, **(COHEN_MODES[mode] if mode != FP32 else {}))
+        options = dict(COHEN_MODES[mode]) if mode != FP32 else {}
+        # one compiled graph per network, shared by the certifiers of every n (the row's mode says compiled)
+        model = net.compiled() if options.pop("compile", False) else net.plain
+        return CohenRS(model, config.sigma, n0=n0, n=n, alpha=config.alpha, batch_size=config.cohen_batch_size,
+                       seed=config.seed, **options)
     if method == "fars-mc":
         return FaRSMonteCarlo(net.backbone, net.head, config.sigma, lipschitz=net.lipschitz, n0=n0, n=n,
                               alpha=config.alpha, batch_size=config.fars_batch_size, seed=config.seed)

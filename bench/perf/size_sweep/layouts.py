@@ -108,10 +108,19 @@ class Network:
     images: torch.Tensor
     indices: torch.Tensor
     labels: torch.Tensor | None = None
+    _compiled: nn.Module | None = dataclasses.field(default=None, repr=False)
 
     @property
     def plain(self) -> nn.Module:
         return nn.Sequential(self.backbone, self.head).eval()
+
+    def compiled(self) -> nn.Module:
+        """``torch.compile`` of the plain network, built once per network, so that the certifiers of every n
+        share one compiled graph (each compiles on its first batch shapes, once)."""
+        if self._compiled is None:
+            # torch.compile of an nn.Module returns an OptimizedModule (an nn.Module)
+            self._compiled = cast(nn.Module, torch.compile(self.plain))
+        return self._compiled
 
     @property
     def parameters(self) -> int:
