@@ -54,8 +54,10 @@ results-sequential: $(BIN)/.installed-run
 	$(BIN)/python -m bench.results_index results
 
 # speedup versus model size, SLL layouts small..xlarge at CIFAR size; its manifest records how long it took
+# about 15 CPU-minutes with one thread (cohen at two whole batches per size, its fast modes as rows; TF32 is CUDA-only)
 results-sizes: $(BIN)/.installed-run
-	$(BIN)/python -m bench.scaling --sizes default small medium large xlarge --rounds 1 --cohen-ns 100 1000 \
+	$(BIN)/python -m bench.scaling --sizes default small medium large xlarge --rounds 1 --threads 1 \
+	    --cohen-ns 256 512 --cohen-direct --cohen-memory-ns 256 512 --cohen-modes tf32 bf16 compiled \
 	    --out results/sizes --no-progress
 	$(BIN)/python -m bench.results_index results
 

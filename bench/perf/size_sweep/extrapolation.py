@@ -3,9 +3,10 @@ batch size after a linearity check.
 
 Cohen's cost is a per-call part (the selection's n0 samples, set-up) plus a part proportional to n, as
 long as the batch size is the same: the size sweep measures it at two n that are multiples of its batch
-size (:func:`bench.perf.size_sweep.timing.same_batch_ns`), checks that the ratio of the times is within
-:data:`LINEAR_TOLERANCE` of the ratio of the samples drawn (:func:`linear_in_n`) and only then
-extrapolates to the target n (``extrapolated``; ``not-linear`` otherwise, without seconds).
+size (:func:`bench.perf.size_sweep.timing.same_batch_ns`), checks that the ratio of the times (the process
+CPU times when measured) is within :data:`LINEAR_TOLERANCE` of the ratio of the samples drawn
+(:func:`linear_in_n`) and only then extrapolates the wall and the CPU seconds to the target n
+(``extrapolated``; ``not-linear`` otherwise, without seconds).
 """
 
 from __future__ import annotations
@@ -56,25 +57,49 @@ def linear_in_n(n_low: int, seconds_low: float, n_high: int, seconds_high: float
                          times / (n_high / n_low))
 
 
+def _line(rows: pd.DataFrame, column: str, low: int, high: int, config: SweepConfig) -> Extrapolation | None:
+    """The linearity check and line of ``column`` (wall or CPU seconds) through cohen's two n, when both
+    were measured with a positive finite value."""
+    if column not in rows:
+        return None
+    values = rows.set_index("n")[column]
+    if low not in values.index or high not in values.index:
+        return None
+    a, b = float(values[low]), float(values[high])
+    if not (math.isfinite(a) and math.isfinite(b) and a > 0 and b > 0):
+        return None
+    return linear_in_n(low, a, high, b, config.target_n, offset=min(config.n0, low))  # n0 at both n
+
+
 def cohen_at_target(measured: pd.DataFrame, config: SweepConfig, mode: str
                     ) -> tuple[dict[str, Any], Extrapolation | None]:
     """Cohen's row in ``mode`` at ``target_n``: measured when it was, else extrapolated from ``cohen_ns``
     when linear, else a ``not-linear`` row without seconds. Two n that are not both whole multiples of
     cohen's batch size ran different batch sizes (a short last batch), so their ratio does not test
-    linearity: then nothing is extrapolated (``not-comparable``). Returns (row, the check or None)."""
+    linearity: then nothing is extrapolated (``not-comparable``).
+
+    The wall seconds and the process CPU seconds are each extrapolated on their own line. Linearity is
+    judged on the CPU seconds when both n have them (on a shared machine the wall time also counts the
+    time other processes held the cores, which varies from call to call; the CPU time counts this
+    process's work only), else on the wall seconds. Returns (row, the check that decided, or None)."""
     rows = measured[(measured["method"] == "cohen") & (measured["mode"] == mode)]
-    cohen = rows.set_index("n")["seconds"]
+    seconds = rows.set_index("n")["seconds"]
     low, high = sorted(config.cohen_ns)
     base = {"method": "cohen", "n": config.target_n, "mode": mode}
-    check = None
     comparable = low % config.cohen_batch_size == 0 and high % config.cohen_batch_size == 0
-    if comparable and low in cohen.index and high in cohen.index:
-        check = linear_in_n(low, float(cohen[low]), high, float(cohen[high]), config.target_n,
-                            offset=min(config.n0, low))   # n0 = min(n0, n) selection samples at both n
-    if config.target_n in cohen.index:
-        return {**base, "seconds": float(cohen[config.target_n]), "source": "measured"}, check
+    wall = _line(rows, "seconds", low, high, config) if comparable else None
+    cpu = _line(rows, "cpu_seconds", low, high, config) if comparable else None
+    check = cpu if cpu is not None else wall
+    if config.target_n in seconds.index:
+        return {**base, "seconds": float(seconds[config.target_n]), "source": "measured"}, check
     if not comparable:
         return {**base, "seconds": math.nan, "source": "not-comparable"}, None
-    if check is None:
+    if check is None or wall is None:
         return {**base, "seconds": math.nan, "source": "not-measured"}, None
-    return {**base, "seconds": check.seconds, "source": "extrapolated" if check.linear else "not-linear"}, check
+    if not check.linear:
+        return {**base, "seconds": math.nan, "source": "not-linear"}, check
+    line = {**base, "seconds": linear_in_n(low, wall.seconds_low, high, wall.seconds_high, config.target_n,
+                                           tolerance=math.inf).seconds, "source": "extrapolated"}
+    if cpu is not None:
+        line["cpu_seconds"] = cpu.seconds
+    return line, check

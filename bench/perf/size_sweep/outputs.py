@@ -161,8 +161,9 @@ def cohen_section(table: pd.DataFrame, target_n: int) -> list[str]:
                                for _, r in measured.iterrows() if int(r["n"]) != target_n)
             speedups = measured["speedup_of_mode"].dropna()
             same = measured["same_as_fp32"].dropna()
-            rows.append((size, f"cohen {mode}", fmt(float(row["seconds"])), row["source"], int(row["batch_size"]),
-                         points, fmt(row.get("linear_ratio"), ".3f"), cm.fmt_ratio(row["fars_mc_speedup"]),
+            rows.append((size, f"cohen {mode}", fmt(float(row["seconds"])), fmt(float(row["cpu_seconds"])),
+                         row["source"], int(row["batch_size"]), points, fmt(row.get("linear_ratio"), ".3f"),
+                         cm.fmt_ratio(row["fars_mc_speedup"]), cm.fmt_ratio(row["fars_mc_cpu_speedup"]),
                          cm.fmt_ratio(float(speedups.median())) if not speedups.empty else "—",
                          f"{same.mean():.0%}" if not same.empty else "—"))
     if not rows:
@@ -170,12 +171,13 @@ def cohen_section(table: pd.DataFrame, target_n: int) -> list[str]:
     return [f"## Cohen at n = {target_n:,} on every size", "",
             "`measured`: one certify call at that n; `extrapolated`: on the straight line through the two measured n "
             "(both whole multiples of the batch size, so every estimation batch is full) after the linearity check "
-            f"(time ratio / (n0 + n) ratio within {LINEAR_TOLERANCE:.0%}). Fast modes (tf32, bf16, compiled, ...) are "
+            f"(CPU time ratio / (n0 + n) ratio within {LINEAR_TOLERANCE:.0%}); wall and CPU seconds each on their "
+            "own line. Fast modes (tf32, bf16, compiled, ...) are "
             "opt-ins that change the computed classifier: each has its own certificates, compared with fp32's on "
             "the same images and noise.", "",
-            markdown_table(["size", "row", f"seconds at n = {target_n:,}", "source", "batch",
-                            "measured n: wall (cpu)", "time ratio / samples ratio", "fars-mc speedup", "mode vs fp32",
-                            "same certificate as fp32"], rows), ""]
+            markdown_table(["size", "row", f"seconds at n = {target_n:,}", "cpu s", "source", "batch",
+                            "measured n: wall (cpu)", "time ratio / samples ratio", "fars-mc speedup",
+                            "fars-mc cpu speedup", "mode vs fp32", "same certificate as fp32"], rows), ""]
 
 
 def sweep_markdown(table: pd.DataFrame, throughput: pd.DataFrame, memory: pd.DataFrame, notes: list[str],
@@ -189,7 +191,7 @@ def sweep_markdown(table: pd.DataFrame, throughput: pd.DataFrame, memory: pd.Dat
     rows = [(r["size"], fmt(float(r["parameters"]), ".3g"), cm.fmt_count(r["flops_per_image"]),
              r["method"] if r["mode"] in ("-", FP32) and r["method"] != "cohen" else f"{r['method']} {r['mode']}",
              r["n"], fmt(r["seconds"]), fmt(r["cpu_seconds"]), r["source"], fmt(r["floor_s"]),
-             cm.fmt_ratio(r["ratio_to_floor"]), cm.fmt_ratio(r["measured_speedup"]),
+             cm.fmt_ratio(r["ratio_to_floor"]), cm.fmt_ratio(r["measured_speedup"]), cm.fmt_ratio(r["cpu_speedup"]),
              cm.fmt_ratio(r["predicted_speedup"]), cm.fmt_ratio(r["limit"]))
             for _, r in view.iterrows()]
     parts = [f"# Speedup versus model size (n = {target_n:,})", "",
@@ -197,10 +199,12 @@ def sweep_markdown(table: pd.DataFrame, throughput: pd.DataFrame, memory: pd.Dat
              "Seconds per image (wall) with the process CPU seconds (user + system) of the same call beside them; "
              "`extrapolated`: cohen's time from two smaller n on a straight line after the linearity check, "
              "`measured` otherwise. Floor: the cost model's (bench.perf.cost_model). Limit: cohen's time / one "
-             "plain single-image forward. Speedups are over fp32 cohen (`cohen fp32`); the fast modes' rows are "
-             "in the next section.", "",
+             "plain single-image forward. Speedups are over fp32 cohen (`cohen fp32`), of wall seconds (measured "
+             "speedup) and of process CPU seconds (cpu speedup, the steadier on a shared machine); the fast modes' "
+             "rows are in the next section.", "",
              markdown_table(["size", "params", "flops/image", "method", "n", "seconds", "cpu s", "source", "floor",
-                             "measured/floor", "measured speedup", "predicted speedup", "limit"], rows), "",
+                             "measured/floor", "measured speedup", "cpu speedup", "predicted speedup", "limit"],
+                            rows), "",
              *cohen_section(table, target_n),
              "## Goals", "", "```", *goal_lines(table, throughput, target_n), "```", ""]
     if warnings:

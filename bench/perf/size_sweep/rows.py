@@ -82,7 +82,8 @@ def size_rows(net: Network, config: SweepConfig, costs: cm.NetworkCosts, machine
     table["plain_single_s"] = plain.single
     table["plain_batched_per_sample_s"] = plain.per_sample
     for column in ("linear_ratio", "linear_ratio_n", "predicted_speedup", "predicted_speedup_flops",
-                   "measured_speedup", "limit", "fraction_of_limit", "fars_mc_speedup", "speedup_of_mode"):
+                   "measured_speedup", "cpu_speedup", "limit", "fraction_of_limit", "fars_mc_speedup",
+                   "fars_mc_cpu_speedup", "speedup_of_mode"):
         table[column] = math.nan
     table["linear"] = None
     for mode, check in checks.items():
@@ -103,6 +104,7 @@ def size_rows(net: Network, config: SweepConfig, costs: cm.NetworkCosts, machine
         table.loc[at, "predicted_speedup"] = float(cohen["floor_s"]) / float(row["floor_s"])
         table.loc[at, "predicted_speedup_flops"] = float(cohen["flops"]) / float(row["flops"])
         table.loc[at, "measured_speedup"] = cohen_s / float(row["seconds"])
+        table.loc[at, "cpu_speedup"] = float(cohen["cpu_seconds"]) / float(row["cpu_seconds"])
         table.loc[at, "limit"] = limit
         table.loc[at, "fraction_of_limit"] = cohen_s / float(row["seconds"]) / limit
         table.loc[at, "speedup_source"] = str(cohen["source"])
@@ -110,6 +112,7 @@ def size_rows(net: Network, config: SweepConfig, costs: cm.NetworkCosts, machine
     if not mc.empty:
         at = (table["method"] == "cohen") & target
         table.loc[at, "fars_mc_speedup"] = table.loc[at, "seconds"] / float(mc["seconds"].iloc[0])
+        table.loc[at, "fars_mc_cpu_speedup"] = table.loc[at, "cpu_seconds"] / float(mc["cpu_seconds"].iloc[0])
     # each fast mode against fp32 cohen at the same n
     fp32 = table[(table["method"] == "cohen") & (table["mode"] == FP32)].set_index("n")["seconds"]
     modes = (table["method"] == "cohen") & (table["mode"] != FP32)

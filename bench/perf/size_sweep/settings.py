@@ -23,7 +23,7 @@ COHEN_NS = (1_000, 2_000)
 COHEN_MEMORY_NS = (1_000, 2_000)
 #: cohen's batch sizes tried per size on the CPU when none is given (the throughput-best plain forward,
 #: :func:`bench.certify.batch_size.best_batch_size`); on CUDA its list for the device
-CPU_BATCH_CANDIDATES = (64, 128, 256, 512, 1024)
+CPU_BATCH_CANDIDATES = (128, 256, 512, 1024)
 
 
 @dataclass(frozen=True)

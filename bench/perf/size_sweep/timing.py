@@ -47,7 +47,8 @@ def same_batch_ns(ns: tuple[int, int], batch_size: int) -> tuple[int, int]:
 def resolve_batch(net: Network, config: SweepConfig) -> tuple[SweepConfig, pd.DataFrame | None]:
     """The size's settings with cohen's batch size fixed and its two n on that batch size
     (:func:`same_batch_ns`): ``config.cohen_batch_size`` when given, else the throughput-best batch of a
-    plain forward of ``net`` (:func:`best_batch_size`, candidates at most cohen's lower n). Returns the
+    plain forward of ``net`` (:func:`best_batch_size`, one timed call per candidate after a warm-up, candidates
+    at most cohen's higher n). Returns the
     settings and the search's table (None when the batch size was given)."""
     search = None
     size = config.cohen_batch_size
@@ -55,7 +56,7 @@ def resolve_batch(net: Network, config: SweepConfig) -> tuple[SweepConfig, pd.Da
         candidates = config.cohen_batch_candidates or (
             CPU_BATCH_CANDIDATES if net.images.device.type == "cpu" else BATCH_CANDIDATES["cuda"])
         size, search = best_batch_size(net.plain, net.spec.input_shape, net.images.device, candidates=candidates,
-                                       repeats=2, max_samples=max(config.cohen_ns[0], min(candidates)))
+                                       repeats=1, max_samples=max(config.cohen_ns[1], min(candidates)))
     return dataclasses.replace(config, cohen_batch_size=size,
                                cohen_ns=same_batch_ns(config.cohen_ns, size)), search
 
