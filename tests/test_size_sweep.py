@@ -231,3 +231,29 @@ def test_timed_rows_record_cpu_time_and_page_faults(tmp_path) -> None:
     net = ss.build_network(ss.named_spec("default"), torch.device("cpu"), 1)
     measured = ss.time_size(net, tiny_config(), timer)
     assert (measured["cpu_seconds"] == 2e-3).all() and (measured["page_faults"] == 7.0).all()
+
+
+def test_linearity_is_judged_on_cpu_time() -> None:
+    """On a shared machine the wall time of one n can be inflated by other processes; the check uses the
+    process CPU time when both n have it, and each of wall and CPU seconds is extrapolated on its own line."""
+    config = tiny_config(cohen_ns=(64, 128))
+    rows = [{"method": "cohen", "mode": "fp32", "n": 64, "seconds": 2e-3 * 74, "cpu_seconds": 1e-3 * 74},
+            {"method": "cohen", "mode": "fp32", "n": 128, "seconds": 4e-3 * 138, "cpu_seconds": 1e-3 * 138}]
+    row, check = ss.cohen_at_target(pd.DataFrame(rows), config, "fp32")
+    assert check is not None and check.linear and row["source"] == "extrapolated"
+    assert row["cpu_seconds"] == pytest.approx(1e-3 * 210)
+    assert row["seconds"] == pytest.approx(4e-3 * 138 + (4e-3 * 138 - 2e-3 * 74) / 64 * 72)
+    rows[1]["cpu_seconds"] = 2e-3 * 138   # CPU time not linear in n: nothing extrapolated
+    row, check = ss.cohen_at_target(pd.DataFrame(rows), config, "fp32")
+    assert row["source"] == "not-linear" and math.isnan(row["seconds"])
+
+
+def test_searched_batch_size_leaves_the_certificate_unchanged() -> None:
+    """The batch size the sweep searches is a speed-up only: cohen's certificate is the same at any batch size."""
+    net = ss.build_network(TINY, torch.device("cpu"), 2)
+    certs = []
+    for batch in (16, 64):
+        config = tiny_config(cohen_batch_size=batch)
+        cert = ss.make_certifier("cohen", net, 128, config).certify(net.images, indices=net.indices)
+        certs.append((cert.prediction.tolist(), cert.radius.tolist()))
+    assert certs[0] == certs[1]
