@@ -159,7 +159,7 @@ def cohen_section(table: pd.DataFrame, target_n: int) -> list[str]:
             measured = sub[sub["source"] == "measured"].sort_values("n")
             points = ", ".join(f"{int(r['n']):,}: {r['seconds']:.3g} s (cpu {r['cpu_seconds']:.3g} s)"
                                for _, r in measured.iterrows() if int(r["n"]) != target_n)
-            speedups = measured["speedup_of_mode"].dropna()
+            speedups = measured["cpu_speedup_of_mode"].dropna()
             same = measured["same_as_fp32"].dropna()
             rows.append((size, f"cohen {mode}", fmt(float(row["seconds"])), fmt(float(row["cpu_seconds"])),
                          row["source"], int(row["batch_size"]), points, fmt(row.get("linear_ratio"), ".3f"),
@@ -174,10 +174,11 @@ def cohen_section(table: pd.DataFrame, target_n: int) -> list[str]:
             f"(CPU time ratio / (n0 + n) ratio within {LINEAR_TOLERANCE:.0%}); wall and CPU seconds each on their "
             "own line. Fast modes (tf32, bf16, compiled, ...) are "
             "opt-ins that change the computed classifier: each has its own certificates, compared with fp32's on "
-            "the same images and noise.", "",
+            "the same images and noise (the last column: the share of its measured n and images whose "
+            "certificate, class and radius, equals fp32's).", "",
             markdown_table(["size", "row", f"seconds at n = {target_n:,}", "cpu s", "source", "batch",
                             "measured n: wall (cpu)", "time ratio / samples ratio", "fars-mc speedup",
-                            "fars-mc cpu speedup", "mode vs fp32", "same certificate as fp32"], rows), ""]
+                            "fars-mc cpu speedup", "mode vs fp32 (cpu)", "same certificate as fp32"], rows), ""]
 
 
 def sweep_markdown(table: pd.DataFrame, throughput: pd.DataFrame, memory: pd.DataFrame, notes: list[str],

@@ -83,7 +83,7 @@ def size_rows(net: Network, config: SweepConfig, costs: cm.NetworkCosts, machine
     table["plain_batched_per_sample_s"] = plain.per_sample
     for column in ("linear_ratio", "linear_ratio_n", "predicted_speedup", "predicted_speedup_flops",
                    "measured_speedup", "cpu_speedup", "limit", "fraction_of_limit", "fars_mc_speedup",
-                   "fars_mc_cpu_speedup", "speedup_of_mode"):
+                   "fars_mc_cpu_speedup", "speedup_of_mode", "cpu_speedup_of_mode"):
         table[column] = math.nan
     table["linear"] = None
     for mode, check in checks.items():
@@ -114,11 +114,11 @@ def size_rows(net: Network, config: SweepConfig, costs: cm.NetworkCosts, machine
         table.loc[at, "fars_mc_speedup"] = table.loc[at, "seconds"] / float(mc["seconds"].iloc[0])
         table.loc[at, "fars_mc_cpu_speedup"] = table.loc[at, "cpu_seconds"] / float(mc["cpu_seconds"].iloc[0])
     # each fast mode against fp32 cohen at the same n
-    fp32 = table[(table["method"] == "cohen") & (table["mode"] == FP32)].set_index("n")["seconds"]
+    fp32 = table[(table["method"] == "cohen") & (table["mode"] == FP32)].set_index("n")
     modes = (table["method"] == "cohen") & (table["mode"] != FP32)
-    table.loc[modes, "speedup_of_mode"] = [fp32.get(n, math.nan) / s
-                                           for n, s in zip(table.loc[modes, "n"], table.loc[modes, "seconds"],
-                                                           strict=True)]
+    for column, ratio in (("seconds", "speedup_of_mode"), ("cpu_seconds", "cpu_speedup_of_mode")):
+        table.loc[modes, ratio] = [fp32[column].get(n, math.nan) / s
+                                   for n, s in zip(table.loc[modes, "n"], table.loc[modes, column], strict=True)]
     table["timing"] = TIMING
     table["device"] = str(net.images.device)
     table["threads"] = torch.get_num_threads()

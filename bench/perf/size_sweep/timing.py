@@ -75,11 +75,16 @@ def _warm_up(certifier: CohenRS, image: torch.Tensor, index: torch.Tensor) -> No
 def default_timer(certifier: Certifier, images: torch.Tensor, indices: torch.Tensor,
                   usage: list[dict[str, float]] | None = None) -> list[float]:
     """Seconds per image: :func:`time_certifier` for the fast methods; cohen (seconds to minutes per call)
-    is warmed up by one call at one batch of n (:func:`_warm_up`) and then timed once per image. ``usage``
+    is warmed up by one call at one batch of n (:func:`_warm_up`; two for a compiled network) and then timed
+    once per image. ``usage``
     receives each image's process CPU seconds, page faults, prediction and radius."""
     if not isinstance(certifier, CohenRS):
         return time_certifier(certifier, images, indices, usage=usage)
     _warm_up(certifier, images[:1], indices[:1])
+    if hasattr(certifier.model, "_orig_mod"):
+        # a torch.compile'd network (an OptimizedModule): its first calls recompile for the shapes and guards
+        # they meet (a dynamic batch dimension, the SLL layers' weight memo), a second call settles them
+        _warm_up(certifier, images[:1], indices[:1])
     seconds = []
     for i in range(len(images)):
         wall, cpu, faults, cert = certify_with_usage(certifier, images[i:i + 1], indices[i:i + 1])
