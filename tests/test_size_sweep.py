@@ -257,3 +257,22 @@ def test_searched_batch_size_leaves_the_certificate_unchanged() -> None:
         cert = ss.make_certifier("cohen", net, 128, config).certify(net.images, indices=net.indices)
         certs.append((cert.prediction.tolist(), cert.radius.tolist()))
     assert certs[0] == certs[1]
+
+
+def test_n_sweep_leaves_tf32_out_on_a_cpu_with_a_note(tmp_path, monkeypatch, capsys) -> None:
+    """``bench.scaling --cohen-modes tf32 bf16`` on a CPU times bf16 only and says why tf32 is not a row."""
+    class Stop(Exception):
+        pass
+
+    seen: dict[str, Any] = {}
+
+    def fake_table(*args: Any, **kwargs: Any) -> None:
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(scaling, "scaling_table", fake_table)
+    with pytest.raises(Stop):
+        scaling.main(["--cohen-modes", "tf32", "bf16", "--out", str(tmp_path), "--images", "1", "--device", "cpu",
+                      "--cohen-batch-size", "64", "--threads", "1", "--no-progress"])
+    assert seen["cohen_modes"] == ("bf16",)
+    assert "cohen tf32: not applicable on cpu" in capsys.readouterr().err
