@@ -276,3 +276,14 @@ def test_n_sweep_leaves_tf32_out_on_a_cpu_with_a_note(tmp_path, monkeypatch, cap
                       "--cohen-batch-size", "64", "--threads", "1", "--no-progress"])
     assert seen["cohen_modes"] == ("bf16",)
     assert "cohen tf32: not applicable on cpu" in capsys.readouterr().err
+
+
+def test_batch_candidates_by_device() -> None:
+    """The search's candidates on a GPU are the CUDA list (checked here without a GPU), on a CPU the CPU list."""
+    from bench.certify.batch_size import BATCH_CANDIDATES
+    from bench.perf.size_sweep import timing
+
+    config = tiny_config(cohen_batch_size=0)
+    assert timing.batch_candidates(config, torch.device("cuda")) == BATCH_CANDIDATES["cuda"]
+    assert timing.batch_candidates(config, torch.device("cpu")) == ss.settings.CPU_BATCH_CANDIDATES
+    assert timing.batch_candidates(tiny_config(cohen_batch_candidates=(8,)), torch.device("cuda")) == (8,)

@@ -44,6 +44,14 @@ def same_batch_ns(ns: tuple[int, int], batch_size: int) -> tuple[int, int]:
     return low, high
 
 
+def batch_candidates(config: SweepConfig, device: torch.device) -> tuple[int, ...]:
+    """Cohen's batch sizes the search tries on ``device``: ``config.cohen_batch_candidates`` when given, else
+    :data:`CPU_BATCH_CANDIDATES` on a CPU and the CUDA list of :data:`BATCH_CANDIDATES` on a GPU."""
+    if config.cohen_batch_candidates:
+        return config.cohen_batch_candidates
+    return CPU_BATCH_CANDIDATES if device.type == "cpu" else BATCH_CANDIDATES["cuda"]
+
+
 def resolve_batch(net: Network, config: SweepConfig) -> tuple[SweepConfig, pd.DataFrame | None]:
     """The size's settings with cohen's batch size fixed and its two n on that batch size
     (:func:`same_batch_ns`): ``config.cohen_batch_size`` when given, else the throughput-best batch of a
@@ -53,8 +61,7 @@ def resolve_batch(net: Network, config: SweepConfig) -> tuple[SweepConfig, pd.Da
     search = None
     size = config.cohen_batch_size
     if size < 1:
-        candidates = config.cohen_batch_candidates or (
-            CPU_BATCH_CANDIDATES if net.images.device.type == "cpu" else BATCH_CANDIDATES["cuda"])
+        candidates = batch_candidates(config, net.images.device)
         size, search = best_batch_size(net.plain, net.spec.input_shape, net.images.device, candidates=candidates,
                                        repeats=1, max_samples=max(config.cohen_ns[1], min(candidates)))
     return dataclasses.replace(config, cohen_batch_size=size,
