@@ -110,6 +110,22 @@ def test_memory_probe_in_a_subprocess() -> None:
     assert row["peak_bytes"] >= 0 and "subprocess" in row["how"]
 
 
+def test_a_stopped_sweep_says_which_sizes_it_lacks(tmp_path, monkeypatch) -> None:
+    """The outputs are rewritten after each size; until the last, they name the sizes not timed yet."""
+    seen: list[str] = []
+    write = sweep.write_outputs
+
+    def spy(out, tables, throughput, memory, notes, *args):
+        seen.append(" ".join(notes))
+        return write(out, tables, throughput, memory, notes, *args)
+
+    monkeypatch.setattr(sweep, "write_outputs", spy)
+    second = dataclasses.replace(TINY, name="tiny2")
+    ss.run_size_sweep(tiny_config(specs=[TINY, second], throughput_sizes=()), tmp_path, machine=MACHINE,
+                      timer=fake_timer(1.0))
+    assert "sizes not timed yet" in seen[0] and "tiny2" in seen[0] and "not timed yet" not in seen[1]
+
+
 def test_big_input_is_skipped_with_a_note(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(sweep, "available_bytes", lambda device: 1 << 20)
     ss.run_size_sweep(tiny_config(), tmp_path, machine=MACHINE, timer=fake_timer(1.0))

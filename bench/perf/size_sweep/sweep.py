@@ -97,7 +97,10 @@ def run_size_sweep(config: SweepConfig, out: Path, *, machine: cm.Machine | None
                 memory += memory_rows(spec, result.config)
         if i == len(config.specs) - 1:
             manifest["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        text = write_outputs(out, tables, throughput, memory, list(notes), machine, config.target_n, manifest)
+        pending = [s.name for s in config.specs[i + 1:]]
+        partial = [f"partial: sizes not timed yet (the sweep is running, or was stopped): {', '.join(pending)}"]
+        text = write_outputs(out, tables, throughput, memory, notes + (partial if pending else []), machine,
+                             config.target_n, manifest)
     if config.progress:
         print(text)
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
