@@ -138,7 +138,8 @@ def timing_warnings(table: pd.DataFrame, machine_state: dict[str, Any] | None) -
     faults = table[(table["method"] == "cohen") & (table["page_faults_per_sample"] > FAULTS_PER_SAMPLE_LIMIT)]
     for _, r in faults.iterrows():
         warnings.append(f"{r['size']} cohen n={int(r['n']):,}: {r['page_faults_per_sample']:.0f} page faults per "
-                        "sample (fresh memory zeroed by the kernel on every batch: the allocator is not tuned)")
+                        "sample (kernel time zeroing fresh memory on its batches; the manifest's cpu_allocator says "
+                        "how the allocator was set)")
     return warnings
 
 
