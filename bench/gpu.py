@@ -9,6 +9,10 @@ with a time budget (the subprocess is stopped when it runs over, and the next st
 2. ``scaling``: seconds per image versus n (100 ... 100,000) on ``sll+ce`` and the cost model;
 3. ``sizes``: the model-size sweep (``python -m bench.scaling --sizes default small medium large xlarge``).
 
+Steps 2 and 3 time cohen's opt-in fast modes (:data:`FAST_MODES`: TF32, bf16 autocast, ``torch.compile``) as
+rows of their own beside fp32 cohen (TF32 off), each with its own certificates on the same images, so one run
+gives the speedup of FaRS against every one of them.
+
 Every step times with the device synchronised after a warm-up (the certificates' own ``seconds``) and in
 true fp32: each command calls :func:`bench.env.full_fp32` (TF32 off for CUDA matmuls and cuDNN
 convolutions); this script sets the same and records it. ``manifest.json`` in ``--out`` records the GPU
@@ -20,9 +24,11 @@ below): cohen at n = 1e5 on the shipped 20 MFLOP network is 2 TFLOP per image an
 paper preset has 15 cohen runs (4 heads x 3 sigma + 3 noise-trained CNNs) and cheaper FaRS runs, so 30
 images take ~1-2.5 min. The n sweep is ~1 min. The size sweep counts ~330 TFLOP of cohen samples
 (0.33 / 0.65 / 1.3 / 2.5 GFLOP per sample for SLL small / medium / large / xlarge, at n = 4096 and 16384,
-at or above the CUDA batch of 4096 so that its linearity check compares two n at the same batch size, in
-two rounds, plus n = 1e5 measured directly on small), ~2-4 min with warm-ups and references. The budgets
-below add to 8 minutes. ``--quick`` is a ~1-minute smoke check; ``--dry-run`` prints the plan and the
+rounded up to whole multiples of the batch size searched per size so that its linearity check compares two
+n at the same batch size, in two rounds, plus n = 1e5 measured directly on small), ~2-4 min with warm-ups and
+references, plus the fast-mode rows (TF32 and bf16 cheaper than fp32; ``torch.compile`` once per size).
+The budgets below add to 8 minutes; a step that runs over its budget keeps the sizes it finished.
+``--quick`` is a ~1-minute smoke check; ``--dry-run`` prints the plan and the
 commands and runs nothing (it works on a machine without CUDA).
 
 Without CUDA (``torch.cuda.is_available()`` false) the command stops at once with exit status 2 and one
@@ -50,9 +56,11 @@ from .cli_help import DefaultsHelpFormatter
 #: the images of the paper preset's certification (see the module doc for the estimate)
 PAPER_IMAGES = 30
 #: seconds each step may take (paper, scaling, sizes); their sum is the 8-minute target
-BUDGETS = {"paper": 210, "scaling": 90, "sizes": 180}
+BUDGETS = {"paper": 180, "scaling": 90, "sizes": 210}
 QUICK_BUDGETS = {"paper": 25, "scaling": 15, "sizes": 20}
 SIZES = ("default", "small", "medium", "large", "xlarge")
+#: cohen's opt-in fast modes timed as rows of their own in the n sweep and the size sweep (beside fp32, TF32 off)
+FAST_MODES = ("tf32", "bf16", "compiled")
 
 
 @dataclass
@@ -87,11 +95,12 @@ def plan(out: Path, device: str, quick: bool = False, paper_images: int = PAPER_
         paper = ["-m", "bench.run", "--preset", "paper", "--num-images", str(paper_images), "--scaling-ns",
                  "--out", str(out / "paper"), "--no-attack", "--overwrite", *common]
         scaling = ["-m", "bench.scaling", "--out", str(out / "scaling"), "--ns", "100", "1000", "10000", "100000",
-                   "--cohen-modes", "tf32", "bf16", "compiled", "channels_last", *common]
-        # cohen's two n at or above its CUDA batch size (4096), so that both run full batches and the
-        # linearity check compares like with like
+                   "--cohen-modes", *FAST_MODES, "channels_last", *common]
+        # cohen's batch size searched per size (at most its lower n) and its two n rounded to whole batches of
+        # it, so that both run full batches and the linearity check compares like with like; the fast modes as
+        # rows of their own (TF32 on in the tf32 rows, off in every other)
         sizes = ["-m", "bench.scaling", "--sizes", *SIZES, "--out", str(out / "sizes"), "--cohen-ns", "4096",
-                 "16384", *common]
+                 "16384", "--cohen-modes", *FAST_MODES, *common]
     return [Step("paper", paper, budgets["paper"]), Step("scaling", scaling, budgets["scaling"]),
             Step("sizes", sizes, budgets["sizes"])]
 

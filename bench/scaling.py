@@ -40,6 +40,7 @@ from .models import CheckpointError, load_zoo
 from .models.sll_format import SLL_SIZES
 from .perf import size_sweep
 from .perf.scaling import COHEN_MODES, DEFAULT_NS, scaling_table, write_cost_model
+from .perf.size_sweep import applicable_modes
 from .provenance import command_line, git_commit, package_versions
 from .report import plot_scaling
 
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--batch-size", type=int, default=1000, help="noisy samples per forward pass (both methods)")
     parser.add_argument("--cohen-batch-size", default="auto",
                         help="cohen's batch size: an integer, or 'auto' to search the throughput-best batch of a plain "
-                             "forward of the network on this device")
+                             "forward of the network on this device (with --sizes: per size)")
     parser.add_argument("--fars-batch-size", type=int, default=FARS_BATCH_SIZE, help="fars-mc's batch size")
     parser.add_argument("--cohen-compile", action="store_true",
                         help="opt-in: run cohen's network through torch.compile (logits differ at round-off level)")
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> Path:
                         help="opt-in lower precision for cohen's forward (autocast); recorded in the results")
     parser.add_argument("--cohen-modes", nargs="*", default=[], choices=list(COHEN_MODES), metavar="MODE",
                         help="opt-in fast modes of cohen timed as rows of their own beside the fp32 one, each with its "
-                             f"certified accuracy ({', '.join(COHEN_MODES)})")
+                             f"certified accuracy ({', '.join(COHEN_MODES)}); also with --sizes. tf32 applies to CUDA "
+                             "only: on a CPU it is left out with a note (not applicable)")
     parser.add_argument("--no-cost-model", action="store_true", help="skip the cost model (cost_model.csv/md)")
     parser.add_argument("--methods", nargs="+", default=list(SCALING_METHODS), choices=SCALING_METHODS,
                         help="methods to time")
@@ -119,6 +121,9 @@ def main(argv: list[str] | None = None) -> Path:
         checked(parser, lambda: set_threads(args.threads))
     allocator_tuned = tune_cpu_allocator()
     precision = full_fp32()
+    modes, mode_notes = applicable_modes(args.cohen_modes, device)
+    for note in mode_notes:
+        print(note, file=sys.stderr)
     zoo = load_zoo(args.models)
     if "ce" not in zoo.heads:
         raise CheckpointError(f"{args.models} has no head-ce checkpoint (the scaling sweep times sll+ce)")
@@ -139,11 +144,11 @@ def main(argv: list[str] | None = None) -> Path:
                           args.batch_size, args.seed, tuple(args.methods), progress=not args.no_progress,
                           cohen_batch_size=cohen_bs, fars_batch_size=args.fars_batch_size,
                           cohen_compile=args.cohen_compile, cohen_precision=args.cohen_precision,
-                          cohen_modes=tuple(args.cohen_modes), labels=labels)
+                          cohen_modes=modes, labels=labels)
     table.to_csv(args.out / "scaling.csv", index=False)
-    modes = table[~table["mode"].isin(["fp32", "-"])]
-    if not modes.empty:
-        print(modes.to_string(index=False), file=sys.stderr)
+    mode_rows = table[~table["mode"].isin(["fp32", "-"])]
+    if not mode_rows.empty:
+        print(mode_rows.to_string(index=False), file=sys.stderr)
     table = table[table["mode"].isin(["fp32", "-"])]   # the fast modes are rows of scaling.csv only
     if search is not None:
         search.to_csv(args.out / "batch_search.csv", index=False)
@@ -157,7 +162,8 @@ def main(argv: list[str] | None = None) -> Path:
         "git_commit": git_commit(), "started": started,
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     manifest.update(allocator_tuned=allocator_tuned, cpu_allocator=cpu_allocator(),
-                    torch_threads=torch.get_num_threads(), precision=precision)
+                    torch_threads=torch.get_num_threads(), precision=precision, cohen_modes=list(modes),
+                    cohen_mode_notes=mode_notes)
     print(table.to_string(index=False))
     if not args.no_cost_model:
         _, targets = write_cost_model(model, images, table, args.out, batch_size=cohen_bs, indices=indices)
@@ -182,7 +188,8 @@ def add_size_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--fars-ns", type=int, nargs="+", default=list(size_sweep.FARS_MC_NS),
                        help="n of fars-mc (the target n is always added)")
     group.add_argument("--cohen-ns", type=int, nargs=2, default=list(size_sweep.COHEN_NS), metavar=("LOW", "HIGH"),
-                       help="the two n cohen is measured at; its time at the target n is extrapolated when linear")
+                       help="the two n cohen is measured at, each rounded up to a whole multiple of its batch size (so "
+                            "both run the same batch size); its time at the target n is extrapolated when linear")
     group.add_argument("--cohen-direct", nargs="*", default=["small"], metavar="SIZE",
                        help="sizes where cohen is also measured at the target n directly (one image)")
     group.add_argument("--rounds", type=int, default=2,
@@ -221,7 +228,7 @@ def size_main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
     allocator_tuned = tune_cpu_allocator()
     precision = full_fp32()
     if args.cohen_batch_size == "auto":
-        cohen_bs = size_sweep.AUTO_COHEN_BATCH[device.type == "cuda"]
+        cohen_bs = 0   # searched per size (bench.perf.size_sweep.timing.resolve_batch)
     elif str(args.cohen_batch_size).isdigit() and int(args.cohen_batch_size) >= 1:
         cohen_bs = int(args.cohen_batch_size)
     else:
@@ -230,7 +237,8 @@ def size_main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
         specs=checked(parser, lambda: size_sweep.parse_sizes(args.sizes, args.paper_input, args.seed)),
         device=device, images=images, rounds=args.rounds, sigma=args.sigma, n0=args.n0, alpha=args.alpha,
         target_n=args.target_n, fars_ns=tuple(args.fars_ns), cohen_ns=(args.cohen_ns[0], args.cohen_ns[1]),
-        cohen_direct=tuple(args.cohen_direct), cohen_batch_size=cohen_bs, fars_batch_size=args.fars_batch_size,
+        cohen_direct=tuple(args.cohen_direct), cohen_batch_size=cohen_bs, cohen_modes=tuple(args.cohen_modes),
+        fars_batch_size=args.fars_batch_size,
         throughput_sizes=tuple(args.throughput_sizes), throughput_images=args.throughput_images,
         memory=not args.no_memory, memory_ns=(args.memory_ns[0], args.memory_ns[1]),
         cohen_memory_ns=(args.cohen_memory_ns[0], args.cohen_memory_ns[1]), seed=args.seed,

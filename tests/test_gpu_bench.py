@@ -32,7 +32,8 @@ def test_dry_run_prints_every_command(monkeypatch, capsys, tmp_path) -> None:
     assert "bench.run --preset paper" in text and "--ns 100 1000 10000 100000" in text
     assert "--sizes default small medium large xlarge" in text
     # the fast modes as rows of their own; cohen's two n of the size sweep at or above its CUDA batch size
-    assert "--cohen-modes tf32 bf16 compiled channels_last" in text and "--cohen-ns 4096 16384" in text
+    assert "--cohen-modes tf32 bf16 compiled channels_last" in text
+    assert "--cohen-ns 4096 16384 --cohen-modes tf32 bf16 compiled" in text
     assert sum(gpu.BUDGETS.values()) <= 8 * 60
 
 
@@ -63,3 +64,20 @@ def test_size_step_parses(quick, monkeypatch, tmp_path) -> None:
     assert step.argv[:2] == ["-m", "bench.scaling"]
     scaling.main(step.argv[2:])
     assert seen["config"].specs   # type: ignore[attr-defined]
+
+
+def test_size_step_times_the_fast_modes_on_cuda_and_says_tf32_is_cpu_inapplicable(monkeypatch, tmp_path) -> None:
+    """The full plan's size sweep keeps tf32, bf16 and compiled on CUDA; the same command on a CPU leaves tf32 out
+    with a note (its selection logic, checked without a GPU)."""
+    from bench import scaling
+    from bench.perf import size_sweep
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(size_sweep, "run_size_sweep", lambda config, out, **kw: seen.update(config=config))
+    step = gpu.plan(tmp_path, "cpu")[2]
+    scaling.main(step.argv[2:])
+    config = seen["config"]
+    assert config.cohen_modes == gpu.FAST_MODES and config.cohen_batch_size == 0   # type: ignore[attr-defined]
+    assert size_sweep.applicable_modes(gpu.FAST_MODES, torch.device("cuda"))[0] == gpu.FAST_MODES
+    kept, notes = size_sweep.applicable_modes(gpu.FAST_MODES, torch.device("cpu"))
+    assert kept == ("bf16", "compiled") and "tf32" in notes[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from typing import Any
 
@@ -15,6 +16,7 @@ from bench.env import REPO_ROOT
 from bench.models.sll_format import SLLLayout
 from bench.perf import cost_model as cm
 from bench.perf import size_sweep as ss
+from bench.perf.size_sweep import sweep
 from bench.provenance import command_line
 
 TINY = ss.SizeSpec("tiny", SLLLayout(n_conv=2, n_dense=1, width=4, conv_inner=2, dense_inner=16))
@@ -108,8 +110,24 @@ def test_memory_probe_in_a_subprocess() -> None:
     assert row["peak_bytes"] >= 0 and "subprocess" in row["how"]
 
 
+def test_a_stopped_sweep_says_which_sizes_it_lacks(tmp_path, monkeypatch) -> None:
+    """The outputs are rewritten after each size; until the last, they name the sizes not timed yet."""
+    seen: list[str] = []
+    write = sweep.write_outputs
+
+    def spy(out, tables, throughput, memory, notes, *args):
+        seen.append(" ".join(notes))
+        return write(out, tables, throughput, memory, notes, *args)
+
+    monkeypatch.setattr(sweep, "write_outputs", spy)
+    second = dataclasses.replace(TINY, name="tiny2")
+    ss.run_size_sweep(tiny_config(specs=[TINY, second], throughput_sizes=()), tmp_path, machine=MACHINE,
+                      timer=fake_timer(1.0))
+    assert "sizes not timed yet" in seen[0] and "tiny2" in seen[0] and "not timed yet" not in seen[1]
+
+
 def test_big_input_is_skipped_with_a_note(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(ss, "available_bytes", lambda device: 1 << 20)
+    monkeypatch.setattr(sweep, "available_bytes", lambda device: 1 << 20)
     ss.run_size_sweep(tiny_config(), tmp_path, machine=MACHINE, timer=fake_timer(1.0))
     assert "skipped" in (tmp_path / "size_sweep.md").read_text()
 
@@ -154,15 +172,70 @@ def test_cli_rejects_unknown_size(capsys) -> None:
     assert len(lines) == 1 and "huge" in lines[0]
 
 
-def test_cohen_ns_below_the_batch_size_are_not_compared(tmp_path) -> None:
-    """At n below cohen's batch size the estimation runs one short batch, above it full ones: the two n
-    ran at different batch sizes, so the linearity check is not made and nothing is extrapolated."""
-    table = ss.run_size_sweep(tiny_config(throughput_sizes=(), cohen_batch_size=64), tmp_path, machine=MACHINE,
-                              timer=fake_timer(1.0))
-    cohen = table[(table["method"] == "cohen") & (table["n"] == 200)].iloc[0]
-    assert cohen["source"] == "not-comparable" and math.isnan(cohen["seconds"])
-    assert table["linear"].isna().all() and table["measured_speedup"].isna().all()
-    assert "different batch sizes" in (tmp_path / "size_sweep.md").read_text()
+def test_cohen_ns_are_whole_batches_of_one_size(linear_run) -> None:
+    """Both n of cohen are rounded up to whole multiples of its batch size, so both run only full batches
+    of that size and the ratio of their times tests linearity in n, not a change of batch size."""
+    assert ss.same_batch_ns((50, 100), 32) == (64, 128)
+    assert ss.same_batch_ns((1000, 1000), 256) == (1024, 1280)
+    assert ss.same_batch_ns((10, 20), 256) == (256, 512)
+    table, out = linear_run
+    measured = table[(table["method"] == "cohen") & (table["source"] == "measured")]
+    assert sorted(measured["n"]) == [64, 128]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["cohen_per_size"]["tiny"] == {"batch_size": 32, "ns": [64, 128], "batch_search": []}
+
+
+def test_two_n_on_different_batch_sizes_are_not_compared() -> None:
+    """Two n that are not whole multiples of the batch size ran a short last batch: not extrapolated."""
+    measured = pd.DataFrame([{"method": "cohen", "mode": "fp32", "n": n, "seconds": 1e-3 * (10 + n)}
+                             for n in (50, 100)])
+    row, check = ss.cohen_at_target(measured, tiny_config(cohen_ns=(50, 100)), "fp32")
+    assert row["source"] == "not-comparable" and math.isnan(row["seconds"]) and check is None
+
+
+def test_batch_size_is_searched_per_size(tmp_path) -> None:
+    config = tiny_config(cohen_batch_size=0, cohen_batch_candidates=(8, 16), cohen_ns=(20, 40), throughput_sizes=())
+    ss.run_size_sweep(config, tmp_path, machine=MACHINE, timer=fake_timer(1.0))
+    chosen = json.loads((tmp_path / "manifest.json").read_text())["cohen_per_size"]["tiny"]
+    assert chosen["batch_size"] in (8, 16) and [r["batch_size"] for r in chosen["batch_search"]] == [8, 16]
+    assert all(n % chosen["batch_size"] == 0 for n in chosen["ns"])
+    table = pd.read_csv(tmp_path / "speedup_vs_size.csv")
+    assert set(table.loc[table["method"] == "cohen", "batch_size"]) == {chosen["batch_size"]}
+
+
+def test_fast_modes_are_rows_of_their_own(tmp_path) -> None:
+    """bf16 cohen is a row beside fp32 at both n and at the target n, with its own certificate compared with
+    fp32's; tf32 is not applicable on a CPU and is left out with a note."""
+    config = tiny_config(cohen_modes=("tf32", "bf16"), rounds=1, throughput_sizes=())
+    table = ss.run_size_sweep(config, tmp_path, machine=MACHINE)
+    bf16 = table[(table["method"] == "cohen") & (table["mode"] == "bf16")]
+    assert sorted(bf16["n"]) == [64, 128, 200] and "tf32" not in set(table["mode"])
+    measured = bf16[bf16["source"] == "measured"]
+    assert measured["same_as_fp32"].between(0, 1).all() and measured["prediction"].notna().all()
+    assert (measured["speedup_of_mode"] > 0).all()
+    at_target = table[(table["method"] == "cohen") & (table["n"] == 200)]
+    assert set(at_target["mode"]) == {"fp32", "bf16"}
+    text = (tmp_path / "size_sweep.md").read_text()
+    assert "cohen bf16" in text and "tf32: not applicable on cpu" in text
+
+
+def test_applicable_modes_by_device() -> None:
+    assert ss.applicable_modes(["tf32", "bf16"], torch.device("cuda")) == (("tf32", "bf16"), [])
+    kept, notes = ss.applicable_modes(["tf32", "bf16"], torch.device("cpu"))
+    assert kept == ("bf16",) and len(notes) == 1 and "not applicable" in notes[0]
+    with pytest.raises(ValueError, match="unknown cohen mode"):
+        ss.applicable_modes(["fp8"], torch.device("cpu"))
+
+
+def test_noisy_machine_warning_uses_cpu_time() -> None:
+    row = {"size": "tiny", "method": "cohen", "mode": "fp32", "n": 64, "device": "cpu", "source": "measured",
+           "seconds": 1.0, "cpu_seconds": 0.5, "cpu_share": 0.5, "page_faults_per_sample": 1.0}
+    quiet = {**row, "n": 128, "cpu_seconds": 0.97, "cpu_share": 0.97}
+    warnings = ss.timing_warnings(pd.DataFrame([row, quiet]), None)
+    assert len(warnings) == 1 and "1 of 2" in warnings[0] and "n=64 (50%)" in warnings[0]
+    assert ss.timing_warnings(pd.DataFrame([quiet]), None) == []
+    faults = ss.timing_warnings(pd.DataFrame([{**quiet, "page_faults_per_sample": 500.0}]), None)
+    assert len(faults) == 1 and "page faults per sample" in faults[0]
 
 
 def test_timed_rows_record_cpu_time_and_page_faults(tmp_path) -> None:
@@ -174,3 +247,59 @@ def test_timed_rows_record_cpu_time_and_page_faults(tmp_path) -> None:
     net = ss.build_network(ss.named_spec("default"), torch.device("cpu"), 1)
     measured = ss.time_size(net, tiny_config(), timer)
     assert (measured["cpu_seconds"] == 2e-3).all() and (measured["page_faults"] == 7.0).all()
+
+
+def test_linearity_is_judged_on_cpu_time() -> None:
+    """On a shared machine the wall time of one n can be inflated by other processes; the check uses the
+    process CPU time when both n have it, and each of wall and CPU seconds is extrapolated on its own line."""
+    config = tiny_config(cohen_ns=(64, 128))
+    rows = [{"method": "cohen", "mode": "fp32", "n": 64, "seconds": 2e-3 * 74, "cpu_seconds": 1e-3 * 74},
+            {"method": "cohen", "mode": "fp32", "n": 128, "seconds": 4e-3 * 138, "cpu_seconds": 1e-3 * 138}]
+    row, check = ss.cohen_at_target(pd.DataFrame(rows), config, "fp32")
+    assert check is not None and check.linear and row["source"] == "extrapolated"
+    assert row["cpu_seconds"] == pytest.approx(1e-3 * 210)
+    assert row["seconds"] == pytest.approx(4e-3 * 138 + (4e-3 * 138 - 2e-3 * 74) / 64 * 72)
+    rows[1]["cpu_seconds"] = 2e-3 * 138   # CPU time not linear in n: nothing extrapolated
+    row, check = ss.cohen_at_target(pd.DataFrame(rows), config, "fp32")
+    assert row["source"] == "not-linear" and math.isnan(row["seconds"])
+
+
+def test_searched_batch_size_leaves_the_certificate_unchanged() -> None:
+    """The batch size the sweep searches is a speed-up only: cohen's certificate is the same at any batch size."""
+    net = ss.build_network(TINY, torch.device("cpu"), 2)
+    certs = []
+    for batch in (16, 64):
+        config = tiny_config(cohen_batch_size=batch)
+        cert = ss.make_certifier("cohen", net, 128, config).certify(net.images, indices=net.indices)
+        certs.append((cert.prediction.tolist(), cert.radius.tolist()))
+    assert certs[0] == certs[1]
+
+
+def test_n_sweep_leaves_tf32_out_on_a_cpu_with_a_note(tmp_path, monkeypatch, capsys) -> None:
+    """``bench.scaling --cohen-modes tf32 bf16`` on a CPU times bf16 only and says why tf32 is not a row."""
+    class Stop(Exception):
+        pass
+
+    seen: dict[str, Any] = {}
+
+    def fake_table(*args: Any, **kwargs: Any) -> None:
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(scaling, "scaling_table", fake_table)
+    with pytest.raises(Stop):
+        scaling.main(["--cohen-modes", "tf32", "bf16", "--out", str(tmp_path), "--images", "1", "--device", "cpu",
+                      "--cohen-batch-size", "64", "--threads", "1", "--no-progress"])
+    assert seen["cohen_modes"] == ("bf16",)
+    assert "cohen tf32: not applicable on cpu" in capsys.readouterr().err
+
+
+def test_batch_candidates_by_device() -> None:
+    """The search's candidates on a GPU are the CUDA list (checked here without a GPU), on a CPU the CPU list."""
+    from bench.certify.batch_size import BATCH_CANDIDATES
+    from bench.perf.size_sweep import timing
+
+    config = tiny_config(cohen_batch_size=0)
+    assert timing.batch_candidates(config, torch.device("cuda")) == BATCH_CANDIDATES["cuda"]
+    assert timing.batch_candidates(config, torch.device("cpu")) == ss.settings.CPU_BATCH_CANDIDATES
+    assert timing.batch_candidates(tiny_config(cohen_batch_candidates=(8,)), torch.device("cuda")) == (8,)

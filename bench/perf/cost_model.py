@@ -60,6 +60,12 @@ from ..env import cpu_allocator_tuned, device_name
 from ..report import fmt_seconds, markdown_table
 
 FP32_BYTES = 4
+#: what the plain-forward reference and the floor include, stated in every cost table
+REFERENCE_INCLUDES = ("The plain-forward reference includes the network's forward passes (inference mode, eval mode, "
+                      "weights declared fixed as in a certify call) on synthetic noisy batches of the same size, and "
+                      "excludes drawing the noise, the votes, the statistics and the input checks. The floor includes "
+                      "the counted flops, the eager traffic and the normals at this machine's measured rates, and "
+                      "excludes op dispatch, kernel launches and the allocator's page faults.")
 #: the cost targets: the n they are stated at, and their limits
 TARGET_N = 100_000
 COHEN_OVERHEAD_LIMIT = 1.25
@@ -562,6 +568,7 @@ def cost_markdown(table: pd.DataFrame, targets: pd.DataFrame, machine: Machine, 
         "Floor = sum over phases (backbone, noise, head) of max(flops / matmul throughput, bytes / bandwidth) "
         "+ normals / randn rate; bound = the phase and resource that dominate it. Reference: cohen against "
         "(n0 + n) plain batched forwards, fars-closed against one plain single-image forward.",
+        REFERENCE_INCLUDES,
     ]
     if note:
         parts.append(note)
@@ -573,6 +580,6 @@ def cost_markdown(table: pd.DataFrame, targets: pd.DataFrame, machine: Machine, 
 __all__ = [
     "Machine", "measure_machine", "ByteCounter", "count", "ForwardCost", "forward_cost", "Phase", "NetworkCosts",
     "network_costs", "method_phases", "plain_forward_seconds", "plain_batch", "PlainForward", "measure_plain_forward",
-    "paired_single_image",
+    "paired_single_image", "REFERENCE_INCLUDES",
     "cost_table", "targets_table", "cost_markdown",
 ]
