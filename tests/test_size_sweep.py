@@ -303,3 +303,14 @@ def test_batch_candidates_by_device() -> None:
     assert timing.batch_candidates(config, torch.device("cuda")) == BATCH_CANDIDATES["cuda"]
     assert timing.batch_candidates(config, torch.device("cpu")) == ss.settings.CPU_BATCH_CANDIDATES
     assert timing.batch_candidates(tiny_config(cohen_batch_candidates=(8,)), torch.device("cuda")) == (8,)
+
+
+def test_n_sweep_manifest_names_the_modes_it_timed(tmp_path) -> None:
+    """The n sweep's manifest lists the fast modes it timed as rows (and the rows are in scaling.csv)."""
+    scaling.main(["--cohen-modes", "tf32", "bf16", "--out", str(tmp_path), "--images", "1", "--device", "cpu",
+                  "--ns", "10", "20", "--n0", "10", "--cohen-batch-size", "16", "--threads", "1", "--no-progress",
+                  "--no-cost-model"])
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["cohen_modes"] == ["bf16"]
+    assert manifest["cohen_mode_notes"] and "tf32" in manifest["cohen_mode_notes"][0]
+    assert set(pd.read_csv(tmp_path / "scaling.csv")["mode"]) >= {"fp32", "bf16"}
