@@ -509,11 +509,13 @@ def _start_manifest(args: argparse.Namespace, config: dict[str, Any], models: Ex
     import torch
 
     from .certify.manifest import read_manifest, write_manifest
+    from .certify.runner import memory_formats
 
     manifest = {
         "config": config, "preset": args.preset, "monte_carlo": asdict(mc), "device": str(device),
         "device_name": device_name(device), "torch_threads": torch.get_num_threads(), "machine": process["machine"],
         "processes": context.world_size, "batch_sizes": batch_sizes, "precision": process["precision"],
+        "memory_formats": memory_formats(runs),
         "cpu_allocator_tuned": process["cpu_allocator_tuned"], "cpu_allocator": cpu_allocator(),
         "versions": package_versions(), "git_commit": git_commit(),
         "experiment_file": portable_path(args.experiment.path),

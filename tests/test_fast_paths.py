@@ -1,8 +1,10 @@
 """The default speed-ups of the timed paths leave every certificate unchanged, bit for bit (cohen and fars-mc,
 CPU): the SLL layers' inference path (memo checked by version counters inside a certify call and bit for bit
 between calls, the factor 2 in one subtraction, relu and t in place), examples of at least a batch in batches
-of their own, and the tuned allocator. Opt-in modes that change the rounding (channels_last, tf32 on CUDA, bf16,
-compile) are rows of their own in the sweeps; tf32 has no effect on a CPU."""
+of their own, the tuned allocator, and Cohen's memory format (channels_last changes the scores' last bits, but not the
+certificates of the shipped CNNs or an SLL network at small n; ``bench.run`` picks the faster format per network).
+Opt-in modes that change the rounding (tf32 on CUDA, bf16, compile) are rows of their own in the sweeps; tf32 has no
+effect on a CPU."""
 
 from __future__ import annotations
 
@@ -149,6 +151,94 @@ def test_memory_format_is_checked():
     backbone, head = network()
     with pytest.raises(ValueError, match="memory_format"):
         CohenRS(nn.Sequential(backbone, head), 0.5, memory_format="nhwc")
+
+
+
+def cohen_certificates(model: nn.Module, images: torch.Tensor, memory_format: str):
+    cohen = CohenRS(model, 0.25, n0=20, n=200, alpha=0.01, batch_size=64, memory_format=memory_format)
+    certificate = cohen.certify(images)
+    return certificate.prediction.tolist(), certificate.radius.tolist()
+
+
+def shipped_cnns():
+    from bench.env import EMBEDDED_MODELS
+    from bench.models import load_zoo
+
+    return [nets[0] for _, nets in sorted(load_zoo(EMBEDDED_MODELS).cnns.items())]
+
+
+@pytest.mark.parametrize("which", ["sll", "cnn"])
+def test_channels_last_leaves_cohen_certificates_unchanged(which):
+    torch.manual_seed(2)
+    if which == "sll":
+        models, images = [nn.Sequential(*network())], torch.rand(4, 1, 8, 8)
+    else:
+        models, images = shipped_cnns(), torch.rand(4, 1, 28, 28)
+    assert models
+    for model in models:
+        contiguous = cohen_certificates(model, images, "contiguous")
+        assert cohen_certificates(model, images, "channels_last") == contiguous
+        assert any(radius > 0 for radius in contiguous[1])   # certificates, not only abstentions
+
+
+class LayoutProbe(nn.Module):
+    """Records the memory format of each input (for a stubbed clock that times a format by name)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = ""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.last = "channels_last" if x.dim() == 4 and not x.is_contiguous() else "contiguous"
+        return x.flatten(1)[:, :3]
+
+
+@pytest.mark.parametrize("faster", ["contiguous", "channels_last"])
+def test_best_memory_format_picks_the_faster_stubbed_timing(faster):
+    from bench.certify.batch_size import best_memory_format
+
+    probe = LayoutProbe()
+
+    def clock(call, device):
+        call()
+        return 1.0 if probe.last == faster else 2.0
+
+    best, seconds = best_memory_format(probe, (3, 4, 4), 8, "cpu", repeats=2, clock=clock)
+    assert best == faster and seconds == {faster: 1.0, ({"contiguous", "channels_last"} - {faster}).pop(): 2.0}
+
+
+def test_best_memory_format_is_contiguous_for_inputs_that_are_not_images():
+    from bench.certify.batch_size import best_memory_format, faster_memory_format
+
+    def clock(call, device):
+        raise AssertionError("no measurement for 2-d batches")
+
+    assert best_memory_format(nn.Linear(5, 3), (5,), 8, "cpu", clock=clock) == ("contiguous", {})
+    assert faster_memory_format({"contiguous": 1.0, "channels_last": 1.0}) == "contiguous"
+
+
+def test_choose_batch_sizes_sets_and_records_the_memory_format(monkeypatch):
+    from bench.certify import runner
+    from bench.certify.runs import Run
+
+    model = nn.Sequential(*network())
+    runs = [Run("cohen", "sll", s, CohenRS(model, s, batch_size=10)) for s in (0.25, 0.5)]
+    calls = []
+
+    def stub(net, shape, batch_size, device):
+        calls.append((net, batch_size))
+        return "channels_last", {"contiguous": 2.0, "channels_last": 1.0}
+
+    monkeypatch.setattr(runner, "best_memory_format", stub)
+    sizes = runner.choose_batch_sizes(runs, "32", (1, 8, 8), torch.device("cpu"), 25, progress=False)
+    assert sizes == {"cohen|sll|0.25": 32, "cohen|sll|0.5": 32} and calls == [(model, 25)]   # once per network
+    assert runner.memory_formats(runs) == {"cohen|sll|0.25": "channels_last", "cohen|sll|0.5": "channels_last"}
+    runner.choose_batch_sizes(runs, "32", (1, 8, 8), torch.device("cpu"), 25, progress=False,
+                              memory_format="contiguous")
+    assert runner.memory_formats(runs) == {"cohen|sll|0.25": "contiguous", "cohen|sll|0.5": "contiguous"}
+    assert len(calls) == 1   # an explicit format is not measured
+    with pytest.raises(ValueError, match="memory_format"):
+        runner.choose_batch_sizes(runs, "32", (1, 8, 8), torch.device("cpu"), 25, memory_format="nhwc")
 
 
 CERTIFY_IN_A_PROCESS = """

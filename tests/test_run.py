@@ -46,6 +46,10 @@ def test_tiny_run_writes_tsv_summary_and_plots(tiny_zoo, tmp_path):
     assert (out / "speedup.png").is_file() == (not json.loads(manifest)["timing_warnings"])
     assert '"git_commit"' in manifest and '"device_name"' in manifest and '"finished"' in manifest
     assert '"cudnn_tf32": false' in manifest and '"batch_sizes"' in manifest and '"attack"' in manifest
+    # each cohen run's memory format (the faster one measured on this device), the certifiers' own
+    formats = json.loads(manifest)["memory_formats"]
+    assert set(formats) == {"cohen|sll+ce|0.25", "cohen|cnn-noise0.25|0.25"}
+    assert set(formats.values()) <= {"contiguous", "channels_last"}
     summary = (out / "summary.md").read_text()
     assert "Run timing" in summary and "Empirical robustness and soundness audit" in summary
 

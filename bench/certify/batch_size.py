@@ -1,20 +1,25 @@
-"""Batch sizes of the sampled methods: the throughput-best batch of a plain forward, and fars-mc's by sampler.
+"""Batch sizes of the sampled methods (the throughput-best batch of a plain forward, and fars-mc's by sampler)
+and Cohen's memory format (the faster of contiguous and channels_last for a plain forward of that batch).
 
 Certificates do not depend on the batch size (an example's noise is fixed by the seed and its index),
-so the harness picks the fastest one ('auto').
+so the harness picks the fastest one ('auto'). The memory format changes the order of a convolution's sums
+(scores differ in the last bits), so a certificate is that of the network as evaluated in the chosen format;
+:func:`best_memory_format` picks the faster one per network, and the manifest records it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
 import pandas as pd
 import torch
 
-from smoothing.checks import fixed_weights, timed
+from baselines.cohen import MEMORY_FORMATS
+from smoothing.checks import fixed_weights, synchronize, timed
 
 
 def best_seconds(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
@@ -94,3 +99,61 @@ def best_batch_size(model: torch.nn.Module, input_shape: Sequence[int], device: 
     frame = pd.DataFrame(rows)
     best = int(frame.loc[frame["samples_per_second"].idxmax(), "batch_size"])
     return best, frame
+
+
+def forward_seconds(fn: Callable[[], Any], device: torch.device) -> float:
+    """Seconds of one call of ``fn``: process CPU time on a CPU (a shared machine's other work is not counted),
+    wall time with the device synchronised at both ends on CUDA."""
+    if device.type == "cuda":
+        with timed(device) as elapsed:
+            fn()
+        return elapsed[0]
+    synchronize(device)
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
+def faster_memory_format(seconds: Mapping[str, float]) -> str:
+    """The memory format of least ``seconds`` (a name of :data:`baselines.cohen.MEMORY_FORMATS`); contiguous
+    unless another one is strictly faster."""
+    best = "contiguous"
+    for name, value in seconds.items():
+        if value < seconds.get(best, math.inf):
+            best = name
+    return best
+
+
+def best_memory_format(model: torch.nn.Module, input_shape: Sequence[int], batch_size: int,
+                       device: torch.device | str, repeats: int = 3,
+                       clock: Callable[[Callable[[], Any], torch.device], float] = forward_seconds,
+                       ) -> tuple[str, dict[str, float]]:
+    """The faster memory format of Cohen's noisy batches for a plain forward of ``model`` (inference mode).
+
+    For image inputs (``input_shape`` of 3 dimensions: 4-d batches) a noisy-looking batch of ``batch_size``
+    is given to the model in each format of :data:`baselines.cohen.MEMORY_FORMATS` (as
+    :class:`~baselines.CohenRS` converts it; the model is not changed), the formats alternating, each
+    format's best of ``repeats`` calls of ``clock`` (:func:`forward_seconds`) after one warm-up call each.
+    Other inputs give ``contiguous`` without a measurement. Returns ``(format, seconds by format)``.
+    """
+    device = torch.device(device)
+    if len(input_shape) != 3:
+        return "contiguous", {}
+    mode = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), fixed_weights():   # the forwards of a certify call
+            plain = plain_batch(tuple(input_shape), batch_size, device)
+            batches = {name: plain.contiguous(memory_format=layout) for name, layout in MEMORY_FORMATS.items()}
+            calls = {name: partial(model, batch) for name, batch in batches.items()}
+            for call in calls.values():
+                call()
+            seconds = {name: math.inf for name in calls}
+            for _ in range(max(1, repeats)):
+                for name, call in calls.items():
+                    seconds[name] = min(seconds[name], clock(call, device))
+    finally:
+        model.train(mode)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return faster_memory_format(seconds), seconds

@@ -21,11 +21,12 @@ import torch
 from tqdm.auto import tqdm
 
 from baselines import CohenRS
+from baselines.cohen import MEMORY_FORMATS
 
 from ..env import process_usage
 from ..units import fmt_seconds
 from . import distributed as dist_
-from .batch_size import best_batch_size, fars_batch_size
+from .batch_size import best_batch_size, best_memory_format, fars_batch_size
 from .results import COLUMNS, format_row, read_done
 from .runs import Run
 
@@ -202,15 +203,23 @@ def timing_markdown(summary: dict[str, Any]) -> str:
 
 
 def choose_batch_sizes(runs: list[Run], setting: str, image_shape: tuple[int, ...], device: torch.device,
-                       max_samples: int, progress: bool = True) -> dict[str, int]:
-    """Batch size of every Monte Carlo run (``setting``: an integer, or 'auto'); sets it on the certifier.
+                       max_samples: int, progress: bool = True, memory_format: str = "auto") -> dict[str, int]:
+    """Batch size of every Monte Carlo run (``setting``: an integer, or 'auto') and memory format of every cohen
+    run (``memory_format``: 'auto' or a name of :data:`baselines.cohen.MEMORY_FORMATS`); sets them on the
+    certifiers and returns the batch sizes by run key (:func:`memory_formats` reads the formats back).
 
-    'auto': cohen at the throughput-best batch of a plain forward of its network (searched once per
+    Batch size 'auto': cohen at the throughput-best batch of a plain forward of its network (searched once per
     network on this device), fars-mc by its sampler (:func:`~bench.certify.batch_size.fars_batch_size`).
     Certificates do not depend on the batch size (an example's noise is fixed by the seed and its index).
+    Memory format 'auto': the faster one for a plain forward of cohen's batch on this device
+    (:func:`~bench.certify.batch_size.best_memory_format`, measured once per network; contiguous for inputs
+    that are not images); the certificates are those of the network as evaluated in that format.
     """
+    if memory_format != "auto" and memory_format not in MEMORY_FORMATS:
+        raise ValueError(f"memory_format must be 'auto' or one of {', '.join(MEMORY_FORMATS)}, got {memory_format!r}")
     chosen: dict[str, int] = {}
     searched: dict[int, int] = {}
+    formats: dict[tuple[int, int], str] = {}
     for run in runs:
         certifier = run.certifier
         if not hasattr(certifier, "batch_size"):
@@ -230,4 +239,26 @@ def choose_batch_sizes(runs: list[Run], setting: str, image_shape: tuple[int, ..
             size = fars_batch_size(certifier)
         certifier.batch_size = size
         chosen[run.key] = size
+        if isinstance(certifier, CohenRS):
+            key = (id(certifier.model), size)
+            if key not in formats:
+                formats[key] = memory_format if memory_format != "auto" else _measured_format(
+                    certifier.model, image_shape, min(size, max_samples), device, run.model, progress)
+            certifier.memory_format = formats[key]
     return chosen
+
+
+def _measured_format(model: torch.nn.Module, image_shape: tuple[int, ...], batch_size: int, device: torch.device,
+                     name: str, progress: bool) -> str:
+    """The faster memory format of ``model`` at ``batch_size`` (:func:`best_memory_format`), said on stderr."""
+    best, seconds = best_memory_format(model, image_shape, batch_size, device)
+    if progress and seconds:
+        timings = ", ".join(f"{fmt} {value * 1e3:.1f} ms" for fmt, value in seconds.items())
+        print(f"cohen memory format for {name}: {best} (faster plain forward of a batch of {batch_size}: {timings})",
+              file=sys.stderr)
+    return best
+
+
+def memory_formats(runs: list[Run]) -> dict[str, str]:
+    """The memory format of every cohen run by run key (what :func:`choose_batch_sizes` set)."""
+    return {run.key: run.certifier.memory_format for run in runs if isinstance(run.certifier, CohenRS)}
