@@ -32,7 +32,7 @@ ALLOWED = {
     "bench.perf": {"bench.data", "bench.models", "bench.certify", "bench.report"},
 }
 SHARED = {"bench", "bench.env", "bench.files", "bench.provenance", "bench.units", "bench.config", "bench.cli",
-          "bench.cli_help", "bench.names", "bench.methods"}
+          "bench.cli_help", "bench.names", "bench.methods", "bench.experiment"}
 
 
 def module_name(path: Path) -> str:

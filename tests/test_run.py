@@ -175,7 +175,7 @@ def test_bad_flags_are_rejected_with_a_clear_message(flags, message, capsys):
 
 def test_radii_as_fractions_and_figure_widths():
     args = bench_run.parse_args(["--radii", "36/255", "0.5", "--width", "column", "full"])
-    assert args.radii == [36 / 255, 0.5] and args.width == ["column", "full"]
+    assert args.radii == (36 / 255, 0.5) and args.output.widths == ("column", "full")
 
 
 def test_models_of_another_dataset_are_refused_in_one_line(tmp_path):
