@@ -40,7 +40,7 @@ if TYPE_CHECKING:   # the stages import PyTorch and the pipeline when they run, 
 #: The stages after certification (scaling, attack, report) each record in the manifest's ``stages`` the
 #: fingerprint of their inputs and settings and the content hashes of
 #: the files whose content hashes a stage's record keeps (another writer, or a deleted file, reruns the stage)
-SCALING_OUTPUTS = ("scaling.csv", "cost_model.csv")
+SCALING_OUTPUTS = ("scaling.csv", "cost_model.csv", "cost_model.md", "cost_targets.csv", "machine.json")
 REPORT_OUTPUTS = ("summary.md", "summary.csv", "table1.md", "table2.md", "table_certified.md")
 
 
