@@ -11,9 +11,9 @@ from torch import nn
 
 from bench import attack as bench_attack
 from bench import run as bench_run
-from bench.report.write import SOUNDNESS_BEGIN
 from bench.audit import robustness
 from bench.audit.pgd import PGDConfig, flat_norm, l2_pgd, min_norm_attack, pgd_attack, rank_targets
+from bench.report.write import SOUNDNESS_BEGIN
 
 
 def linear_case(seed=0, batch=40, side=8, classes=10, scale=3.0):
