@@ -2,6 +2,7 @@
 
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -72,7 +73,7 @@ def test_a_second_identical_run_skips_every_stage_and_changes_no_file(tiny_zoo, 
     assert _snapshot(out) == first
     # another attack setting reruns the attack and the report, not the scaling sweep
     other = tmp_path / "other-attack.toml"
-    other.write_text(open(small_attack[1]).read().replace("steps = 4", "steps = 5"))
+    other.write_text(Path(small_attack[1]).read_text().replace("steps = 4", "steps = 5"))
     bench_run.main(flags + ["--config", str(other)])
     err = capsys.readouterr().err
     assert "scaling: inputs and settings unchanged" in err
