@@ -10,6 +10,10 @@ and one ``[models.NAME]`` table per model::
     sigma = [0.25, 0.5]
     radii = [0.25, 0.5, 0.75, 1.0]   # reported radii (default: the dataset's)
 
+    [attack]                         # the attack stage's settings (default: the preset's; attack = false: none)
+    steps = 10
+    radii = [0.5, 1.0]
+
     [models.resnet110]
     format = "cohen"                 # fars-bench, cohen, sll or torch (see bench.models.load_model)
     checkpoint = "models/cifar10/resnet110/noise_0.25/checkpoint.pth.tar"   # relative to this file
@@ -22,8 +26,10 @@ experiment's unless the table names one) and the paths resolved. A ``fars-bench`
 ``head`` or ``cnn_sigma`` stands for every model of its checkpoint folder (``sll+KIND`` and
 ``cnn-noiseS``, as ``python -m bench.train`` writes them).
 
-Unknown keys and wrong types raise :class:`ConfigError` naming the key and the file. Nothing here
-loads a model or a dataset: this module only reads and checks the file (the stage before data).
+The ``[attack]`` table's keys are :data:`ATTACK_SETTINGS` (the fields of
+:class:`bench.experiment.AttackSettings`). Unknown keys and wrong types raise :class:`ConfigError` naming
+the key and the file. Nothing here loads a model or a dataset: this module only reads and checks the file
+(the stage before data).
 """
 
 from __future__ import annotations

@@ -10,6 +10,12 @@ Outputs in ``--out`` (default ``runs/<dataset>/<preset>/`` under the current dir
 * ``summary.csv``, ``summary.md``, ``certified_accuracy.csv`` and the plots (see :mod:`bench.report`);
 * with the scaling stage, ``scaling.csv/png`` and the cost model; with the attack stage, the audit files.
 
+The settings are one :class:`bench.experiment.Experiment` (flags > experiment file > preset > defaults).
+The stages run in the order certify, scaling, attack, report, and each file has one writer: the report
+(``summary.md``, the tables, the figures) is written last, from every stage's files. A scaling, attack or
+report stage whose inputs and settings are unchanged since the last run in ``--out`` (the manifest's
+``stages``: a fingerprint of its inputs and the content hashes of its outputs) is skipped with one line.
+
 Several processes or GPUs: ``torchrun --nproc-per-node N -m bench.run ...`` shards the examples across
 the N ranks and merges their results into the same files, equal row for row to a one-process run
 (see :mod:`bench.certify.distributed`). This module is a command-line leaf: nothing imports it.
