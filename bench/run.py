@@ -353,8 +353,12 @@ def _unchanged(stage: str, fingerprint: str, previous: dict[str, Any] | None, ou
 
 
 def _record_stage(manifest: dict[str, Any], stage: str, fingerprint: str, outputs: list[Path]) -> None:
-    """What :func:`_unchanged` compares with on the next run: the stage's inputs and its outputs' hashes."""
+    """What :func:`_unchanged` compares with on the next run: the stage's inputs and its outputs' hashes,
+    written at once (a run interrupted in a later stage skips this one when re-run)."""
+    from .certify.manifest import write_manifest
+
     manifest.setdefault("stages", {})[stage] = {"inputs": fingerprint, "outputs": _hashes(outputs)}
+    write_manifest(outputs[0].parent, manifest)
 
 
 def _hashes(paths: list[Path]) -> dict[str, str | None]:
