@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from smoothing.certificate import call_model, module_device, validate_classifier
+from smoothing.checks import call_model, module_device, validate_classifier
 from smoothing.monte_carlo import MonteCarloCertifier
 
 #: ``precision`` values: the dtype the model's forward runs in under ``torch.autocast`` (None: no autocast;

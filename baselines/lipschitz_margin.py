@@ -7,18 +7,15 @@ import math
 
 import torch
 
-from smoothing.certificate import (
-    ABSTAIN,
-    Certificate,
+from smoothing.certificate import ABSTAIN, Certificate, divide_radius, flush_subnormal
+from smoothing.checks import (
     all_finite,
     call_model,
     check_finite_scores,
     check_indices,
     check_inputs,
     check_lipschitz,
-    divide_radius,
     evaluating,
-    flush_subnormal,
     module_device,
     timed,
     validate_classifier,

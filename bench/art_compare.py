@@ -70,10 +70,10 @@ def main(argv: list[str] | None = None) -> Path:
         checked(parser, lambda: set_threads(args.threads))
     allocator_tuned = tune_cpu_allocator()  # page-fault churn otherwise dominates CPU timings (both sides alike)
     art_smoothing_class()   # ARTMissing (how to install it) before anything else
-    zoo = load_zoo(args.models).to(device)
+    zoo = load_zoo(args.models)
     if "ce" not in zoo.heads:
         raise CheckpointError(f"{args.models} has no head-ce checkpoint (the comparison certifies sll+ce)")
-    network = torch.nn.Sequential(zoo.backbone, zoo.heads["ce"][0]).eval()
+    network = zoo.split_model("ce").to(device).network
     images, labels, indices = load_embedded()
     pick = torch.arange(0, len(images), args.skip)[:args.images]
     if args.batch_size == "auto":

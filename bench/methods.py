@@ -1,9 +1,9 @@
 """The certification methods of the harness: the one list of their names and of what each needs.
 
-Every stage reads its method lists from here (``bench.certify.runs`` builds the runs, ``bench.report``
-labels and groups them, ``bench.audit`` attacks the deterministic ones, ``bench.models.zoo`` picks the
-methods of each shipped model). Imports nothing from ``bench`` and nothing outside the standard library
-(the report stage runs without torch).
+Every stage reads its method lists from here (``bench.certify.certifiers`` builds each method's certifier,
+``bench.certify.runs`` the runs, ``bench.report`` labels and groups them, ``bench.audit`` attacks the
+deterministic ones, ``bench.models.zoo`` picks the methods of each shipped model). Imports nothing from
+``bench`` and nothing outside the standard library (the report stage runs without torch).
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def run_config(experiment: Experiment, models: ExperimentModels, images: torch.T
 
 def main(argv: list[str] | None = None) -> Path:
     experiment = parse_args(argv)
-    from smoothing.certificate import NonFiniteScoresError
+    from smoothing.checks import NonFiniteScoresError
 
     from .certify import distributed as dist_
     from .certify.manifest import ResumeError
@@ -322,13 +322,14 @@ def _record_timing(manifest: dict[str, Any], timing: dict[str, Any], tsv: Path,
                    previous: dict[str, Any] | None) -> None:
     """The certification's timing and the noisy-timing warnings in the manifest (the summary's sources). An
     invocation that certified no row keeps the timing of the one that did (its summary describes that one)."""
-    from .certify.machine import noisy_timing_warnings
+    from .certify.machine import noisy_timing_warnings, usage_by_run
 
     if timing["rows"] == 0 and previous is not None and "timing" in previous:
         manifest["timing"], manifest["timing_warnings"] = previous["timing"], previous.get("timing_warnings", [])
         return
     manifest["timing"] = timing
-    manifest["timing_warnings"] = noisy_timing_warnings(manifest["machine"], _seconds_by_run(tsv))
+    manifest["timing_warnings"] = noisy_timing_warnings(manifest["machine"], _seconds_by_run(tsv),
+                                                        usage_by_run(tsv, manifest["device"]))
 
 
 def _file_hash(path: Path) -> str | None:
@@ -367,14 +368,15 @@ def _hashes(paths: list[Path]) -> dict[str, str | None]:
 
 def _scaling_stage(experiment: Experiment, models: ExperimentModels, images: torch.Tensor, indices: torch.Tensor,
                    manifest: dict[str, Any], previous: dict[str, Any] | None) -> Any:
-    """Seconds per image versus n on ``sll+ce`` and the cost model (skipped without ``--scaling-ns`` or a
-    checkpoint folder with a ce head: ``python -m bench.scaling`` times other models). Returns the table."""
+    """Seconds per image versus n on one model with a Lipschitz split, and the cost model (skipped without
+    ``--scaling-ns``; which model, and why each other one is skipped: :func:`bench.perf.scaling.scaling_model`).
+    Returns the table."""
     import pandas as pd
 
     from .perf.scaling import scaling_stage
 
-    zoo, scaling, out = models.zoo, experiment.scaling, experiment.output.out
-    if not scaling.ns or zoo is None or "ce" not in zoo.heads:
+    scaling, out = experiment.scaling, experiment.output.out
+    if not scaling.ns:
         manifest.setdefault("stages", {}).pop("scaling", None)
         manifest.pop("scaling", None)
         return None
@@ -384,8 +386,12 @@ def _scaling_stage(experiment: Experiment, models: ExperimentModels, images: tor
     if _unchanged("scaling", fingerprint, previous, outputs) and "scaling" in manifest:
         return pd.read_csv(out / "scaling.csv")
     k = scaling.images
-    table, record = scaling_stage(zoo, images[:k], indices[:k], list(scaling.ns), out, n0=mc.n0, alpha=mc.alpha,
-                                  seed=runtime.seed, batch_size=runtime.batch_size, progress=runtime.progress)
+    table, record = scaling_stage([e.model for e in models.entries], images[:k], indices[:k], list(scaling.ns), out,
+                                  n0=mc.n0, alpha=mc.alpha, seed=runtime.seed, batch_size=runtime.batch_size,
+                                  progress=runtime.progress)
+    if record is None:   # no model to time (the sweep said why in one line)
+        manifest.pop("scaling", None)
+        return table
     manifest["scaling"] = record
     _record_stage(manifest, "scaling", fingerprint, outputs)
     return table

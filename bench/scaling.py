@@ -119,23 +119,23 @@ def main(argv: list[str] | None = None) -> Path:
         checked(parser, lambda: set_threads(args.threads))
     allocator_tuned = tune_cpu_allocator()
     precision = full_fp32()
-    zoo = load_zoo(args.models).to(device)
+    zoo = load_zoo(args.models)
     if "ce" not in zoo.heads:
         raise CheckpointError(f"{args.models} has no head-ce checkpoint (the scaling sweep times sll+ce)")
+    model = zoo.split_model("ce").to(device)
     images, labels, indices = load_embedded(limit=args.images)
     images = images.to(device)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     search = None
     cohen_bs = args.batch_size
     if args.cohen_batch_size == "auto":
-        network = torch.nn.Sequential(zoo.backbone, zoo.heads["ce"][0])
-        cohen_bs, search = best_batch_size(network, tuple(images.shape[1:]), device,
+        cohen_bs, search = best_batch_size(model.network, tuple(images.shape[1:]), device,
                                            max_samples=max(args.ns) + min(args.n0, max(args.ns)))
         print(f"cohen batch size: {cohen_bs} (throughput of a plain forward)\n{search.to_string(index=False)}",
               file=sys.stderr)
     elif args.cohen_batch_size is not None:
         cohen_bs = int(args.cohen_batch_size)
-    table = scaling_table(zoo, images, indices, tuple(sorted(args.ns)), args.sigma, args.n0, args.alpha,
+    table = scaling_table(model, images, indices, tuple(sorted(args.ns)), args.sigma, args.n0, args.alpha,
                           args.batch_size, args.seed, tuple(args.methods), progress=not args.no_progress,
                           cohen_batch_size=cohen_bs, fars_batch_size=args.fars_batch_size,
                           cohen_compile=args.cohen_compile, cohen_precision=args.cohen_precision,
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> Path:
                     torch_threads=torch.get_num_threads(), precision=precision)
     print(table.to_string(index=False))
     if not args.no_cost_model:
-        _, targets = write_cost_model(zoo, images, table, args.out, batch_size=cohen_bs, indices=indices)
+        _, targets = write_cost_model(model, images, table, args.out, batch_size=cohen_bs, indices=indices)
         manifest["targets"] = {row["target"]: row["met"] for row in targets.to_dict("records")}
     manifest["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -35,7 +35,7 @@ from .env import (
     runs_dir,
     tune_cpu_allocator,
 )
-from .models import CheckpointError, ModelZoo, load_zoo
+from .models import CheckpointError, LoadedModel, load_zoo
 from .perf.sequential import (
     DEFAULT_CAP,
     DEFAULT_FIXED_NS,
@@ -124,37 +124,37 @@ def main(argv: list[str] | None = None) -> Path:
     tune_cpu_allocator()   # no effect on results; no page-fault churn in the timings (bench.env)
     state = machine_state(args.threads)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    zoo = load_models(args.models, device)
-    settings, search = choose_batch_size(settings, zoo, device, args.batch_size)
-    examples = certify_examples(settings, zoo, device, progress=not args.no_progress)
+    model, fingerprint = load_models(args.models, device)
+    settings, search = choose_batch_size(settings, model, device, args.batch_size)
+    examples = certify_examples(settings, model, device, progress=not args.no_progress)
     name = device_name(device)
-    paths = write_outputs(examples, settings, out, machine=state, device=name)
+    paths = write_outputs(examples, settings, out, machine=state, device=name, on_cpu=device.type == "cpu")
     if search is not None:
         search.to_csv(out / "batch_search.csv", index=False)
-    manifest = manifest_record(args, settings, out, state, name, device, zoo.fingerprint(), started)
+    manifest = manifest_record(args, settings, out, state, name, device, fingerprint, started)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(paths["markdown"].read_text())
     return out
 
 
-def load_models(models: Path, device: torch.device) -> ModelZoo:
-    """The checkpoints of ``models`` on ``device``; :class:`CheckpointError` without a ``ce`` head."""
-    zoo = load_zoo(models).to(device)
+def load_models(models: Path, device: torch.device) -> tuple[LoadedModel, dict[str, str]]:
+    """``sll+ce`` of the checkpoint folder ``models``, on ``device``, and the folder's fingerprint (for the
+    manifest); :class:`CheckpointError` without a ``ce`` head."""
+    zoo = load_zoo(models)
     if "ce" not in zoo.heads:
         raise CheckpointError(f"{models} has no head-ce checkpoint (the comparison certifies sll+ce)")
-    return zoo
+    return zoo.split_model("ce").to(device), zoo.fingerprint()
 
 
-def choose_batch_size(settings: CompareSettings, zoo: ModelZoo, device: torch.device,
+def choose_batch_size(settings: CompareSettings, model: LoadedModel, device: torch.device,
                       batch_size: int | None) -> tuple[CompareSettings, pd.DataFrame | None]:
     """``settings`` with cohen's batch size: ``batch_size`` when given, else the throughput-best batch of a plain
-    forward of sll+ce on ``device`` (as ``python -m bench.scaling``), with the search's table."""
+    forward of ``model``'s network on ``device`` (as ``python -m bench.scaling``), with the search's table."""
     if batch_size is not None:
         return dataclasses.replace(settings, batch_size=batch_size), None
     if "cohen" not in settings.methods:
         return settings, None
-    network = torch.nn.Sequential(zoo.backbone, zoo.heads["ce"][0])
-    size, search = best_batch_size(network, DATASETS["fashion-mnist"].input_shape, device,
+    size, search = best_batch_size(model.network, DATASETS["fashion-mnist"].input_shape, device,
                                    max_samples=max(settings.grid) + settings.n0)
     print(f"cohen batch size: {size} (throughput of a plain forward)", file=sys.stderr)
     return dataclasses.replace(settings, batch_size=size), search

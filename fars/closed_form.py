@@ -10,16 +10,12 @@ from functools import cached_property
 
 import torch
 
-from smoothing.certificate import (
-    ABSTAIN,
-    SMALLEST_NORMAL,
-    Certificate,
+from smoothing.certificate import ABSTAIN, SMALLEST_NORMAL, Certificate, divide_radius, flush_subnormal
+from smoothing.checks import (
     check_indices,
     check_inputs,
     check_lipschitz,
-    divide_radius,
     evaluating,
-    flush_subnormal,
     timed,
     validate_classifier,
 )

@@ -18,17 +18,8 @@ from functools import cached_property
 import torch
 from torch import nn
 
-from smoothing.certificate import (
-    ABSTAIN,
-    Certificate,
-    check_lipschitz,
-    check_positive,
-    divide_radius,
-    evaluating,
-    flush_subnormal,
-    timed,
-    validate_classifier,
-)
+from smoothing.certificate import ABSTAIN, Certificate, divide_radius, flush_subnormal
+from smoothing.checks import check_lipschitz, check_positive, evaluating, timed, validate_classifier
 from smoothing.rounding import TINY, norm_upper_bound, rounding_factor
 
 from .closed_form import checked_embeddings, linear_head_radius, lower_by_offset

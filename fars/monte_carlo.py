@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from smoothing.certificate import call_model, module_device, validate_classifier
+from smoothing.checks import call_model, module_device, validate_classifier
 from smoothing.monte_carlo import MonteCarloCertifier
 
 from .memo import WeightDerived

@@ -1,7 +1,9 @@
 """The method-neutral core of randomized-smoothing certification, shared by ``fars`` and ``baselines``.
 
 * :mod:`smoothing.certificate`: the :class:`Certificate` record every method returns, the
-  :class:`Certifier` protocol, and the input checks and helpers every ``certify`` call runs;
+  :class:`Certifier` protocol and the radius helpers;
+* :mod:`smoothing.checks`: the input, model and score checks and the helpers every ``certify`` call runs
+  (eval mode, weights declared fixed, timing);
 * :mod:`smoothing.statistics`: CERTIFY/PREDICT statistics on vote counts (Clopper-Pearson bound,
   certified radius, PREDICT's binomial test);
 * :mod:`smoothing.sequential`: the anytime-valid beta-binomial mixture confidence sequence and the stopping
@@ -15,13 +17,17 @@ Nothing here depends on a particular method: ``fars`` and ``baselines`` import i
 
 from .certificate import (
     ABSTAIN,
-    INDEX_MAX,
     LARGEST_FINITE,
-    LOW_PRECISION,
     SMALLEST_NORMAL,
     UNIT,
     Certificate,
     Certifier,
+    divide_radius,
+    flush_subnormal,
+)
+from .checks import (
+    INDEX_MAX,
+    LOW_PRECISION,
     NonFiniteScoresError,
     all_finite,
     call_model,
@@ -34,11 +40,9 @@ from .certificate import (
     check_module_precision,
     check_positive,
     check_unit_range,
-    divide_radius,
     evaluating,
     fixed_weights,
     fixed_weights_epoch,
-    flush_subnormal,
     module_device,
     synchronize,
     timed,

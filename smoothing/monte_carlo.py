@@ -36,10 +36,9 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from .certificate import (
-    ABSTAIN,
+from .certificate import ABSTAIN, Certificate
+from .checks import (
     LOW_PRECISION,
-    Certificate,
     all_finite,
     check_alpha,
     check_count,

@@ -44,7 +44,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import special
 
-from .certificate import UNIT, check_alpha
+from .certificate import UNIT
+from .checks import check_alpha
 
 #: the Beta(a, b) prior of the mixture: uniform, Robbins' original choice
 PRIOR_A = 1.0

@@ -13,6 +13,7 @@ from bench import attack as bench_attack
 from bench import run as bench_run
 from bench.audit import robustness
 from bench.audit.pgd import PGDConfig, flat_norm, l2_pgd, min_norm_attack, pgd_attack, rank_targets
+from bench.models import checkpoints as ckpt
 from bench.report.write import SOUNDNESS_BEGIN
 
 
@@ -192,7 +193,10 @@ def test_cli_on_a_tiny_run_writes_every_output(tiny_zoo, tmp_path, capsys):
     sanity = pd.read_csv(out / "sanity.csv")
     deterministic = sanity[sanity["guaranteed"]]
     assert len(deterministic) and deterministic["holds"].all() and (deterministic["violations"] == 0).all()
-    assert json.loads((out / "lipschitz_audit.json").read_text())["confirms"]
+    lipschitz = json.loads((out / "lipschitz_audit.json").read_text())
+    assert lipschitz["confirms"] and lipschitz["backbone"] == "sll-backbone"   # beside the sidecar's own audit
+    assert lipschitz["sidecar_lower_bound"] == ckpt.read_sidecar(tiny_zoo / "sll-backbone")["lipschitz"]["audit"][
+        "lower_bound"]
     # the run's report is rewritten from the folder's files: the audit section and Table 2, once
     summary = (out / "summary.md").read_text()
     assert summary.count(SOUNDNESS_BEGIN) == 1 and "Empirical robustness and soundness audit" in summary

@@ -8,19 +8,29 @@ The sampler benchmarks (direct noise on the embedding versus logit-space noise `
 both inside a full certify call and alone (``sample_counts`` on fixed centers); their ``extra_info``
 carries the cost model's counts (normals and noise flops per sample), and ``test_plain_forward`` times
 the reference of the Cohen target (a plain batched forward of the same network).
+
+``test_fars_mc_per_image`` times fars-mc at n = 100,000 (the batch size ``--batch-size auto`` gives it) on
+one image and on a 32-image batch; its ``extra_info`` carries the seconds per image and the cost model's
+floor of one image (:func:`bench.perf.cost_model.method_phases` on a once-measured machine: the roofline of
+the backbone pass and the head's samples plus the normals at the measured generator rate), and the
+process CPU time per image of the timed calls beside their wall time. Targets: a single image within
+1.25x of the floor; a batched image cheaper than a single one.
 """
+
+import time
 
 import pytest
 import torch
 
 from baselines import CohenRS, LipschitzMargin
+from bench.certify.batch_size import fars_batch_size
 from bench.data import load_embedded
 from bench.env import EMBEDDED_MODELS as DEFAULT_DIR
 from bench.env import device_name, tune_cpu_allocator
 from bench.models import load_zoo
 from bench.perf import cost_model as cm
 from fars import FaRSClosedForm, FaRSMonteCarlo
-from smoothing.certificate import synchronize
+from smoothing.checks import synchronize
 from smoothing.noise import Stage
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -129,6 +139,45 @@ def test_sampler_alone(benchmark, zoo, batch, sampler, n):
                                 **sampler_info(zoo, sampler, n))
     counts = benchmark(sample)
     assert (counts.sum(dim=1) == n).all()
+
+
+@pytest.fixture(scope="module")
+def mc_floor(zoo):
+    """The cost model's floor of one fars-mc image at n = 100,000 on sll+ce (seconds) and the machine's line."""
+    head = zoo.heads["ce"][0]
+    certifier = FaRSMonteCarlo(zoo.backbone, head, SIGMA, lipschitz=zoo.lipschitz, n=100_000)
+    costs = cm.network_costs(zoo.backbone, head, (1, 28, 28))
+    machine = cm.measure_machine(DEVICE)
+    phases = cm.method_phases("fars-mc", costs, n0=100, n=100_000, batch_size=fars_batch_size(certifier))
+    return sum(phase.floor(machine) for phase in phases.values()), machine.describe()
+
+
+@pytest.mark.parametrize("images", [1, 32])
+def test_fars_mc_per_image(benchmark, zoo, mc_floor, images):
+    """fars-mc at n = 100,000 on ``images`` images in one call (sll+ce, the auto batch size); per image."""
+    head = zoo.heads["ce"][0]
+    certifier = FaRSMonteCarlo(zoo.backbone, head, SIGMA, lipschitz=zoo.lipschitz, n=100_000)
+    certifier.batch_size = fars_batch_size(certifier)
+    x, indices = load_embedded(limit=images)[0].to(DEVICE), load_embedded(limit=images)[2]
+    certifier.certify(x[:1], indices=indices[:1])   # warm-up
+    cpu: list[float] = []
+    walls: list[float] = []
+
+    def call():
+        start, wall = time.process_time(), time.perf_counter()
+        cert = certifier.certify(x, indices)
+        cpu.append(time.process_time() - start)
+        walls.append(time.perf_counter() - wall)
+        return cert
+
+    cert = benchmark(call)
+    floor, machine = mc_floor
+    per_image_cpu, per_image_wall = min(cpu) / images, min(walls) / images
+    benchmark.extra_info.update(device=device_name(DEVICE), images=images, method="fars-mc", n=100_000, sigma=SIGMA,
+                                model="sll+ce", batch_size=certifier.batch_size, floor_seconds=floor, machine=machine,
+                                per_image_cpu_seconds=per_image_cpu, per_image_wall_seconds=per_image_wall,
+                                cpu_ratio_to_floor=per_image_cpu / floor)
+    assert len(cert) == images and ((cert.prediction == -1) <= (cert.radius == 0)).all()
 
 
 def test_fars_mc_mlp_head(benchmark, zoo, batch):

@@ -1,4 +1,4 @@
-"""User mistakes give one clear line and a non-zero exit, never a raw traceback (issue 19).
+"""User mistakes give one clear line and a non-zero exit, never a raw traceback.
 
 Each row of :data:`CLI_CASES` runs a command in-process through :func:`bench.cli.run_cli` (as its
 ``__main__`` does) and checks the exit status and a fragment of what it printed on stderr; each row of
@@ -91,8 +91,8 @@ MODEL_CORRUPTIONS: dict[str, Callable[[Path], None]] = {
     "bad-json": lambda d: (d / "head-ce.json").write_text('{"format": 1,'),
 }
 
-#: (command, argv with {root} for the scratch folder, exit status, fragment of stderr); the report's "before"
-#: column is what the same argv did before issue 19 (see the module docstring of bench/cli.py for the rule)
+#: (command, argv with {root} for the scratch folder, exit status, fragment of stderr) (see the module docstring
+#: of bench/cli.py for the rule)
 CLI_CASES = [
     ("train", ["--dataset", "imagefolder"], 2, "--dataset imagefolder needs --data-root"),
     ("train", ["--dataset", "imagefolder", "--data-root", "{root}/empty", "--out", "{root}/o"], 1,
@@ -226,7 +226,7 @@ def test_bugs_keep_their_traceback_and_the_environment_variable_shows_every_one(
 def test_what_counts_as_a_user_error():
     from bench.data import DatasetUnavailableError, EmbeddedDataError
     from bench.models import CheckpointError
-    from smoothing.certificate import NonFiniteScoresError
+    from smoothing.checks import NonFiniteScoresError
 
     for err in (CheckpointError("x"), DatasetUnavailableError("x"), EmbeddedDataError("x"), NonFiniteScoresError("x"),
                 json.JSONDecodeError("x", "doc", 0), FileNotFoundError(2, "No such file or directory", "f"),

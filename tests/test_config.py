@@ -222,6 +222,33 @@ def test_widely_spread_timings_are_flagged() -> None:
     assert machine.spread_warnings([("few rows", spread[:5])]) == []
 
 
+def test_starved_cpu_runs_and_page_fault_bound_runs_are_flagged() -> None:
+    wall = np.full(20, 0.010)
+    (starved,) = machine.usage_warnings([("cohen sll+ce σ=0.25", wall, wall * 0.5, np.zeros(20))])
+    assert "cohen sll+ce" in starved and "50% of its wall time" in starved and "waited for the CPUs" in starved
+    (faulting,) = machine.usage_warnings([("cohen big", wall, wall, np.full(20, 5_000.0))])
+    assert "5,000 minor page faults per image" in faulting and "tune_cpu_allocator" in faulting
+    # a compute-bound run (CPU time at least the wall time on 1+ threads, few faults) and rows without usage pass
+    assert machine.usage_warnings([("fars-mc sll+ce", wall, wall * 1.7, np.full(20, 3.0))]) == []
+    assert machine.usage_warnings([("old rows", wall, np.full(20, np.nan), np.full(20, np.nan))]) == []
+
+
+def test_usage_is_read_from_the_results_file_of_a_cpu_run(tmp_path: Path) -> None:
+    from bench.certify import results
+
+    tsv = tmp_path / "certify.tsv"
+    rows = ["\t".join(["0", "1", "1", "0.5", "1", "0:00:00.1", "cohen", "m", "0.25", "1100", "0.1", "0.04", "12"]),
+            "\t".join(["0", "1", "1", "0.5", "1", "0:00:00.1", "fars-closed", "m", "-", "0", "0.1", "0.1", "0"])]
+    tsv.write_text("\n".join(["\t".join(results.COLUMNS), *rows]) + "\n")
+    usage = machine.usage_by_run(tsv, "cpu")
+    assert [key for key, *_ in usage] == ["cohen m σ=0.25", "fars-closed m"]
+    assert usage[0][2].tolist() == [0.04] and usage[0][3].tolist() == [12.0]
+    assert machine.usage_by_run(tsv, "cuda:0") == []   # a process waiting for its GPU is not starved
+    state = {"load_average_1min": 0.0, "usable_cpus": 2, "torch_threads": 1}
+    (warning,) = machine.noisy_timing_warnings(state, [], usage)
+    assert warning.startswith("cohen m σ=0.25: the process ran 40% of its wall time")
+
+
 def test_default_threads_never_oversubscribe(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(machine, "usable_cpus", lambda: 4)
     assert machine.default_threads() == 4

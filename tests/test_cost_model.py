@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -162,17 +161,21 @@ def test_measure_machine_returns_positive_rates():
 # --- scaling helpers -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def tiny_zoo():
+def tiny_split():
+    """A tiny SLL backbone and linear head, as a model with a Lipschitz split."""
+    from bench.models import LoadedModel
+
     torch.manual_seed(0)
     backbone = SLLBackbone(TINY).eval()
     head = nn.Linear(8, 10)
-    return SimpleNamespace(backbone=backbone, heads={"ce": (head, {})}, lipschitz=1.0)
+    return LoadedModel(name="tiny", network=nn.Sequential(backbone, head).eval(), backbone=backbone, head=head,
+                       lipschitz=1.0, input_shape=(1, 28, 28), num_classes=10, format="torch", fingerprint="tiny")
 
 
-def test_best_batch_size_returns_a_candidate(tiny_zoo):
+def test_best_batch_size_returns_a_candidate(tiny_split):
     from bench.certify.batch_size import best_batch_size
 
-    network = nn.Sequential(tiny_zoo.backbone, tiny_zoo.heads["ce"][0])
+    network = tiny_split.network
     best, frame = best_batch_size(network, (1, 28, 28), "cpu", candidates=(4, 8, 16), repeats=1)
     assert best in (4, 8, 16)
     assert list(frame["batch_size"]) == [4, 8, 16] and (frame["samples_per_second"] > 0).all()
@@ -180,16 +183,16 @@ def test_best_batch_size_returns_a_candidate(tiny_zoo):
     assert list(frame["batch_size"]) == [4]  # candidates above the samples needed are not tried
 
 
-def test_write_cost_model_writes_table_targets_and_markdown(tiny_zoo, tmp_path):
+def test_write_cost_model_writes_table_targets_and_markdown(tiny_split, tmp_path):
     from bench.data import load_embedded
     from bench.perf.scaling import scaling_table, write_cost_model
 
     images, _, indices = load_embedded(limit=1)
-    scaling = scaling_table(tiny_zoo, images, indices, (10, 20), sigma=0.25, n0=5, alpha=0.01, batch_size=8, seed=0,
+    scaling = scaling_table(tiny_split, images, indices, (10, 20), sigma=0.25, n0=5, alpha=0.01, batch_size=8, seed=0,
                             methods=("cohen", "fars-mc", "fars-closed"), progress=False, fars_batch_size=16)
     assert list(scaling.batch_size) == [8, 16, 8, 16, 1]
     assert set(scaling.precision) == {"fp32"} and not scaling.compiled.any()
-    table, targets = write_cost_model(tiny_zoo, images, scaling, tmp_path, machine=FAKE, plain_repeats=1, echo=False)
+    table, targets = write_cost_model(tiny_split, images, scaling, tmp_path, machine=FAKE, plain_repeats=1, echo=False)
     for name in ("cost_model.csv", "cost_model.md", "cost_targets.csv", "machine.json"):
         assert (tmp_path / name).is_file(), name
     assert list(zip(table.method, table.n, strict=True)) == list(zip(scaling.method, scaling.n, strict=True))
@@ -271,7 +274,7 @@ def test_votes_go_to_the_first_maximal_class_like_argmax(scores, winner):
 
 def test_nan_scores_do_not_vote():
     """argmax counts NaN as maximal; a NaN score must stop the count instead of voting for its class."""
-    from smoothing.certificate import NonFiniteScoresError
+    from smoothing.checks import NonFiniteScoresError
 
     certifier = CohenRS(ConstantScores([0.0, float("nan"), float("nan")]), 0.5, n0=5, n=20, batch_size=8)
     with pytest.raises(NonFiniteScoresError):
@@ -404,29 +407,42 @@ def test_tuned_allocator_reuses_blocks_above_the_mmap_cap():
     assert int(faults) < 1000, f"{faults} page faults for 5 x 64 MiB allocated again"
 
 
-class _CountEqual(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
+class _CountEqual:
+    """Counts the memo's comparisons of a weight with its stored copy (fars.memo.same_values)."""
+
+    def __init__(self, monkeypatch) -> None:
+        import fars.memo as memo
+
         self.calls = 0
+        original = memo.same_values
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.calls += str(func.overloadpacket) == "aten.equal"
-        return func(*args, **(kwargs or {}))
+        def counted(a, b):
+            self.calls += 1
+            return original(a, b)
+
+        monkeypatch.setattr(memo, "same_values", counted)
+
+    def __enter__(self):
+        self.calls = 0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
 
 
-def test_plain_forward_reference_runs_like_a_certify_calls_forwards():
+def test_plain_forward_reference_runs_like_a_certify_calls_forwards(monkeypatch):
     """The plain-forward reference declares the weights fixed, as a certify call does: the memo compares
     the weights' values once (2 tensors), not on each of the 6 forwards."""
     layer = SLLDense(features=4, inner=3)
-    with _CountEqual() as counted:
+    with _CountEqual(monkeypatch) as counted:
         cm.plain_forward_seconds(layer, torch.rand(8, 4), repeats=5)
     assert counted.calls <= 2
 
 
-def test_single_image_references_compare_the_weights_once_per_call_as_a_certify_call_does():
+def test_single_image_references_compare_the_weights_once_per_call_as_a_certify_call_does(monkeypatch):
     """A deterministic certify call is one forward, and compares the weights' values once: the single-image
     references time each forward as such a call (2 tensors compared per forward), not as one block of many."""
     layer = SLLDense(features=4, inner=3)
-    with _CountEqual() as counted:
+    with _CountEqual(monkeypatch) as counted:
         cm.plain_forward_seconds(layer, torch.rand(1, 4), repeats=5, per_call=True)
     assert counted.calls == 2 * 5       # each timed call (the warm-up computes the memo: nothing to compare)

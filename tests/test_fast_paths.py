@@ -1,8 +1,8 @@
 """The default speed-ups of the timed paths leave every certificate unchanged, bit for bit (cohen and fars-mc,
-CPU): the SLL layers' inference path (memo checked by version counters inside a certify call, the factor 2 in
-one subtraction, relu and t in place), examples of at least a batch in batches of their own, and the tuned
-allocator. Opt-in modes that change the rounding (channels_last, tf32 on CUDA, bf16, compile) are rows of
-their own in the sweeps; tf32 has no effect on a CPU."""
+CPU): the SLL layers' inference path (memo checked by version counters inside a certify call and bit for bit
+between calls, the factor 2 in one subtraction, relu and t in place), examples of at least a batch in batches
+of their own, and the tuned allocator. Opt-in modes that change the rounding (channels_last, tf32 on CUDA, bf16,
+compile) are rows of their own in the sweeps; tf32 has no effect on a CPU."""
 
 from __future__ import annotations
 
@@ -110,6 +110,30 @@ def test_batches_of_their_own_leave_certificates_unchanged(monkeypatch):
     own = certificates(backbone, head, images, 64)
     monkeypatch.setattr(noise, "plan_batches", shared_batches)
     assert own == certificates(backbone, head, images, 64)
+
+
+def test_bytewise_weight_comparison_leaves_certificates_unchanged(monkeypatch):
+    """The memo's comparison of the weights between certify calls by memcmp (fars.memo.same_values) gives the
+    certificates of torch.equal, call after call, and a write through .data between calls is seen by both."""
+    import fars.memo as memo
+
+    backbone, head = network()
+    images = torch.rand(4, 1, 8, 8)
+
+    def twice() -> list:
+        first = certificates(backbone, head, images, 64)
+        return [first, certificates(backbone, head, images, 64)]
+
+    bytewise = twice()
+    assert bytewise[0] == bytewise[1]
+    monkeypatch.setattr(memo, "_MEMCMP", None)              # torch.equal on every tensor
+    assert twice() == bytewise
+    monkeypatch.undo()
+    conv = next(m for m in backbone.modules() if isinstance(m, SLLConv2d))
+    conv.weight.data.mul_(0.5)                               # no version bump: only the value comparison sees it
+    changed = certificates(backbone, head, images, 64)
+    plain = plain_copy(backbone)
+    assert changed == certificates(plain, head, images, 64) and changed != bytewise[0]
 
 
 def test_tf32_mode_is_fp32_on_a_cpu():

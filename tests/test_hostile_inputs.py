@@ -34,7 +34,8 @@ from bench.models.experiment import load_experiment_models
 from bench.models.loaded import ModelSpecError, load_model
 from bench.models.zoo import load_zoo
 from fars import FaRSClosedForm, FaRSMonteCarlo
-from smoothing.certificate import LARGEST_FINITE, check_lipschitz
+from smoothing.certificate import LARGEST_FINITE
+from smoothing.checks import check_lipschitz
 from smoothing.statistics import radius_from_counts
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -278,7 +279,7 @@ def test_the_fp32_model_still_certifies_with_an_autocast_forward():
 
 # ---------------------------------------------------------------- result rows no run could have written
 
-HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\tmethod\tmodel\tsigma\tsamples\tseconds"
+HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\tmethod\tmodel\tsigma\tsamples\tseconds\tcpu_seconds\tpage_faults"
 #: n = 1000, alpha = 0.001: the cut-off at sigma 0.25 is 0.25 * Phi^-1(0.001^(1/1000)) = 0.615
 MANIFEST = {"runs": ["cohen|m|0.25", "fars-closed|m|-"], "image_indices": [0, 10], "images": 2,
             "monte_carlo": {"n": 1000, "alpha": 0.001}, "models": {"m": {"lipschitz": 1.0}}}
@@ -286,7 +287,8 @@ MANIFEST = {"runs": ["cohen|m|0.25", "fars-closed|m|-"], "image_indices": [0, 10
 
 def _row(idx: int, radius: str = "0.5", method: str = "cohen", sigma: str = "0.25", label: str = "3",
          predict: str = "3", correct: str = "1") -> str:
-    return "\t".join([str(idx), label, predict, radius, correct, "0:00:00.1", method, "m", sigma, "1100", "0.1"])
+    return "\t".join([str(idx), label, predict, radius, correct, "0:00:00.1", method, "m", sigma, "1100", "0.1", "0.1",
+                      "0"])
 
 
 def _run_dir(tmp_path: Path, rows: list[str], manifest: dict | list | None = None) -> Path:

@@ -326,7 +326,7 @@ def test_formatters() -> None:
 
 
 def test_markdown_table_compact() -> None:
-    # the compact form bench.perf.cost_model and bench.audit.soundness write (formerly bench/markdown.py)
+    # the compact form bench.perf.cost_model and bench.audit.soundness write
     text = report.markdown_table(["a", "b"], [[1, "x|y"], [2.5, None]])
     assert text == "| a | b |\n| --- | --- |\n| 1 | x\\|y |\n| 2.5 | None |"
 

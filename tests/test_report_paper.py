@@ -1,4 +1,4 @@
-"""Paper-ready reports (issue 16): Cohen-format export/import, intervals, the no-sigma marker, small multiples, CLI.
+"""Paper-ready reports: Cohen-format export/import, intervals, the no-sigma marker, small multiples, CLI.
 
 The data set mirrors the quick run's layout (3 sigmas; cohen on the SLL model and on one CNN per noise level;
 fars-mc on four heads; fars-closed and lipschitz-margin on three heads, deterministic), 20 images a run.
@@ -158,11 +158,11 @@ def test_no_sigma_markers_read_as_deterministic(tmp_path: Path) -> None:
 
 def test_format_row_writes_marker_and_row_key_reads_all() -> None:
     det = Run("fars-closed", "sll+ce", math.nan, certifier=None)  # type: ignore[arg-type]
-    line = certify_results.format_row(det, 3, 1, 1, 0.5, 0.01, 0)
+    line = certify_results.format_row(det, 3, 1, 1, 0.5, 0.01, 0, 0.009, 2)
     fields = dict(zip(certify_results.COLUMNS, line.rstrip("\n").split("\t"), strict=True))
-    assert fields["sigma"] == "-"
+    assert fields["sigma"] == "-" and fields["cpu_seconds"] == "0.009" and fields["page_faults"] == "2"
     mc = Run("cohen", "sll+ce", 0.25, certifier=None)  # type: ignore[arg-type]
-    assert dict(zip(certify_results.COLUMNS, certify_results.format_row(mc, 3, 1, 1, 0.5, 0.01, 1100)
+    assert dict(zip(certify_results.COLUMNS, certify_results.format_row(mc, 3, 1, 1, 0.5, 0.01, 1100, 0.01, 0)
                     .split("\t"), strict=True))["sigma"] == "0.25"
     for marker in ("-", "", "nan"):
         other = line.replace("\tsll+ce\t-\t", f"\tsll+ce\t{marker}\t")

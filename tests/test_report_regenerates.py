@@ -19,7 +19,7 @@ def test_report_on_a_finished_run_reproduces_its_summary(tiny_zoo: Path, tmp_pat
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "run"
     # a warning is recorded whatever the machine's load, so that its section is part of the comparison
-    monkeypatch.setattr(machine, "noisy_timing_warnings", lambda state, seconds: ["the machine was busy"])
+    monkeypatch.setattr(machine, "noisy_timing_warnings", lambda state, seconds, usage=(): ["the machine was busy"])
     bench_run.main(["--models", str(tiny_zoo), "--out", str(out), "--num-images", "2", "--n", "20", "--n0", "5",
                     "--sigma", "0.25", "--methods", "cohen", "fars-closed", "--heads", "ce", "--scaling-ns",
                     "--no-progress", "--no-attack", "--batch-size", "16"])

@@ -13,8 +13,8 @@ from bench.certify import results as bench_results
 from bench.cli import run_cli
 
 HEADER = "\t".join(bench_results.COLUMNS) + "\n"
-ROWS = ["0\t9\t9\t0.5\t1\t0:00:00.1\tcohen\tsll+ce\t0.25\t25\t0.1\n",
-        "1\t2\t2\t0.25\t1\t0:00:00.1\tcohen\tsll+ce\t0.25\t25\t0.1\n"]
+ROWS = ["0\t9\t9\t0.5\t1\t0:00:00.1\tcohen\tsll+ce\t0.25\t25\t0.1\t0.09\t3\n",
+        "1\t2\t2\t0.25\t1\t0:00:00.1\tcohen\tsll+ce\t0.25\t25\t0.1\t0.09\t3\n"]
 
 
 def _file(tmp_path: Path, tail: str = "") -> Path:
@@ -57,14 +57,24 @@ def test_a_crash_during_the_repair_keeps_every_complete_row(tmp_path: Path, monk
     ("3\t1\n", "line 4: 2 fields"),
     ("garbage\n", "line 4: 1 fields"),
     ("\n", "line 4: 1 fields"),
-    ("x\t2\t2\t0.25\t1\t0:00:00.1\tcohen\tsll+ce\t0.25\t25\t0.1\n", "idx = 'x' is not an integer"),
-    ("3\t2\t2\t0.25\t1\t0:00:00.1\tcohen\tsll+ce\tlow\t25\t0.1\n", "sigma = 'low' is not a number"),
+    ("x\t2\t2\t0.25\t1\t0:00:00.1\tcohen\tsll+ce\t0.25\t25\t0.1\t0.09\t3\n", "idx = 'x' is not an integer"),
+    ("3\t2\t2\t0.25\t1\t0:00:00.1\tcohen\tsll+ce\tlow\t25\t0.1\t0.09\t3\n", "sigma = 'low' is not a number"),
+    ("3\t2\t2\t0.25\t1\t0:00:00.1\tcohen\tsll+ce\t0.25\t25\t0.1\t0.09\t2.5\n", "page_faults = '2.5' is not an integer"),
+    ("3\t2\t2\t0.25\t1\t0:00:00.1\tcohen\tsll+ce\t0.25\t25\t0.1\n", "line 4: 11 fields"),
 ])
 def test_a_line_that_is_not_a_row_is_refused_naming_file_and_line(tmp_path: Path, line: str, fragment: str) -> None:
     tsv = _file(tmp_path, line)
     with pytest.raises(bench_results.ResultsFileError, match=fragment):
         bench_results.read_done(tsv)
     assert tsv.read_text() == HEADER + "".join(ROWS) + line   # nothing is cut from a file that is not understood
+
+
+def test_a_file_without_the_usage_columns_is_not_resumed(tmp_path: Path) -> None:
+    tsv = tmp_path / "certify.tsv"
+    tsv.write_text("\t".join(bench_results.COLUMNS_WITHOUT_USAGE) + "\n" + "".join(r.rsplit("\t", 2)[0] + "\n"
+                                                                              for r in ROWS))
+    with pytest.raises(SystemExit, match="no cpu_seconds and page_faults columns"):
+        bench_results.read_done(tsv)
 
 
 def test_resume_over_a_garbage_line_is_one_line(tiny_zoo: Path, tmp_path: Path,

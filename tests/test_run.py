@@ -34,6 +34,8 @@ def test_tiny_run_writes_tsv_summary_and_plots(tiny_zoo, tmp_path, small_attack)
     assert set(rows.samples[rows.method.isin(["cohen", "fars-mc"])]) == {25}
     assert set(rows.samples[rows.method.isin(["fars-closed", "lipschitz-margin", "fars-crown"])]) == {0}
     assert (rows.seconds > 0).all()
+    # each row: the call's process CPU time (user + system) and minor page faults beside its wall time
+    assert (rows.cpu_seconds >= 0).all() and rows.cpu_seconds.sum() > 0 and (rows.page_faults >= 0).all()
     assert ((rows.predict == -1) <= (rows.radius == 0)).all()
     assert (rows.correct == (rows.predict == rows.label)).all()
     for name in ("summary.csv", "summary.md", "manifest.json", "certified_accuracy.png", "speedup.md",
@@ -246,9 +248,9 @@ def test_scaling_table_times_each_method_and_n(tiny_zoo):
     from bench.models import load_zoo
     from bench.perf.scaling import scaling_table
 
-    zoo = load_zoo(tiny_zoo)
+    model = load_zoo(tiny_zoo).split_model("ce")
     images, _, indices = load_embedded(limit=2)
-    table = scaling_table(zoo, images, indices, (10, 40), sigma=0.25, n0=5, alpha=0.01, batch_size=16, seed=0,
+    table = scaling_table(model, images, indices, (10, 40), sigma=0.25, n0=5, alpha=0.01, batch_size=16, seed=0,
                           methods=("cohen", "fars-mc", "fars-closed"), progress=False)
     assert list(zip(table.method, table.n, strict=True)) == [("cohen", 10), ("fars-mc", 10), ("cohen", 40),
                                                              ("fars-mc", 40), ("fars-closed", 0)]
@@ -264,9 +266,9 @@ def test_scaling_table_times_cohen_fast_modes_as_rows_of_their_own(tiny_zoo):
     from bench.models import load_zoo
     from bench.perf.scaling import scaling_table
 
-    zoo = load_zoo(tiny_zoo)
+    model = load_zoo(tiny_zoo).split_model("ce")
     images, labels, indices = load_embedded(limit=2)
-    table = scaling_table(zoo, images, indices, (20,), sigma=0.25, n0=5, alpha=0.01, batch_size=16, seed=0,
+    table = scaling_table(model, images, indices, (20,), sigma=0.25, n0=5, alpha=0.01, batch_size=16, seed=0,
                           methods=("cohen", "fars-mc"), progress=False, cohen_modes=("tf32", "channels_last"),
                           labels=labels)
     assert list(zip(table.method, table["mode"], strict=True)) == [("cohen", "fp32"), ("fars-mc", "-"),
@@ -276,7 +278,7 @@ def test_scaling_table_times_cohen_fast_modes_as_rows_of_their_own(tiny_zoo):
     assert table.same_as_fp32.isna().tolist() == [True, True, False, False]
     assert table.same_as_fp32.iloc[2] == 1.0          # tf32 does nothing on a CPU: the fp32 certificates
     with pytest.raises(ValueError, match="unknown cohen mode"):
-        scaling_table(zoo, images, indices, (20,), sigma=0.25, n0=5, alpha=0.01, batch_size=16, seed=0,
+        scaling_table(model, images, indices, (20,), sigma=0.25, n0=5, alpha=0.01, batch_size=16, seed=0,
                       methods=("cohen",), progress=False, cohen_modes=("fast",))
 
 
@@ -295,7 +297,7 @@ def test_every_cnn_sigma_gets_its_own_cohen_run(tmp_path):
                              {"kind": "cnn", "architecture": config.to_dict(), "noise_sigma": sigma})
     zoo = load_zoo(tmp_path)
     assert sorted(zoo.cnns) == [0.12, 0.25, 0.5]
-    runs = build_runs(zoo, ("cohen",), (0.12, 0.25, 0.5), MonteCarloSettings(5, 10, 0.01, 8, 0))
+    runs = build_runs(zoo.experiment_models(), ("cohen",), (0.12, 0.25, 0.5), MonteCarloSettings(5, 10, 0.01, 8, 0))
     assert [(r.model, r.sigma) for r in runs] == [("cnn-noise0.12", 0.12), ("cnn-noise0.25", 0.25),
                                                    ("cnn-noise0.50", 0.5)]
 

@@ -148,3 +148,28 @@ def test_models_that_cannot_run_are_refused_in_one_line(experiment: Path, tmp_pa
     with pytest.raises(SystemExit) as exit_:
         main(["--config", str(config), "--out", str(tmp_path / "o"), "--no-attack", "--no-progress", *flags])
     assert fragment in str(exit_.value) and "\n" not in str(exit_.value).strip()
+
+
+def test_config_run_times_a_user_torch_model_with_a_lipschitz_split(experiment: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The scaling stage times a user's ``torch``-format model with a Lipschitz split: scaling.csv, the figure,
+    the cost model and the manifest's record name it, and one line on stderr says what was timed."""
+    monkeypatch.syspath_prepend(str(FIXTURES))   # the user's model module, importable as on their PYTHONPATH
+    config = experiment.parent / "user-scaling.toml"
+    config.write_text('dataset = "cifar10"\ndata_root = "data"\nskip = 1\nsigma = [0.25]\nscaling_ns = [10, 20]\n'
+                      '[models.user-split]\nformat = "torch"\nfactory = "fars_user_model:build"\n'
+                      'input_shape = [3, 32, 32]\nkwargs = {side = 32, classes = 10}\n'
+                      'backbone = "features"\nhead = "classifier"\nlipschitz = 1.0\n')
+    out = tmp_path / "out"
+    main(["--config", str(config), "--out", str(out), "--num-images", "2", "--n0", "10", "--n", "20", "--no-attack",
+          "--no-progress", "--batch-size", "64"])
+    scaling = pd.read_csv(out / "scaling.csv")
+    assert set(scaling["model"]) == {"user-split"}
+    assert list(zip(scaling["method"], scaling["n"], strict=True)) == [
+        ("cohen", 10), ("fars-mc", 10), ("cohen", 20), ("fars-mc", 20), ("fars-closed", 0)]
+    assert (scaling["seconds"] > 0).all() and (scaling["images"] == 2).all()
+    assert (out / "scaling.png").is_file() and (out / "cost_model.csv").is_file()
+    assert json.loads((out / "manifest.json").read_text())["scaling"]["model"] == "user-split"
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("scaling sweep")]
+    assert lines == ["scaling sweep: times user-split with cohen, fars-mc, fars-closed"]

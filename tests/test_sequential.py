@@ -1,4 +1,4 @@
-"""Sequential CERTIFY (issue 17) and the anytime-valid confidence sequence behind it, tried hard.
+"""Sequential CERTIFY and the anytime-valid confidence sequence behind it, tried hard.
 
 * The beta-binomial mixture confidence sequence (smoothing.sequential) must cover the true p at *every*
   time with probability >= 1 - alpha: checked on simulated Bernoulli streams (numpy), at every integer time

@@ -1,4 +1,4 @@
-"""Sequential versus fixed-n CERTIFY on the same images (issue 17): ``bench.perf.sequential`` and its command.
+"""Sequential versus fixed-n CERTIFY on the same images: ``bench.perf.sequential`` and its command.
 
 Runs on the tiny random models of ``tiny_zoo`` with a cap of 500 samples on 3 embedded images, so it checks
 the bookkeeping (rows, samples, the summary's accuracies and intervals, the paired differences, the files)
@@ -25,6 +25,7 @@ from bench.perf.sequential import (
     certify_examples,
     paired_differences,
     summary_table,
+    usage_runs,
     verdict_lines,
 )
 
@@ -33,7 +34,7 @@ SETTINGS = CompareSettings(cap=500, fixed_ns=(200, 500), images=3, skip=10, batc
 
 @pytest.fixture(scope="module")
 def examples(tiny_zoo) -> pd.DataFrame:
-    return certify_examples(SETTINGS, load_zoo(tiny_zoo), progress=False)
+    return certify_examples(SETTINGS, load_zoo(tiny_zoo).split_model("ce"), progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,12 @@ def test_samples_are_n0_plus_the_estimation_samples(examples):
     assert (seq["samples"] <= SETTINGS.n0 + SETTINGS.cap).all()
     assert (seq["samples"] >= SETTINGS.n0 + 100).all()   # at least the first round
     assert (examples["seconds"] > 0).all()
+    # the process CPU time (user + system) and minor page faults of each call, beside its wall time
+    assert (examples["cpu_seconds"] >= 0).all() and examples["cpu_seconds"].sum() > 0
+    assert (examples["page_faults"] >= 0).all()
+    assert examples["cpu_seconds"].max() <= 10 * examples["seconds"].max() + 0.1   # one call's, not the process's
+    (name, wall, cpu, faults), *_ = usage_runs(examples)
+    assert name == "cohen fixed n=200" and len(wall) == len(cpu) == len(faults) == 3
     assert (examples["correct"] == (examples["predict"] == examples["label"]).astype(int)).all()
 
 

@@ -31,7 +31,7 @@ from fars import (
 )
 from fars.audit import LipschitzAudit
 from fars.sll import sll_rescaling
-from smoothing.certificate import fixed_weights
+from smoothing.checks import fixed_weights
 
 TOL = 1e-5          # float32 round-off allowance on the constant 1
 TOL64 = 1e-9        # the same in float64
@@ -632,21 +632,28 @@ def _plain_formula(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("index", range(3))
-def test_inference_inside_a_certify_block_reads_no_weights_and_matches_the_formula_bit_for_bit(index):
+def test_inference_inside_a_certify_block_reads_no_weights_and_matches_the_formula_bit_for_bit(index, monkeypatch):
     """Inside fixed_weights (a certify call) the memo compares the weights' values once; later forwards
-    only check identity and version counters: no torch.equal (a host sync per parameter on CUDA). The
-    output is the plain formula's, bit for bit (the factor 2 folded into one subtraction, relu and t in place)."""
+    only check identity and version counters: no value comparison (torch.equal is a host sync per parameter on
+    CUDA). The output is the plain formula's, bit for bit (the factor 2 folded into one subtraction, relu and t
+    in place)."""
+    import fars.memo as memo
+
+    compared = []
+    original = memo.same_values
+    monkeypatch.setattr(memo, "same_values", lambda a, b: compared.append(1) or original(a, b))
     layer = _memo_layers()[index]
     x = _inputs_for(layer)
     with torch.inference_mode(), fixed_weights():
         first = layer(x)
+        compared.clear()
         with _Ops() as recorded:
             again = layer(x)
-    assert "aten.equal" not in recorded.ops
+    assert "aten.equal" not in recorded.ops and not compared
     assert torch.equal(first, again) and torch.equal(first, _plain_formula(layer, x))
-    with torch.inference_mode(), _Ops() as outside:   # outside a block every forward compares the values
+    with torch.inference_mode():   # outside a block every forward compares the values
         layer(x)
-    assert "aten.equal" in outside.ops
+    assert compared
 
 
 def test_training_steps_inside_and_between_blocks_refresh_the_memo():
@@ -684,6 +691,37 @@ def test_training_steps_inside_and_between_blocks_refresh_the_memo():
         seen.append(infer())
         assert torch.equal(seen[-1], _plain_formula(layer, x))
     assert all(not torch.equal(a, b) for a, b in zip(seen, seen[1:], strict=False))
+
+
+def test_memo_compares_weights_bit_for_bit():
+    """The cross-call comparison of the memo (memcmp on contiguous CPU tensors, torch.equal otherwise) sees a
+    change in the last byte, tells -0.0 from 0.0, finds a NaN equal to its own bits, and falls back to
+    torch.equal for a non-contiguous tensor."""
+    from fars.memo import same_values
+
+    a = torch.randn(64, 33)
+    b = a.clone()
+    assert same_values(a, b)
+    b.view(-1)[-1] = torch.nextafter(b.view(-1)[-1], torch.tensor(math.inf))
+    assert not same_values(a, b)
+    zero, negative = torch.zeros(3), torch.zeros(3)
+    negative[1] = -0.0
+    assert torch.equal(zero, negative) and not same_values(zero, negative)
+    nan = torch.full((2,), math.nan)
+    assert same_values(nan, nan.clone()) and not torch.equal(nan, nan.clone())
+    assert same_values(a.T, a.clone().T) and not same_values(a.T, (a + 1).T)     # strided: torch.equal
+    assert same_values(torch.empty(0), torch.empty(0))
+    torch.manual_seed(0)
+    layer, x = SLLDense(6, 4), torch.randn(3, 6)
+    with torch.inference_mode(), fixed_weights():
+        layer(x)
+    layer.weight.data.view(-1)[-1] += 1.0                         # one weight, through .data (no version bump)
+    with torch.inference_mode(), fixed_weights():
+        after = layer(x)
+    with torch.no_grad():
+        t = layer.rescaling()
+        expected = x - 2 * F.linear(F.relu(F.linear(x, layer.weight, layer.bias)) * t, layer.weight.T)
+    assert torch.equal(after, expected)
 
 
 def test_memo_of_a_pickled_module_starts_empty():

@@ -306,7 +306,7 @@ def test_certify_leaves_modules_already_in_eval_mode_untouched():
 
 def test_evaluating_restores_a_module_shared_by_two_parents():
     """A frozen dropout reachable from two parents in training mode stays frozen afterwards."""
-    from smoothing.certificate import evaluating
+    from smoothing.checks import evaluating
 
     shared = nn.Dropout(0.5)
     inner = nn.Sequential(shared)
@@ -320,7 +320,7 @@ def test_evaluating_restores_a_module_shared_by_two_parents():
 @pytest.mark.parametrize("batch", [1, 64, 65, 300])
 def test_check_indices_small_and_large_batches(batch):
     """Up to 64 CPU indices are checked in Python, more with a tensor reduction: same answers."""
-    from smoothing.certificate import check_indices
+    from smoothing.checks import check_indices
 
     good = torch.arange(batch, dtype=torch.int32)
     out = check_indices(good, batch)
@@ -336,7 +336,7 @@ def test_check_indices_small_and_large_batches(batch):
 def test_timed_measures_the_block_and_lets_errors_through():
     import time
 
-    from smoothing.certificate import timed
+    from smoothing.checks import timed
 
     with timed(torch.device("cpu")) as elapsed:
         time.sleep(0.01)
@@ -348,7 +348,7 @@ def test_timed_measures_the_block_and_lets_errors_through():
 
 def test_unsigned_indices_beyond_int64_are_refused():
     """numpy uint64 indices >= 2^63 would wrap to negative numbers when stored as int64."""
-    from smoothing.certificate import check_indices
+    from smoothing.checks import check_indices
 
     with pytest.raises(ValueError, match="int64"):
         check_indices(np.array([1, 2 ** 63 + 5], dtype=np.uint64), 2)
@@ -397,8 +397,8 @@ class _Poisoned(nn.Module):
 @pytest.mark.parametrize("method", ["cohen-certify", "cohen-predict", "fars-mc-certify", "fars-mc-predict",
                                     "lipschitz-margin"])
 def test_non_finite_scores_are_refused_not_certified(method, value, everywhere):
-    """argmax counts NaN as maximal, so NaN scores used to certify class 0 at the largest radius."""
-    from smoothing.certificate import NonFiniteScoresError
+    """argmax counts NaN as maximal, so NaN scores could certify class 0 at the largest radius if not refused."""
+    from smoothing.checks import NonFiniteScoresError
 
     model = _Poisoned(value, everywhere)
     kind, _, call = method.rpartition("-") if method != "lipschitz-margin" else ("lipschitz-margin", "", "certify")
@@ -437,7 +437,7 @@ class _NaNOnce(nn.Module):
 
 @pytest.mark.parametrize("stage_call", ["certify", "predict"])
 def test_one_nan_sample_in_an_early_batch_is_refused(stage_call):
-    from smoothing.certificate import NonFiniteScoresError
+    from smoothing.checks import NonFiniteScoresError
 
     certifier = CohenRS(_NaNOnce(), sigma=0.5, n0=5, n=20, batch_size=4)
     with pytest.raises(NonFiniteScoresError):
@@ -445,10 +445,10 @@ def test_one_nan_sample_in_an_early_batch_is_refused(stage_call):
     assert certifier.model.calls > 1      # the NaN batch was not the last one
 
 
-# --- the [0, 1] input range (issue 19) -----------------------------------------------------------------
+# --- the [0, 1] input range --------------------------------------------------------------------------
 
 def test_check_inputs_refuses_values_outside_the_unit_interval_by_default():
-    from smoothing.certificate import check_inputs
+    from smoothing.checks import check_inputs
     cpu = torch.device("cpu")
     with pytest.raises(ValueError, match=r"\[0,1\]-pixel units.*min 0 and max 255"):
         check_inputs(torch.tensor([[0.0, 255.0]]), cpu)
@@ -470,7 +470,7 @@ def test_monte_carlo_certifiers_check_the_range_unless_told_not_to(kind):
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 @pytest.mark.parametrize("layout", ["row-major", "column-major"])
 def test_all_finite_catches_every_non_finite_score_in_either_layout(bad: float, layout: str) -> None:
-    from smoothing.certificate import all_finite
+    from smoothing.checks import all_finite
 
     scores = torch.randn(257, 7)
     if layout == "column-major":

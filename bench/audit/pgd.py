@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from smoothing.certificate import evaluating
+from smoothing.checks import evaluating
 
 Classifier = Callable[[torch.Tensor], torch.Tensor]
 

@@ -44,7 +44,6 @@ from ..env import portable_path
 from ..experiment import AttackSettings
 from ..models.experiment import ExperimentModels
 from ..models.loaded import LoadedModel
-from ..models.zoo import ModelZoo
 from ..report import PAPER_RADII, read_results
 from .pgd import PGDConfig, min_norm_attack, pgd_attack, rank_targets
 from .soundness import (
@@ -267,15 +266,14 @@ class _Context:
         frame.to_csv(self.out / name, index=False)
 
 
-def run_robustness(models: ModelZoo | ExperimentModels, images: torch.Tensor, labels: torch.Tensor,
+def run_robustness(models: ExperimentModels, images: torch.Tensor, labels: torch.Tensor,
                    indices: torch.Tensor, certify_tsv: str | Path, out: str | Path, mc: MonteCarloSettings,
                    settings: RobustnessSettings | None = None, progress: bool = True,
                    verbose: bool = True) -> dict[str, Path]:
     """Attack the certified examples of ``certify_tsv`` and write every robustness and soundness output to ``out``.
 
     Args:
-        models: the models ``certify_tsv`` was computed with (same device as ``images``); a checkpoint
-            folder's :class:`ModelZoo` stands for all of its models.
+        models: the models ``certify_tsv`` was computed with (same device as ``images``).
         images, labels, indices: the evaluation images [N, C, H, W] in [0, 1], their labels and
             dataset indices; every ``idx`` of ``certify_tsv`` must be among ``indices``.
         certify_tsv: per-example certification results (``bench.run``'s format).
@@ -302,8 +300,6 @@ def run_robustness(models: ModelZoo | ExperimentModels, images: torch.Tensor, la
     started = time.perf_counter()
     wanted = sorted(set(int(i) for i in results["idx"]))
     x, y, idx = _select(images, labels, indices, wanted)
-    if isinstance(models, ModelZoo):
-        models = ExperimentModels(models.experiment_models(), models)
     ctx = _Context(models, results, x, y, idx, {int(i): p for p, i in enumerate(idx.tolist())},
                    sorted(results["model"].unique()), settings, out, progress)
     examples, curve = _empirical_stage(ctx)
@@ -424,27 +420,34 @@ def _smoothed_stage(ctx: _Context, mc: MonteCarloSettings) -> pd.DataFrame:
 
 
 def _lipschitz_stage(ctx: _Context) -> dict[str, Any]:
-    """5. Lipschitz audit of the backbone at the evaluated images (the first model's with a Lipschitz
-    backbone; with a checkpoint folder, against the audit recorded in its sidecar). Skipped when no
-    certified model has one."""
-    zoo = ctx.models.zoo
-    split = [m for m in (ctx.models.by_name.get(n) for n in ctx.names)
-             if m is not None and m.backbone is not None and m.lipschitz is not None]
-    if zoo is not None:
-        backbone, meta = zoo.backbone, zoo.backbone_meta
-    elif split and split[0].backbone is not None:
-        backbone, meta = split[0].backbone, {"name": f"{split[0].name} backbone",
-                                             "lipschitz": {"declared": split[0].lipschitz}}
-    else:
+    """5. Lipschitz audit of the backbone at the evaluated images: the backbone of the first certified model
+    (by name) with a Lipschitz split, against the constant its certificates divide by and, for a checkpoint
+    folder's model, the audit recorded in its sidecar (:func:`lipschitz_record`). Skipped when no certified
+    model has a split."""
+    split = [m for m in (ctx.models.by_name.get(n) for n in ctx.names) if m is not None and m.has_split]
+    model = split[0] if split else None
+    if model is None or model.backbone is None:
         (ctx.out / "lipschitz_audit.json").unlink(missing_ok=True)   # not one of an earlier run's
         return {}
     if ctx.progress:   # minutes on a large backbone: say what is running
         print(f"Lipschitz audit of the backbone on {min(ctx.settings.lipschitz_images, len(ctx.x))} images ...",
               file=sys.stderr)
-    lip = lipschitz_audit(backbone, ctx.x[:ctx.settings.lipschitz_images], meta, seed=ctx.settings.seed)
+    lip = lipschitz_audit(model.backbone, ctx.x[:ctx.settings.lipschitz_images], lipschitz_record(model),
+                          seed=ctx.settings.seed)
     ctx.paths["lipschitz_audit_json"] = ctx.out / "lipschitz_audit.json"
     ctx.paths["lipschitz_audit_json"].write_text(json.dumps(lip, indent=2) + "\n")
     return lip
+
+
+def lipschitz_record(model: LoadedModel) -> dict[str, Any]:
+    """What :func:`~bench.audit.soundness.lipschitz_audit` compares a split model's backbone with: its name
+    (the checkpoint's, from ``details["backbone"]``, else ``"<model> backbone"``) and its Lipschitz record,
+    whose ``declared`` constant is always the model's own (the one its certificates divide by), beside the
+    audit a checkpoint folder's sidecar stored (``details["backbone_lipschitz"]``), when there is one."""
+    stored = model.details.get("backbone_lipschitz")
+    record = dict(stored) if isinstance(stored, dict) else {}
+    record["declared"] = model.lipschitz
+    return {"name": str(model.details.get("backbone", f"{model.name} backbone")), "lipschitz": record}
 
 
 def _sanity_stage(ctx: _Context, examples: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

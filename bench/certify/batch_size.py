@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from smoothing.certificate import fixed_weights, timed
+from smoothing.checks import fixed_weights, timed
 
 
 def best_seconds(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:

@@ -164,7 +164,14 @@ def output_lock(out: Path, context: Context, command: str = "bench.run") -> Iter
             raise UsageError(refusal)
         raise SystemExit(2)
     try:
-        yield
+        try:
+            yield
+        except SystemExit:   # a refusal every rank makes, or rank 0's soundness verdict: leave together
+            barrier(context)
+            raise
+        # Every rank leaves the group together: a rank that tore its process group down while rank 0 still
+        # wrote the reports sometimes aborted in torch's C++ teardown (SIGABRT).
+        barrier(context)
     finally:
         if lock is not None:
             lock.release()

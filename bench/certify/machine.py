@@ -5,13 +5,17 @@ torch threads than the CPUs the process may use (oversubscription: on a busy 2-c
 ``fars-closed`` took 216 ms per image with 2 threads and 3 ms with 1), and other processes keeping the
 CPUs busy. :func:`default_threads` avoids the first; :func:`machine_state` records the second in the
 manifest, and :func:`noisy_timing_warnings` says in the summary when the figures should not be trusted,
-as pyperf warns on untuned systems.
+as pyperf warns on untuned systems: a busy machine at the start, per-image times that spread widely, a
+CPU run whose process CPU time fell well below its wall time (it waited for the CPUs while it should
+have been computing) and calls that spent their time in page faults (memory mapped and zeroed afresh).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +23,7 @@ import torch
 
 from ..cli import UsageError
 from ..env import THREADS_PER_CPU, max_threads
+from .results import COLUMNS, read_lines
 
 #: a load average above this fraction of a CPU per CPU this process does not use means another process
 #: competes for the CPUs
@@ -27,6 +32,12 @@ BUSY_LOAD_MARGIN = 0.5
 SPREAD_LIMIT = 3.0
 #: runs with fewer rows than this are not judged by their spread
 SPREAD_MIN_ROWS = 10
+#: a CPU run whose process CPU time is below this fraction of its wall time was starved of the CPUs: a
+#: certify call on a CPU computes all the time, on at least one thread
+STARVED_CPU_FRACTION = 0.8
+#: minor page faults per second of CPU time above which a run's times are mostly the kernel zeroing fresh
+#: memory (a 4 KiB page zeroed and mapped costs about 0.5-1 us: 100,000 faults/s is 5-10% of the time)
+PAGE_FAULT_RATE_LIMIT = 100_000.0
 
 
 def usable_cpus() -> int:
@@ -102,12 +113,65 @@ def spread_warnings(seconds_by_run: Iterable[tuple[str, np.ndarray]]) -> list[st
     return warnings
 
 
-def noisy_timing_warnings(state: dict[str, Any], seconds_by_run: Iterable[tuple[str, np.ndarray]]) -> list[str]:
+def usage_warnings(usage_by_run: Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> list[str]:
+    """Warnings from the process usage of CPU runs: ``(key, wall seconds, CPU seconds, page faults)`` per row.
+
+    A run whose CPU time (user + system, every thread) adds up to less than :data:`STARVED_CPU_FRACTION` of
+    its wall time waited for the CPUs while it should have been computing (another process held them), so its
+    wall times are the machine's, not the method's. A run with more than :data:`PAGE_FAULT_RATE_LIMIT` minor
+    page faults per CPU second spent a large share of its time in the kernel mapping and zeroing memory (an
+    allocator that returns large blocks to the system), a cost of the process, not of the method. Rows
+    without usage (NaN) are left out.
+    """
+    warnings = []
+    for key, wall, cpu, faults in usage_by_run:
+        wall, cpu, faults = (np.asarray(a, dtype=float) for a in (wall, cpu, faults))
+        known = np.isfinite(wall) & np.isfinite(cpu)
+        total_wall, total_cpu = float(wall[known].sum()), float(cpu[known].sum())
+        if total_wall > 0 and total_cpu < STARVED_CPU_FRACTION * total_wall:
+            warnings.append(f"{key}: the process ran {total_cpu / total_wall:.0%} of its wall time (CPU "
+                            f"{total_cpu:.3g} s of {total_wall:.3g} s): it waited for the CPUs, so its times are "
+                            "inflated by other processes")
+        counted = known & np.isfinite(faults)
+        fault_total, fault_cpu = float(faults[counted].sum()), float(cpu[counted].sum())
+        if fault_cpu > 0 and fault_total / fault_cpu > PAGE_FAULT_RATE_LIMIT:
+            warnings.append(f"{key}: {fault_total / max(1, int(counted.sum())):,.0f} minor page faults per image "
+                            f"({fault_total / fault_cpu:,.0f} per CPU second): its time includes the kernel "
+                            "zeroing freshly mapped memory (is the allocator tuned? bench.env.tune_cpu_allocator)")
+    return warnings
+
+
+def usage_by_run(tsv: Path, device: str) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per run of the results file ``tsv`` (:mod:`bench.certify.results`): (key, wall seconds, CPU seconds, page
+    faults) of its rows, for :func:`usage_warnings`; none when the run's ``device`` is not the CPU (a process
+    waiting for a GPU is not starved)."""
+    if not str(device).startswith("cpu"):
+        return []
+    at = {name: COLUMNS.index(name) for name in ("method", "model", "sigma", "seconds", "cpu_seconds", "page_faults")}
+    rows: dict[str, list[tuple[float, float, float]]] = {}
+    for line in read_lines(tsv):
+        fields = line.split("\t")
+        key = f"{fields[at['method']]} {fields[at['model']]}"
+        sigma = fields[at["sigma"]].strip()
+        try:
+            if sigma and math.isfinite(float(sigma)):
+                key += f" σ={float(sigma):g}"
+        except ValueError:
+            pass
+        rows.setdefault(key, []).append((float(fields[at["seconds"]]), float(fields[at["cpu_seconds"]]),
+                                         float(fields[at["page_faults"]])))
+    columns = [(key, np.array(values, dtype=float)) for key, values in sorted(rows.items())]
+    return [(key, table[:, 0], table[:, 1], table[:, 2]) for key, table in columns]
+
+
+def noisy_timing_warnings(state: dict[str, Any], seconds_by_run: Iterable[tuple[str, np.ndarray]],
+                          usage: Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = ()) -> list[str]:
     """Every reason to distrust the run's timings: a busy machine (from :func:`machine_state` at the
-    start of the run) and runs whose timings spread widely."""
+    start of the run), runs whose timings spread widely, and (``usage``, :func:`usage_by_run`) CPU runs that
+    were starved of the CPUs or spent their time in page faults (:func:`usage_warnings`)."""
     busy = busy_warning(state.get("load_average_1min"), int(state.get("usable_cpus") or 1),
                         int(state.get("torch_threads") or 1))
-    return ([busy] if busy else []) + spread_warnings(seconds_by_run)
+    return ([busy] if busy else []) + spread_warnings(seconds_by_run) + usage_warnings(usage)
 
 
 def noisy_timing_markdown(warnings: list[str]) -> str:
@@ -121,4 +185,5 @@ def noisy_timing_markdown(warnings: list[str]) -> str:
 
 
 __all__ = ["busy_warning", "default_threads", "load_average", "machine_state", "noisy_timing_markdown",
-           "noisy_timing_warnings", "max_threads", "set_threads", "spread_warnings", "usable_cpus"]
+           "noisy_timing_warnings", "max_threads", "set_threads", "spread_warnings", "usable_cpus", "usage_by_run",
+           "usage_warnings"]

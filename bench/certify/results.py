@@ -1,7 +1,9 @@
 """The per-example results file of a run (``certify.tsv``): its format, reading, resuming and merging.
 
 One tab-separated row per (run, example): Cohen et al.'s columns ``idx label predict radius correct
-time`` plus ``method model sigma samples seconds``. Rows are appended and flushed one by one, so an
+time`` plus ``method model sigma samples seconds cpu_seconds page_faults``: ``seconds`` is the certify call's
+wall time, ``cpu_seconds`` the process CPU time (user + system, every thread) and ``page_faults`` the minor
+page faults over the same call. Rows are appended and flushed one by one, so an
 interrupted run loses at most the row being written (a partial last line is cut on resume).
 """
 
@@ -22,7 +24,10 @@ from . import distributed as dist_
 from .manifest import ResumeError
 from .runs import Run
 
-COLUMNS = ("idx", "label", "predict", "radius", "correct", "time", "method", "model", "sigma", "samples", "seconds")
+COLUMNS = ("idx", "label", "predict", "radius", "correct", "time", "method", "model", "sigma", "samples", "seconds",
+           "cpu_seconds", "page_faults")
+#: the header of files written before the CPU time and page faults were recorded (read by the reports, not resumed)
+COLUMNS_WITHOUT_USAGE = COLUMNS[:11]
 
 #: What the ``sigma`` column holds for a deterministic run (no noise level); older files have a blank,
 #: and ``nan`` is read the same way.
@@ -36,7 +41,7 @@ class ResultsFileError(ValueError):
 
 #: How each column of a data line is read (``sigma`` also accepts :data:`NO_SIGMA`, blank and ``nan``).
 _COLUMN_TYPES = {"idx": int, "label": int, "predict": int, "radius": float, "correct": int, "sigma": float,
-                 "samples": int, "seconds": float}
+                 "samples": int, "seconds": float, "cpu_seconds": float, "page_faults": int}
 
 
 def row_key(line: str) -> tuple[str, int]:
@@ -93,6 +98,10 @@ def read_lines(tsv: Path, repair: bool = False) -> list[str]:
     except UnicodeDecodeError as err:
         raise ResultsFileError(f"{tsv}: byte {err.start} is not UTF-8 text; not a results file of this harness "
                                "(use --overwrite or another --out)") from None
+    if lines and tuple(lines[0].split("\t")) == COLUMNS_WITHOUT_USAGE:
+        raise SystemExit(f"{tsv} has no cpu_seconds and page_faults columns (a file of an earlier version of this "
+                         "harness): its rows cannot be resumed; use --overwrite or --out (python -m bench.report "
+                         "still reads it)")
     if not lines or tuple(lines[0].split("\t")) != COLUMNS:
         raise SystemExit(f"{tsv} is not a results file of this harness (unexpected header); use --overwrite or --out")
     for number, line in enumerate(lines[1:], start=2):
@@ -149,12 +158,13 @@ def check_rows(path: Path, lines: list[str], runs: list[Run]) -> None:
                               "another --out")
 
 
-def format_row(run: Run, idx: int, label: int, prediction: int, radius: float, seconds: float, samples: int) -> str:
+def format_row(run: Run, idx: int, label: int, prediction: int, radius: float, seconds: float, samples: int,
+               cpu_seconds: float, page_faults: int) -> str:
     """One data line of the results TSV (Cohen et al.'s six columns, then ours); sigma :data:`NO_SIGMA` if none."""
     correct = int(prediction == label)
     sigma = NO_SIGMA if math.isnan(run.sigma) else f"{run.sigma:g}"
     values = (idx, label, prediction, f"{radius:.{RADIUS_DIGITS}g}", correct, str(_dt.timedelta(seconds=seconds)),
-              run.method, run.model, sigma, samples, f"{seconds:.6g}")
+              run.method, run.model, sigma, samples, f"{seconds:.6g}", f"{cpu_seconds:.6g}", int(page_faults))
     return "\t".join(str(v) for v in values) + "\n"
 
 

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from baselines import CohenRS
 
+from ..env import process_usage
 from ..units import fmt_seconds
 from . import distributed as dist_
 from .batch_size import best_batch_size, fars_batch_size
@@ -91,10 +92,14 @@ class _RowWriter:
         self.handle.close()
 
     def certify(self, run: Run, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, i: int) -> float:
-        """Certify image ``i`` with ``run``, write its row; returns the call's seconds."""
+        """Certify image ``i`` with ``run``, write its row (with the call's process CPU time and minor page faults,
+        :func:`bench.env.process_usage`); returns the call's seconds."""
+        cpu, faults = process_usage()
         cert = run.certifier.certify(images[i:i + 1], indices=indices[i:i + 1])
+        cpu_after, faults_after = process_usage()
         self.handle.write(format_row(run, int(indices[i]), int(labels[i]), int(cert.prediction[0]),
-                                     float(cert.radius[0]), cert.seconds, int(cert.samples[0])))
+                                     float(cert.radius[0]), cert.seconds, int(cert.samples[0]), cpu_after - cpu,
+                                     faults_after - faults))
         self.handle.flush()
         os.fsync(self.handle.fileno())
         self.timing.rows += 1

@@ -4,8 +4,10 @@ Each table becomes one :class:`ExperimentModel` (a :class:`~bench.models.loaded.
 runs it takes part in), except a ``fars-bench`` table without ``head`` or ``cnn_sigma``: it stands for
 every checkpoint of its folder, expanded by :meth:`ModelZoo.experiment_models` into ``sll+KIND`` (the
 backbone with each head) and ``cnn-noiseS`` (Cohen's CNN trained at noise S, certified at S only),
-the names ``python -m bench.train`` gives them. Such a folder is also kept as a :class:`ModelZoo`, for
-the stages that need its sidecars (the scaling sweep, the Lipschitz audit against the recorded one).
+the names ``python -m bench.train`` gives them. The stages see every model as a
+:class:`~bench.models.loaded.LoadedModel` (a folder's split models carry the backbone's sidecar Lipschitz
+record in ``details``); a single folder is also kept as a :class:`ModelZoo` for what identifies and
+describes its checkpoints (:meth:`ExperimentModels.fingerprint`, :meth:`ExperimentModels.describe`).
 """
 
 from __future__ import annotations

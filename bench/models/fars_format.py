@@ -11,7 +11,8 @@ The folder is loaded and validated by :func:`~bench.models.zoo.load_zoo` (sideca
 on this backbone, the audit record), whose :class:`~bench.models.checkpoints.CheckpointError` becomes a
 :class:`~bench.models.loaded.ModelSpecError` on ``checkpoint``. The fingerprint is the SHA-256 of the CNN's
 ``.pt`` file, or ``BACKBONE_SHA+HEAD_SHA`` (the two ``.pt`` files' SHA-256, as
-:meth:`~bench.models.zoo.ModelZoo.experiment_models` writes it).
+:meth:`~bench.models.zoo.ModelZoo.split_model` writes it). A split model's details carry the backbone's
+checkpoint name and sidecar Lipschitz record (:func:`~bench.models.zoo.backbone_details`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import math
 from .checkpoints import CheckpointError
 from .loaded import LoadedModel, SpecReader, split_network
 from .networks import HEAD_KINDS
-from .zoo import load_zoo
+from .zoo import backbone_details, load_zoo
 
 KEYS = ("checkpoint", "head", "cnn_sigma")
 
@@ -57,7 +58,7 @@ def load(reader: SpecReader) -> LoadedModel:
             fingerprint=f"{backbone_meta['state_sha256']}+{head_meta['state_sha256']}",
             details={"checkpoint": str(folder), "head": kind, "backbone_sha256": backbone_meta["state_sha256"],
                      "head_sha256": head_meta["state_sha256"], "clean_accuracy": head_meta.get("clean_accuracy"),
-                     "dataset": backbone_meta.get("dataset")})
+                     "dataset": backbone_meta.get("dataset"), **backbone_details(backbone_meta)})
     assert sigma is not None
     matches = [s for s in zoo.cnns if math.isclose(s, sigma, rel_tol=1e-9, abs_tol=0.0)]
     if not matches:

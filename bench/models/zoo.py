@@ -77,20 +77,14 @@ class ModelZoo:
         training sigma. Fingerprints join the backbone's and the head's checkpoint hashes.
         """
         entries = []
-        shape = _input_shape(self.backbone_meta)
-        backbone_sha = str(self.backbone_meta["state_sha256"])
         for kind in HEAD_KINDS:
             if kind not in self.heads or (heads is not None and kind not in heads):
                 continue
-            head, meta = self.heads[kind]
-            model = LoadedModel(
-                name=f"sll+{kind}", network=nn.Sequential(self.backbone, head).eval(), backbone=self.backbone,
-                head=head, lipschitz=self.lipschitz, input_shape=shape,
-                num_classes=int(meta["architecture"]["num_classes"]), format="fars-bench",
-                fingerprint=f"{backbone_sha}+{meta['state_sha256']}")
+            model = self.split_model(kind)
             # closed forms for linear heads, bound propagation for ReLU heads
+            head = model.head
             fars = methods_needing("split", "linear-head" if isinstance(head, nn.Linear) else
-                                   "relu-head" if is_relu_head(head) else "split")
+                                   "relu-head" if head is not None and is_relu_head(head) else "split")
             entries.append(ExperimentModel(model, None if kind == "ce" else fars))
         for sigma in sorted(self.cnns):
             cnn, meta = self.cnns[sigma]
@@ -101,10 +95,38 @@ class ModelZoo:
             entries.append(ExperimentModel(model, ("cohen",), (sigma,)))
         return entries
 
+    def split_model(self, kind: str = "ce") -> LoadedModel:
+        """``sll+KIND``: the backbone followed by the head of that kind, as a :class:`LoadedModel`.
+
+        Its fingerprint joins the backbone's and the head's checkpoint hashes; its ``details`` carry the
+        backbone's checkpoint name (``backbone``) and the Lipschitz record of its sidecar
+        (``backbone_lipschitz``: the declared constant and the audit stored at training), which the
+        Lipschitz audit of a run reports beside its own.
+
+        Raises:
+            CheckpointError: the folder holds no head of that kind.
+        """
+        if kind not in self.heads:
+            raise ckpt.CheckpointError(f"the models have no head-{kind} checkpoint (heads: "
+                                       f"{', '.join(sorted(self.heads)) or 'none'})")
+        head, meta = self.heads[kind]
+        return LoadedModel(
+            name=f"sll+{kind}", network=nn.Sequential(self.backbone, head).eval(), backbone=self.backbone,
+            head=head, lipschitz=self.lipschitz, input_shape=_input_shape(self.backbone_meta),
+            num_classes=int(meta["architecture"]["num_classes"]), format="fars-bench",
+            fingerprint=f"{self.backbone_meta['state_sha256']}+{meta['state_sha256']}",
+            details=backbone_details(self.backbone_meta))
+
     def describe(self) -> dict[str, Any]:
         """Name, hash and accuracy of every checkpoint (for the run manifest)."""
         return {name: {"sha256": m["state_sha256"], "clean_accuracy": m.get("clean_accuracy"),
                        "git_commit": m.get("git_commit")} for name, m in self._metas().items()}
+
+
+def backbone_details(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a split model of a checkpoint folder records of its backbone's sidecar ``meta``: the checkpoint's
+    name and its Lipschitz record (``declared`` constant, stored ``audit``)."""
+    return {"backbone": meta["name"], "backbone_lipschitz": meta["lipschitz"]}
 
 
 def _input_shape(meta: dict[str, Any]) -> tuple[int, int, int]:

@@ -2,5 +2,6 @@
 
 * :mod:`~bench.perf.scaling`: seconds per image versus n;
 * :mod:`~bench.perf.cost_model`: flops, bytes, the machine's floor and measured / floor;
-* :mod:`~bench.perf.peers`: our Cohen RS against IBM ART's.
+* :mod:`~bench.perf.peers`: our Cohen RS against IBM ART's;
+* :mod:`~bench.perf.cohen_overhead`: ``bench.run``'s Cohen RS against plain batched forwards, per sample.
 """

@@ -53,7 +53,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from fars.closed_form import head_geometry, linear_head_radius
 from fars.monte_carlo import FaRSMonteCarlo, _Layers, split_first_linear
-from smoothing.certificate import fixed_weights, module_device, timed
+from smoothing.checks import fixed_weights, module_device, timed
 
 from ..certify.batch_size import best_seconds, plain_batch
 from ..env import cpu_allocator_tuned, device_name
@@ -324,7 +324,7 @@ _no_block = contextlib.nullcontext
 
 def plain_forward_seconds(model: nn.Module, inputs: torch.Tensor, repeats: int = 5, per_call: bool = False) -> float:
     """Median seconds of a plain ``model(inputs)`` (inference mode, eval mode, device synchronised; the weights
-    declared fixed as in a certify call, :class:`smoothing.certificate.fixed_weights`: what a certify call's
+    declared fixed as in a certify call, :class:`smoothing.checks.fixed_weights`: what a certify call's
     forward passes do, without the noise, the votes and the checks). ``per_call``: each timed forward is a
     call of its own (its weights' values compared once, as a deterministic certify call of one forward
     compares them); otherwise the repeats share one declaration, as the many forwards of one Monte Carlo call."""

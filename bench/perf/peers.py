@@ -38,7 +38,7 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from baselines import CohenRS
-from smoothing.certificate import timed
+from smoothing.checks import timed
 
 
 class ARTMissing(ImportError):

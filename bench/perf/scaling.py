@@ -1,8 +1,10 @@
 """Seconds per image versus the number of Monte Carlo samples n (the command is ``python -m bench.scaling``).
 
-Times ``cohen`` and ``fars-mc`` on the same SLL network (``sll+ce``: backbone and linear head) at
-n = 1e2 ... 1e5, and ``fars-closed`` (no sampling) as the flat floor, on the first images of the
-evaluation set. Each certify call is timed with the device synchronised, after a warm-up call; a fast call
+Times ``cohen`` and ``fars-mc`` on one model with a Lipschitz split (a
+:class:`~bench.models.loaded.LoadedModel`; ``sll+ce`` for the command: backbone and linear head) at
+n = 1e2 ... 1e5, and ``fars-closed`` (no sampling) as the flat floor when its head is one ``nn.Linear``, on
+the first images of the evaluation set (certifiers from :func:`bench.certify.certifiers.build_certifier`).
+Each certify call is timed with the device synchronised, after a warm-up call; a fast call
 is repeated (about 0.25 s of calls, at most 25) and its median kept.
 The command writes ``scaling.csv`` and ``scaling.png`` to ``--out`` (default ``runs/fashion-mnist/scaling``),
 then the cost model (:mod:`bench.perf.cost_model`: flops, bytes, the machine's floor, measured / floor and the
@@ -27,18 +29,18 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from baselines import CohenRS
-from fars import Certificate, Certifier, FaRSClosedForm, FaRSMonteCarlo
+from fars import Certificate, Certifier
 
 from ..certify.batch_size import FARS_BATCH_SIZE, best_batch_size
+from ..certify.certifiers import CohenOptions, MonteCarloSettings, build_certifier, supported_methods
 from ..env import process_usage
-from ..models.zoo import ModelZoo
+from ..methods import SCALING_METHODS
+from ..models.loaded import LoadedModel
 from . import cost_model as cm
 
 DEFAULT_NS = (100, 1_000, 10_000, 100_000)
-#: the noise level and model of the sweep that ``python -m bench.run`` appends
+#: the noise level of the sweep that ``python -m bench.run`` appends
 STAGE_SIGMA = 0.25
-STAGE_MODEL = "sll+ce"
 
 
 #: cohen's opt-in fast modes, each timed as a row of its own beside the fp32 one (``--cohen-modes``): the
@@ -86,7 +88,7 @@ def time_certifier(certifier, images: torch.Tensor, indices: torch.Tensor, min_s
     return seconds
 
 
-def scaling_table(zoo: ModelZoo, images: torch.Tensor, indices: torch.Tensor, ns: tuple[int, ...], sigma: float,
+def scaling_table(model: LoadedModel, images: torch.Tensor, indices: torch.Tensor, ns: tuple[int, ...], sigma: float,
                   n0: int, alpha: float, batch_size: int, seed: int, methods: tuple[str, ...], progress: bool = True, *,
                   cohen_batch_size: int | None = None, fars_batch_size: int | None = None, cohen_compile: bool = False,
                   cohen_precision: str = "fp32", cohen_modes: Sequence[str] = (),
@@ -101,10 +103,10 @@ def scaling_table(zoo: ModelZoo, images: torch.Tensor, indices: torch.Tensor, ns
     of :data:`COHEN_MODES`) adds a cohen row per mode and n, its name in the ``mode`` column (``fp32`` for the
     plain rows, ``-`` for the FaRS methods). With ``labels`` every row has its ``certified_accuracy`` at radius 0
     on the images, and each mode row the fraction of images whose certificate (class and radius) equals the
-    plain cohen row's at that n (``same_as_fp32``).
+    plain cohen row's at that n (``same_as_fp32``). ``model`` must support every method of ``methods``
+    (:func:`~bench.certify.certifiers.supported_methods`; ``fars-mc`` needs a Lipschitz split, ``fars-closed`` a
+    linear head), else :class:`~bench.certify.certifiers.RunError`.
     """
-    backbone, head = zoo.backbone, zoo.heads["ce"][0]
-    network = torch.nn.Sequential(backbone, head)
     rows = []
     unknown = sorted(set(cohen_modes) - set(COHEN_MODES))
     if unknown:
@@ -119,18 +121,14 @@ def scaling_table(zoo: ModelZoo, images: torch.Tensor, indices: torch.Tensor, ns
     for method, n, mode in tqdm(jobs, desc="scaling", disable=not progress, file=sys.stderr):
         precision, compiled = "fp32", False
         certifier: Certifier
+        mc = MonteCarloSettings(n0=min(n0, n), n=n, alpha=alpha, batch_size=sizes[method], seed=seed)
         if method == "cohen":
-            options: dict[str, Any] = {"compile": cohen_compile, "precision": cohen_precision}
-            options.update(COHEN_MODES[mode] if mode is not None else {})
-            certifier = CohenRS(network, sigma, n0=min(n0, n), n=n, alpha=alpha, batch_size=sizes[method], seed=seed,
-                                **options)
-            precision, compiled = options["precision"], options["compile"]
-        elif method == "fars-mc":
-            certifier = FaRSMonteCarlo(backbone, head, sigma, lipschitz=zoo.lipschitz, n0=min(n0, n), n=n,
-                                       alpha=alpha, batch_size=sizes[method], seed=seed)
+            options = dataclasses.replace(CohenOptions(compile=cohen_compile, precision=cohen_precision),
+                                          **(COHEN_MODES[mode] if mode is not None else {}))
+            certifier = build_certifier("cohen", model, sigma, mc, cohen=options)
+            precision, compiled = options.precision, options.compile
         else:
-            # the ce head is a one-layer nn.Linear (build_head); FaRSClosedForm checks that at runtime
-            certifier = FaRSClosedForm(backbone, cast(torch.nn.Linear, head), lipschitz=zoo.lipschitz)
+            certifier = build_certifier(method, model, sigma, mc)
         usage: list[dict[str, float]] = []
         seconds = np.array(time_certifier(certifier, images, indices, usage=usage))
         certificates = [(u["prediction"], u["radius"]) for u in usage]
@@ -140,7 +138,7 @@ def scaling_table(zoo: ModelZoo, images: torch.Tensor, indices: torch.Tensor, ns
             [p == float(y) for (p, _), y in zip(certificates, labels[:len(certificates)].tolist(), strict=True)]))
         same = (float(np.mean([a == b for a, b in zip(certificates, plain_certificates[n], strict=True)]))
                 if mode is not None and n in plain_certificates else math.nan)
-        rows.append({"method": method, "mode": mode or ("fp32" if method == "cohen" else "-"), "model": "sll+ce",
+        rows.append({"method": method, "mode": mode or ("fp32" if method == "cohen" else "-"), "model": model.name,
                      "n": n, "samples": 0 if n == 0 else min(n0, n) + n,
                      "seconds": float(np.median(seconds)), "seconds_p25": float(np.percentile(seconds, 25)),
                      "seconds_p75": float(np.percentile(seconds, 75)), "images": len(seconds),
@@ -151,20 +149,22 @@ def scaling_table(zoo: ModelZoo, images: torch.Tensor, indices: torch.Tensor, ns
     return pd.DataFrame(rows)
 
 
-def write_cost_model(zoo: ModelZoo, images: torch.Tensor, scaling_df: pd.DataFrame, out: Path, *,
+def write_cost_model(model: LoadedModel, images: torch.Tensor, scaling_df: pd.DataFrame, out: Path, *,
                      machine: cm.Machine | None = None, batch_size: int = 1000, plain_repeats: int = 5,
                      echo: bool = True, indices: torch.Tensor | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Cost model of a scaling run: writes ``cost_model.csv``, ``cost_targets.csv`` and ``cost_model.md``.
 
-    Counts flops and bytes of ``sll+ce`` (``zoo.backbone`` + ``zoo.heads["ce"][0]``), measures the
+    Counts flops and bytes of ``model`` (its backbone and head: it needs a Lipschitz split), measures the
     machine once (unless ``machine`` is given) and the plain-forward references (batched at cohen's batch
     size from ``scaling_df``, else ``batch_size``; compiled when cohen was; and one single image from
     ``images``), and compares them with ``scaling_df``'s measured seconds. When ``scaling_df`` has
     fars-closed, it and the single-image forward are re-timed side by side (:func:`cost_model.paired_single_image`
     on ``images`` with their dataset ``indices``). Returns (table, targets); prints the markdown when ``echo``.
     """
-    backbone, head = zoo.backbone, zoo.heads["ce"][0]
-    network = torch.nn.Sequential(backbone, head).eval()
+    backbone, head = model.backbone, model.head
+    if backbone is None or head is None:
+        raise ValueError(f"model {model.name!r} has no Lipschitz backbone/head split: the cost model counts both")
+    network = model.network.eval()
     device = images.device
     costs = cm.network_costs(backbone, head, tuple(images.shape[1:]))
     machine = machine or cm.measure_machine(device)
@@ -183,8 +183,7 @@ def write_cost_model(zoo: ModelZoo, images: torch.Tensor, scaling_df: pd.DataFra
         # fars-closed against the single-image forward: both timed in alternating blocks, same images
         rounds, calls = 5, 21
         indices = torch.arange(len(images)) if indices is None else indices
-        # the ce head is a one-layer nn.Linear (build_head); FaRSClosedForm checks that at runtime
-        closed_form = FaRSClosedForm(backbone, cast(torch.nn.Linear, head), lipschitz=zoo.lipschitz)
+        closed_form = build_certifier("fars-closed", model)
         single, certify = cm.paired_single_image(network, closed_form, images, indices, rounds=rounds, calls=calls)
         plain = dataclasses.replace(plain, single=single, paired=(
             f"fars-closed and this forward timed in alternating blocks: {rounds} rounds x {len(images)} images x "
@@ -211,28 +210,70 @@ def write_cost_model(zoo: ModelZoo, images: torch.Tensor, scaling_df: pd.DataFra
     return table, targets
 
 
-def scaling_stage(zoo: ModelZoo, images: torch.Tensor, indices: torch.Tensor, ns: Sequence[int], out: Path, *,
-                  n0: int, alpha: float, seed: int, batch_size: int | None, progress: bool = True
-                  ) -> tuple[pd.DataFrame, dict[str, Any]]:
+def scaling_model(models: Sequence[LoadedModel], name: str | None = None) -> tuple[LoadedModel | None, str]:
+    """The model the stage's sweep times, and one line naming it and every model it skips, with why.
+
+    With ``name``, that model (``ValueError`` when there is none of that name or it has no Lipschitz split).
+    Otherwise the first model in run order with a Lipschitz split and a linear head (``fars-closed`` gives
+    the flat floor and the cost model its closed-form row), else the first with a Lipschitz split (timed by
+    ``cohen`` and ``fars-mc`` only). One model per sweep: the cost model describes one network, and the heads
+    of one backbone cost the same backbone pass. ``None`` when no model has a Lipschitz split.
+    """
+    split = [m for m in models if m.has_split]
+    if name is not None:
+        named = [m for m in models if m.name == name]
+        if not named:
+            raise ValueError(f"no model called {name!r} to time (models: {', '.join(m.name for m in models)})")
+        if not named[0].has_split:
+            raise ValueError(f"model {name!r} has no Lipschitz backbone/head split: the scaling sweep times "
+                             "cohen against fars-mc on one")
+        chosen: LoadedModel | None = named[0]
+    else:
+        linear = [m for m in split if "fars-closed" in supported_methods(m)]
+        chosen = (linear or split)[0] if split else None
+    skipped = [f"{m.name} ({'one model per sweep' if m.has_split else 'no Lipschitz split'})"
+               for m in models if m is not chosen]
+    skips = f"; skipped: {', '.join(skipped)}" if skipped else ""
+    if chosen is None:
+        return None, f"scaling sweep skipped: no model has a Lipschitz backbone/head split{skips}"
+    methods = _stage_methods(chosen)
+    floor = "" if "fars-closed" in methods else " (no fars-closed floor: its head is not one nn.Linear)"
+    return chosen, f"scaling sweep: times {chosen.name} with {', '.join(methods)}{floor}{skips}"
+
+
+def _stage_methods(model: LoadedModel) -> tuple[str, ...]:
+    return tuple(m for m in SCALING_METHODS if m in supported_methods(model))
+
+
+def scaling_stage(models: Sequence[LoadedModel], images: torch.Tensor, indices: torch.Tensor, ns: Sequence[int],
+                  out: Path, *, n0: int, alpha: float, seed: int, batch_size: int | None, progress: bool = True,
+                  model: str | None = None) -> tuple[pd.DataFrame | None, dict[str, Any] | None]:
     """The sweep ``python -m bench.run`` appends to a run: ``scaling.csv`` and the cost model in ``out``.
 
-    Times cohen, fars-mc and fars-closed on ``sll+ce`` at sigma 0.25 and each n of ``ns`` on ``images``
-    (with their dataset ``indices``). ``batch_size``: one batch size for both sampled methods, or None
-    ('auto': cohen at the throughput-best batch of a plain forward, fars-mc at :data:`FARS_BATCH_SIZE`).
-    Returns the table and the manifest's record of the stage (settings and which targets were met).
+    Times the model :func:`scaling_model` picks from ``models`` (``model``: a name that picks it) with cohen,
+    fars-mc and, for a linear head, fars-closed, at sigma 0.25 and each n of ``ns`` on ``images`` (with their
+    dataset ``indices``); prints :func:`scaling_model`'s line (stderr). ``batch_size``: one batch size for both
+    sampled methods, or None ('auto': cohen at the throughput-best batch of a plain forward, fars-mc at
+    :data:`FARS_BATCH_SIZE`). Returns the table and the manifest's record of the stage (settings and which
+    targets were met), or ``(None, None)`` when no model has a Lipschitz split.
     """
+    chosen, line = scaling_model(models, model)
+    print(line, file=sys.stderr)
+    if chosen is None:
+        return None, None
     default_batch = 1000 if batch_size is None else batch_size
     cohen_bs = fars_bs = default_batch
     if batch_size is None:
-        network = torch.nn.Sequential(zoo.backbone, zoo.heads["ce"][0])
-        cohen_bs, _ = best_batch_size(network, tuple(images.shape[1:]), images.device, max_samples=max(ns) + n0)
+        cohen_bs, _ = best_batch_size(chosen.network, tuple(images.shape[1:]), images.device,
+                                      max_samples=max(ns) + n0)
         fars_bs = FARS_BATCH_SIZE
-    table = scaling_table(zoo, images, indices, tuple(sorted(ns)), sigma=STAGE_SIGMA, n0=n0, alpha=alpha,
-                          batch_size=default_batch, seed=seed, methods=("cohen", "fars-mc", "fars-closed"),
+    methods = _stage_methods(chosen)
+    table = scaling_table(chosen, images, indices, tuple(sorted(ns)), sigma=STAGE_SIGMA, n0=n0, alpha=alpha,
+                          batch_size=default_batch, seed=seed, methods=methods,
                           progress=progress, cohen_batch_size=cohen_bs, fars_batch_size=fars_bs)
     table.to_csv(out / "scaling.csv", index=False)
-    _, targets = write_cost_model(zoo, images, table, out, batch_size=cohen_bs, indices=indices, echo=False)
-    record = {"ns": sorted(ns), "images": len(images), "sigma": STAGE_SIGMA, "model": STAGE_MODEL,
+    _, targets = write_cost_model(chosen, images, table, out, batch_size=cohen_bs, indices=indices, echo=False)
+    record = {"ns": sorted(ns), "images": len(images), "sigma": STAGE_SIGMA, "model": chosen.name,
               "cohen_batch_size": cohen_bs, "fars_batch_size": fars_bs,
               "targets": {row["target"]: row["met"] for row in targets.to_dict("records")}}
     return table, record

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +44,15 @@ import torch
 from matplotlib.lines import Line2D
 from tqdm.auto import tqdm
 
-from baselines import CohenRS
-from fars import FaRSMonteCarlo
 from smoothing.certificate import Certifier
 
 from ..certify.batch_size import fars_batch_size
+from ..certify.certifiers import MonteCarloSettings, build_certifier
 from ..certify.machine import noisy_timing_markdown, noisy_timing_warnings
 from ..data import reported_radii
 from ..data.selection import select_images
-from ..env import EMBEDDED_MODELS
-from ..models import CheckpointError, ModelZoo, load_zoo
+from ..env import EMBEDDED_MODELS, process_usage
+from ..models import LoadedModel, load_zoo
 from ..report import clopper_pearson, fmt_seconds, markdown_table
 from ..report.figures import _PAPER_RC as PAPER_RC
 from ..report.plots import FIG_WIDTH, METHOD_COLORS, save_figure
@@ -67,7 +66,8 @@ DEFAULT_CAP = 100_000
 #: the goals: cohen's mean samples at least this many times fewer, accuracies within this many points
 GOAL_RATIO = 10.0
 GOAL_POINTS = 1.0
-EXAMPLE_COLUMNS = ["method", "mode", "n", "idx", "label", "predict", "radius", "correct", "samples", "seconds"]
+EXAMPLE_COLUMNS = ["method", "mode", "n", "idx", "label", "predict", "radius", "correct", "samples", "seconds",
+                   "cpu_seconds", "page_faults"]
 
 
 @dataclass(frozen=True)
@@ -142,22 +142,17 @@ def jobs(settings: CompareSettings) -> list[tuple[str, str, int]]:
             for mode, ns in ((FIXED, settings.grid), (SEQUENTIAL, (settings.cap,))) for n in ns]
 
 
-def make_certifier(zoo: ModelZoo, method: str, mode: str, n: int, settings: CompareSettings) -> Certifier:
-    """The certifier of one configuration on ``sll+ce`` (``zoo.backbone`` + ``zoo.heads["ce"]``)."""
-    backbone, head = zoo.backbone, zoo.heads["ce"][0]
+def make_certifier(model: LoadedModel, method: str, mode: str, n: int, settings: CompareSettings) -> Certifier:
+    """The certifier of one configuration on ``model`` (:func:`bench.certify.certifiers.build_certifier`)."""
     sequential = mode == SEQUENTIAL
-    radii = settings.radii if sequential else None
-    if method == "cohen":
-        return CohenRS(torch.nn.Sequential(backbone, head), settings.sigma, n0=settings.n0, n=n, alpha=settings.alpha,
-                       batch_size=settings.batch_size, seed=settings.seed, sequential=sequential, radii=radii)
-    if method == "fars-mc":
-        size = settings.fars_batch_size
-        if size is None:   # by the sampler the head allows (projected for the linear ce head)
-            size = fars_batch_size(FaRSMonteCarlo(backbone, head, settings.sigma, lipschitz=zoo.lipschitz))
-        return FaRSMonteCarlo(backbone, head, settings.sigma, lipschitz=zoo.lipschitz, n0=settings.n0, n=n,
-                              alpha=settings.alpha, batch_size=size, seed=settings.seed, sequential=sequential,
-                              radii=radii)
-    raise ValueError(f"unknown method {method!r}; choose among {', '.join(METHODS)}")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose among {', '.join(METHODS)}")
+    mc = MonteCarloSettings(n0=settings.n0, n=n, alpha=settings.alpha, batch_size=settings.batch_size,
+                            seed=settings.seed, sequential=sequential, radii=settings.radii if sequential else ())
+    if method == "fars-mc":   # its own batch size; by default by the sampler the head allows (projected: linear)
+        size = settings.fars_batch_size or fars_batch_size(build_certifier(method, model, settings.sigma, mc))
+        mc = replace(mc, batch_size=size)
+    return build_certifier(method, model, settings.sigma, mc)
 
 
 def select(settings: CompareSettings, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -167,19 +162,20 @@ def select(settings: CompareSettings, device: torch.device) -> tuple[torch.Tenso
     return images.to(device), labels, indices
 
 
-def warm_up(zoo: ModelZoo, settings: CompareSettings, image: torch.Tensor, index: torch.Tensor) -> None:
+def warm_up(model: LoadedModel, settings: CompareSettings, image: torch.Tensor, index: torch.Tensor) -> None:
     """One untimed call of each method at the smallest fixed n (first-call costs: kernels, allocator, caches)."""
     for method in settings.methods:
-        make_certifier(zoo, method, FIXED, settings.grid[0], settings).certify(image, indices=index)
+        make_certifier(model, method, FIXED, settings.grid[0], settings).certify(image, indices=index)
 
 
-def certify_examples(settings: CompareSettings | None = None, zoo: ModelZoo | None = None,
+def certify_examples(settings: CompareSettings | None = None, model: LoadedModel | None = None,
                      device: torch.device | str = "cpu", progress: bool = True) -> pd.DataFrame:
     """Certify every selected image, one at a time, with every configuration of :func:`jobs`.
 
     Args:
         settings: what to run (default :class:`CompareSettings`: cap 1e5, grid 1e3/1e4/1e5, 100 images).
-        zoo: the models (default: the shipped ones, :data:`bench.env.EMBEDDED_MODELS`); needs a ``ce`` head.
+        model: the model certified (default: ``sll+ce`` of the shipped models, :data:`bench.env.EMBEDDED_MODELS`);
+            ``fars-mc`` needs a Lipschitz backbone/head split.
         device: where the models run.
         progress: a tqdm bar (stderr) over the (method, mode, image) calls.
 
@@ -187,31 +183,33 @@ def certify_examples(settings: CompareSettings | None = None, zoo: ModelZoo | No
         One row per (configuration, image), columns :data:`EXAMPLE_COLUMNS`: ``n`` the fixed n or the cap,
         ``idx`` the image's index in the Fashion-MNIST test set, ``predict`` -1 when abstaining, ``radius``
         (l2, pixels), ``correct`` (1 when ``predict == label``), ``samples`` (n0 + estimation samples used),
-        ``seconds`` (the call's wall time).
+        ``seconds`` (the call's wall time), ``cpu_seconds`` and ``page_faults`` (the process CPU time, user +
+        system, and the minor page faults over the call: :func:`bench.env.process_usage`).
 
     Raises:
         ValueError: settings out of range, more images than the embedded set holds at that skip.
-        bench.models.CheckpointError: no ``ce`` head in the zoo.
+        bench.certify.certifiers.RunError: a method the model cannot take (``fars-mc`` without a split).
     """
     settings = (settings or CompareSettings()).check()
     device = torch.device(device)
-    zoo = (zoo if zoo is not None else load_zoo(EMBEDDED_MODELS)).to(device)
-    if "ce" not in zoo.heads:
-        raise CheckpointError("the models have no head-ce checkpoint (the comparison certifies sll+ce)")
+    model = (model if model is not None else load_zoo(EMBEDDED_MODELS).split_model("ce")).to(device)
     images, labels, indices = select(settings, device)
     configs = jobs(settings)
-    certifiers = {job: make_certifier(zoo, *job, settings) for job in configs}
-    warm_up(zoo, settings, images[:1], indices[:1])
+    certifiers = {job: make_certifier(model, *job, settings) for job in configs}
+    warm_up(model, settings, images[:1], indices[:1])
     rows = []
     with tqdm(total=len(configs) * len(images), desc="sequential vs fixed-n", disable=not progress,
               file=sys.stderr) as bar:
         for i in range(len(images)):   # image outer: the machine's drifts fall on every configuration alike
             for (method, mode, n), certifier in certifiers.items():
                 bar.set_postfix_str(f"{method} {mode} n={n}", refresh=False)
+                cpu, faults = process_usage()
                 cert = certifier.certify(images[i:i + 1], indices=indices[i:i + 1])
+                cpu_after, faults_after = process_usage()
                 predict, label = int(cert.prediction[0]), int(labels[i])
                 rows.append((method, mode, n, int(indices[i]), label, predict, float(cert.radius[0]),
-                             int(predict == label), int(cert.samples[0]), float(cert.seconds)))
+                             int(predict == label), int(cert.samples[0]), float(cert.seconds), cpu_after - cpu,
+                             faults_after - faults))
                 bar.update()
     return pd.DataFrame(rows, columns=EXAMPLE_COLUMNS)
 
@@ -481,19 +479,31 @@ def timing_runs(examples: pd.DataFrame) -> Iterable[tuple[str, np.ndarray]]:
         yield f"{method} fixed n={n}", g["seconds"].to_numpy(float)
 
 
+def usage_runs(examples: pd.DataFrame) -> Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """(name, wall seconds, CPU seconds, page faults) per image of each configuration, for the usage warnings
+    (:func:`bench.certify.machine.usage_warnings`); none for a frame without the usage columns."""
+    if not {"cpu_seconds", "page_faults"} <= set(examples.columns):
+        return
+    for (method, mode, n), g in examples.groupby(["method", "mode", "n"], sort=False):
+        yield (f"{method} {mode} n={n}", g["seconds"].to_numpy(float), g["cpu_seconds"].to_numpy(float),
+               g["page_faults"].to_numpy(float))
+
+
 def write_outputs(examples: pd.DataFrame, settings: CompareSettings, out: str | Path, *,
-                  machine: dict[str, Any] | None = None, device: str = "") -> dict[str, Path]:
+                  machine: dict[str, Any] | None = None, device: str = "", on_cpu: bool = False) -> dict[str, Path]:
     """Write ``sequential_examples.csv``, ``sequential.csv``, ``sequential.md`` and
     ``time_budget_sequential.png`` / ``.pdf`` into ``out``; returns {name: path}.
 
     ``machine``: :func:`bench.certify.machine.machine_state` at the start of the run (its load average
-    decides the busy-machine warning); ``device``: the device's name for the markdown.
+    decides the busy-machine warning); ``device``: the device's name for the markdown; ``on_cpu``: the run was
+    on the CPU, so a call whose CPU time fell well below its wall time was starved (the usage warnings).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = summary_table(examples, settings.radii, settings.cap)
     paired = paired_differences(examples, settings.radii, settings.cap)
-    warnings = noisy_timing_warnings(machine or {}, timing_runs(examples)) if machine is not None else []
+    warnings = (noisy_timing_warnings(machine or {}, timing_runs(examples), usage_runs(examples) if on_cpu else ())
+                if machine is not None else [])
     paths = {"examples": out / "sequential_examples.csv", "summary": out / "sequential.csv",
              "markdown": out / "sequential.md", "figure": out / "time_budget_sequential.png"}
     examples.to_csv(paths["examples"], index=False)
@@ -506,6 +516,7 @@ def write_outputs(examples: pd.DataFrame, settings: CompareSettings, out: str | 
 
 __all__ = [
     "METHODS", "DEFAULT_RADII", "DEFAULT_FIXED_NS", "DEFAULT_CAP", "GOAL_RATIO", "GOAL_POINTS", "EXAMPLE_COLUMNS",
+    "usage_runs",
     "CompareSettings", "jobs", "make_certifier", "certify_examples", "certified", "accuracy_columns",
     "paired_differences", "summary_table", "verdict_lines", "sequential_markdown", "plot_time_budget_sequential",
     "write_outputs",
