@@ -1,5 +1,5 @@
 # Entry points for a fresh machine (each sets up .venv on first use):
-#   make run      - the main job: python -m bench.run on the embedded Fashion-MNIST default -> runs/fashion-mnist/quick/
+#   make run      - the main job: python -m bench.run on the embedded Fashion-MNIST default -> runs/fashion-mnist/default/
 #                   (installs what running needs: `pip install -e .`, no test or lint package)
 #   make test     - the test suite (CPU); adds the `test` extra (pytest, hypothesis, foolbox, ART, ...)
 #   make lint     - ruff and mypy (configured in pyproject.toml); adds the `lint` extra
@@ -44,7 +44,7 @@ lint: $(BIN)/.installed-lint
 	$(BIN)/mypy
 
 results: $(BIN)/.installed-run
-	$(BIN)/python -m bench.run --out results/fashion-mnist/quick --overwrite --no-progress --width full column $(ARGS)
+	$(BIN)/python -m bench.run --preset quick --out results/fashion-mnist/quick --overwrite --no-progress --width full column $(ARGS)
 	$(BIN)/python -m bench.scaling --out results/fashion-mnist/scaling --no-progress
 	$(BIN)/python -m bench.results_index results
 

@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .audit.pgd import PGDConfig
-from .audit.robustness import RobustnessSettings, run_robustness, soundness_failures
+from .audit.robustness import robustness_settings, run_robustness, soundness_failures
 from .certify.machine import set_threads
 from .certify.runs import MonteCarloSettings
 from .cli import checked, cli_exit, writable_dir
@@ -22,6 +21,7 @@ from .cli_help import DefaultsHelpFormatter
 from .config import ModelTable, load_experiment
 from .data.selection import select_images
 from .env import THREADS_PER_CPU, max_threads, resolve_device, stored_path
+from .experiment import AttackSettings
 from .files import FolderInUseError, FolderLock
 from .models.experiment import load_experiment_models, models_from_folder
 
@@ -36,7 +36,7 @@ def _targets(text: str) -> int | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = RobustnessSettings()
+    defaults = AttackSettings()
     parser = argparse.ArgumentParser(
         prog="python -m bench.attack",
         description=(
@@ -49,9 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
             "paper_criterion.csv (the public FaRS code's non-certificate `logit_y / ||W|| > eps` and its "
             "sparsemax variant: how many of its claims the attack breaks), smoothed_attack.csv (SmoothAdv-style "
             "attack on the smoothed classifiers of cohen and fars-mc at 0.999 r, re-estimated with fresh noise, "
-            "rate vs alpha), lipschitz_audit.json, soundness.md (also inserted into summary.md), and redraws "
-            "certified_accuracy.png with the empirical curves dashed. Exit status 3 when a deterministic "
-            "certificate is broken or the sanity check fails for one."),
+            "rate vs alpha), lipschitz_audit.json and soundness.md; then rewrites the run's report (summary.md "
+            "with the audit section, Tables 1 and 2, the figures) in --out from these files. Exit status 3 when a "
+            "deterministic certificate is broken or the sanity check fails for one."),
         formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--results", type=Path, required=True,
                         help="run folder holding certify.tsv and manifest.json, e.g. results/fashion-mnist/quick")
@@ -64,10 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: --results)")
     parser.add_argument("--radii", type=float, nargs="+", default=list(defaults.radii),
                         help="l2 radii (pixel space) where the full PGD runs; 0.05 0.1 0.2 0.3 are always added")
-    parser.add_argument("--steps", type=int, default=defaults.pgd.steps, help="PGD steps per run")
-    parser.add_argument("--restarts", type=int, default=defaults.pgd.restarts,
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="PGD steps per run")
+    parser.add_argument("--restarts", type=int, default=defaults.restarts,
                         help="PGD runs per attack kind (first from x, the others from random points in the ball)")
-    parser.add_argument("--targets", type=_targets, default=defaults.pgd.targets,
+    parser.add_argument("--targets", type=_targets, default=defaults.targets,
                         help="runner-up classes attacked with a targeted run each, besides the untargeted run "
                              "('all': every other class)")
     parser.add_argument("--audit-targets", type=_targets, default=defaults.audit_targets,
@@ -202,18 +202,32 @@ def _attack(args: argparse.Namespace, parser: argparse.ArgumentParser, manifest:
                             seed=int(mc_record.get("seed", config.get("seed", 0))),
                             sequential=bool(mc_record.get("sequential", False)),
                             radii=tuple(float(r) for r in mc_record.get("radii", ())))
-    settings = RobustnessSettings(
-        radii=tuple(args.radii),
-        pgd=PGDConfig(steps=args.steps, restarts=args.restarts, targets=args.targets, seed=args.seed),
-        audit_targets=args.audit_targets, min_norm_steps=args.min_norm_steps, mc_sample=args.mc_sample,
-        smooth_samples=args.smooth_samples, smooth_steps=args.smooth_steps, lipschitz_images=args.lipschitz_images,
-        seed=args.seed)
+    attack = AttackSettings(radii=tuple(args.radii), steps=args.steps, restarts=args.restarts, targets=args.targets,
+                            audit_targets=args.audit_targets, min_norm_steps=args.min_norm_steps,
+                            mc_sample=args.mc_sample, smooth_samples=args.smooth_samples,
+                            smooth_steps=args.smooth_steps, lipschitz_images=args.lipschitz_images)
+    settings = robustness_settings(attack, seed=args.seed, pgd_seed=args.seed)
     try:
         run_robustness(loaded, images.to(device), labels, indices, args.results / "certify.tsv", out, mc, settings,
                        progress=not args.no_progress)
     except KeyError as err:
         raise ValueError(f"{args.results / 'certify.tsv'} lacks an entry this run needs: {err}") from None
+    _write_reports(args.results, out, manifest)
     return 3 if soundness_failures(out) else 0
+
+
+def _write_reports(results: Path, out: Path, manifest: dict[str, Any]) -> None:
+    """The run's report in ``out`` from its files, the attack's new ones included: ``summary.md`` with the
+    audit section, Tables 1 and 2, the figures (with the run's reported radii and figure widths)."""
+    import pandas as pd
+
+    from .report import PAPER_RADII, write_reports
+
+    radii = manifest.get("radii")
+    widths = ((manifest.get("experiment") or {}).get("output") or {}).get("widths") or ["full"]
+    scaling = pd.read_csv(results / "scaling.csv") if (results / "scaling.csv").is_file() else None
+    write_reports(results / "certify.tsv", out, radii=sorted({0.0, *map(float, radii)}) if radii else PAPER_RADII,
+                  scaling=scaling, manifest=manifest, widths=widths, run_dir=out)
 
 
 if __name__ == "__main__":

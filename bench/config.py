@@ -10,6 +10,10 @@ and one ``[models.NAME]`` table per model::
     sigma = [0.25, 0.5]
     radii = [0.25, 0.5, 0.75, 1.0]   # reported radii (default: the dataset's)
 
+    [attack]                         # the attack stage's settings (default: the preset's; attack = false: none)
+    steps = 10
+    radii = [0.5, 1.0]
+
     [models.resnet110]
     format = "cohen"                 # fars-bench, cohen, sll or torch (see bench.models.load_model)
     checkpoint = "models/cifar10/resnet110/noise_0.25/checkpoint.pth.tar"   # relative to this file
@@ -22,8 +26,10 @@ experiment's unless the table names one) and the paths resolved. A ``fars-bench`
 ``head`` or ``cnn_sigma`` stands for every model of its checkpoint folder (``sll+KIND`` and
 ``cnn-noiseS``, as ``python -m bench.train`` writes them).
 
-Unknown keys and wrong types raise :class:`ConfigError` naming the key and the file. Nothing here
-loads a model or a dataset: this module only reads and checks the file (the stage before data).
+The ``[attack]`` table's keys are :data:`ATTACK_SETTINGS` (the fields of
+:class:`bench.experiment.AttackSettings`). Unknown keys and wrong types raise :class:`ConfigError` naming
+the key and the file. Nothing here loads a model or a dataset: this module only reads and checks the file
+(the stage before data).
 """
 
 from __future__ import annotations
@@ -40,8 +46,15 @@ SETTINGS: dict[str, str] = {
     "preset": "str", "dataset": "str", "data_root": "path", "methods": "list[str]", "heads": "list[str]",
     "sigma": "list[float]", "n": "int", "n0": "int", "alpha": "float", "num_images": "int", "skip": "int",
     "radii": "list[float]", "seed": "int", "batch_size": "int|auto", "scaling_ns": "list[int]",
-    "scaling_images": "int", "attack": "bool", "out": "path", "threads": "int", "sequential": "bool",
+    "scaling_images": "int", "attack": "bool|table", "out": "path", "threads": "int", "sequential": "bool",
     "image_size": "int|none", "resize": "int|none",
+}
+#: the keys of the ``[attack]`` table (the attack stage's settings, :class:`bench.experiment.AttackSettings`)
+#: and the type each must have
+ATTACK_SETTINGS: dict[str, str] = {
+    "enabled": "bool", "radii": "list[float]", "steps": "int", "restarts": "int", "targets": "int|all",
+    "audit_targets": "int|all", "min_norm_steps": "int", "mc_sample": "int", "smooth_samples": "int",
+    "smooth_steps": "int", "lipschitz_images": "int",
 }
 #: the largest experiment file read (an experiment is a few hundred bytes; a device or a huge file is a mistake)
 MAX_CONFIG_BYTES = 1 << 20
@@ -67,7 +80,7 @@ class ModelTable:
 
 
 @dataclass(frozen=True)
-class Experiment:
+class ExperimentFile:
     """A parsed experiment file: ``settings`` by key (only the keys the file sets, paths absolute)
     and its model tables in file order."""
 
@@ -76,7 +89,7 @@ class Experiment:
     models: tuple[ModelTable, ...] = ()
 
 
-def load_experiment(path: str | Path) -> Experiment:
+def load_experiment(path: str | Path) -> ExperimentFile:
     """Read and check the experiment file at ``path``.
 
     Paths in it (``data_root`` and each model's ``checkpoint``) are relative to the file's folder;
@@ -96,7 +109,7 @@ def load_experiment(path: str | Path) -> Experiment:
         raise ConfigError(f"{path}: 'models' must be a table of [models.NAME] tables")
     models = tuple(_model_table(name, spec, path, base, settings.get("dataset"))
                    for name, spec in models_table.items())
-    return Experiment(path.resolve(), settings, models)
+    return ExperimentFile(path.resolve(), settings, models)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -135,6 +148,10 @@ def _setting(key: str, value: Any, path: Path, base: Path) -> Any:
         if number < 0:
             raise ConfigError(f"{where} must be >= 0 (0: none), got {number}")
         return number or None
+    if kind == "bool|table":   # `attack = false`, or an [attack] table of the attack stage's settings
+        if isinstance(value, dict):
+            return _attack_table(value, path)
+        return _typed(value, bool, where, "true or false, or an [attack] table")
     if kind == "int|auto":
         if value == "auto":
             return value
@@ -145,6 +162,27 @@ def _setting(key: str, value: Any, path: Path, base: Path) -> Any:
                 "list[float]": lambda v: [_finite(x, where) for x in _list(v, where)],
                 "list[int]": lambda v: [_int(x, where) for x in _list(v, where)]}
     return checkers[kind](value)
+
+
+def _attack_table(table: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The ``[attack]`` table checked against :data:`ATTACK_SETTINGS` (``"all"`` for every class where a
+    count of target classes is asked becomes None)."""
+    settings: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in ATTACK_SETTINGS:
+            raise ConfigError(f"{path}: unknown key {key!r} in [attack]; known keys: "
+                              f"{', '.join(sorted(ATTACK_SETTINGS))}")
+        where = f"{path}: [attack] key {key!r}"
+        kind = ATTACK_SETTINGS[key]
+        if kind == "int|all":
+            settings[key] = None if value == "all" else _int(value, where)
+        elif kind == "bool":
+            settings[key] = _typed(value, bool, where, "true or false")
+        elif kind == "int":
+            settings[key] = _int(value, where)
+        else:
+            settings[key] = [_finite(x, where) for x in _list(value, where)]
+    return settings
 
 
 def _model_table(name: str, spec: Any, path: Path, base: Path, dataset: str | None) -> ModelTable:
@@ -201,4 +239,5 @@ def _finite(value: Any, where: str) -> float:
     return float(value)
 
 
-__all__ = ["ConfigError", "Experiment", "MODEL_RUN_KEYS", "ModelTable", "SETTINGS", "load_experiment"]
+__all__ = ["ATTACK_SETTINGS", "ConfigError", "ExperimentFile", "MODEL_RUN_KEYS", "ModelTable", "SETTINGS",
+           "load_experiment"]

@@ -10,6 +10,12 @@ Outputs in ``--out`` (default ``runs/<dataset>/<preset>/`` under the current dir
 * ``summary.csv``, ``summary.md``, ``certified_accuracy.csv`` and the plots (see :mod:`bench.report`);
 * with the scaling stage, ``scaling.csv/png`` and the cost model; with the attack stage, the audit files.
 
+The settings are one :class:`bench.experiment.Experiment` (flags > experiment file > preset > defaults).
+The stages run in the order certify, scaling, attack, report, and each file has one writer: the report
+(``summary.md``, the tables, the figures) is written last, from every stage's files. A scaling, attack or
+report stage whose inputs and settings are unchanged since the last run in ``--out`` (the manifest's
+``stages``: a fingerprint of its inputs and the content hashes of its outputs) is skipped with one line.
+
 Several processes or GPUs: ``torchrun --nproc-per-node N -m bench.run ...`` shards the examples across
 the N ranks and merges their results into the same files, equal row for row to a one-process run
 (see :mod:`bench.certify.distributed`). This module is a command-line leaf: nothing imports it.
@@ -17,32 +23,18 @@ the N ranks and merges their results into the same files, equal row for row to a
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
-import math
+import hashlib
+import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cli import checked, cli_exit, writable_dir
-from .cli_help import DefaultsHelpFormatter
-from .config import ConfigError, load_experiment
-from .env import (
-    THREADS_PER_CPU,
-    cpu_allocator,
-    device_name,
-    full_fp32,
-    max_threads,
-    portable_path,
-    resolve_device,
-    runs_dir,
-    tune_cpu_allocator,
-)
-from .methods import METHODS
-from .names import DATASET_NAMES, HEAD_KINDS
+from .cli import cli_exit
+from .env import cpu_allocator, device_name, full_fp32, portable_path, resolve_device, tune_cpu_allocator
+from .experiment import Experiment, parse_args
 from .provenance import git_commit, package_versions
-from .units import parse_radius
 
 if TYPE_CHECKING:   # the stages import PyTorch and the pipeline when they run, after the flags are parsed
     import torch
@@ -51,262 +43,14 @@ if TYPE_CHECKING:   # the stages import PyTorch and the pipeline when they run, 
     from .certify.runs import MonteCarloSettings, Run
     from .models.experiment import ExperimentModels
 
-PRESETS: dict[str, dict[str, Any]] = {
-    # CPU-sized: the whole default run takes a few minutes on 2 cores.
-    "quick": dict(n0=100, n=1000, alpha=0.001, num_images=100, skip=10, sigma=[0.12, 0.25, 0.5],
-                  scaling_ns=[100, 1_000, 10_000]),
-    # Cohen et al.'s settings: n0 = 100, n = 100,000, alpha = 0.001, 500 images.
-    "paper": dict(n0=100, n=100_000, alpha=0.001, num_images=500, skip=2, sigma=[0.12, 0.25, 0.5],
-                  scaling_ns=[100, 1_000, 10_000, 100_000]),
-}
+#: The stages after certification (scaling, attack, report) each record in the manifest's ``stages`` the
+#: fingerprint of their inputs and settings and the content hashes of
+#: the files whose content hashes a stage's record keeps (another writer, or a deleted file, reruns the stage)
+SCALING_OUTPUTS = ("scaling.csv", "cost_model.csv", "cost_model.md", "cost_targets.csv", "machine.json")
+REPORT_OUTPUTS = ("summary.md", "summary.csv", "table1.md", "table2.md", "table_certified.md")
 
 
-#: noisy samples per image (``n``, ``n0``, each ``--scaling-ns`` value) above which a run needs
-#: ``--allow-long-run``: 100 times Cohen et al.'s n = 100,000 (their ResNet-110 took about 17 s per CIFAR-10
-#: image at n = 100,000 on a 2019 GPU, so this bound is already about half an hour per image there)
-LONG_RUN_SAMPLES = 10_000_000
-#: the largest sample count at all: counts are stored as int64 (the ``samples`` column, the noise streams)
-MAX_SAMPLES = 2 ** 63 - 1
-#: longest --dist-timeout-hours (a year): a finished rank waits at most this long for the others
-MAX_DIST_TIMEOUT_HOURS = 24 * 365
-
-#: the experiment ``python -m bench.run`` runs without ``--config`` (``make run``)
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "embedded" / "fashion-mnist-quick.toml"
-#: settings neither a preset nor the experiment file sets, and their defaults
-DEFAULTS: dict[str, Any] = dict(dataset="fashion-mnist", data_root=None, methods=list(METHODS), heads=list(HEAD_KINDS),
-                                seed=0, batch_size="auto", scaling_images=2, attack=True, out=None, radii=None,
-                                threads=None, sequential=False)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.run",
-        description="Certify test images with Cohen RS, FaRS (Monte Carlo, closed form, bound propagation) and the "
-                    "Lipschitz margin on the same images; time each method (device synchronised) and write per-example "
-                    "TSV, summary tables and plots. The experiment (dataset, models, methods, sigmas, n0, n, "
-                    "alpha, images) is a TOML file (--config; default bench/embedded/fashion-mnist-quick.toml, the "
-                    "offline default); every flag below overrides the file, and keys neither sets come from "
-                    "--preset. Re-running the same command resumes an interrupted run. Launch with "
-                    "`torchrun --nproc-per-node N -m bench.run ...` to shard the images over N processes (one GPU "
-                    "each when there are several); the merged results equal a one-process run.",
-        formatter_class=DefaultsHelpFormatter)
-    parser.add_argument("--config", type=Path, default=None,
-                        help="experiment file (TOML; see configs/ and the README's 'Certify your own model'); "
-                             f"default: {portable_path(DEFAULT_CONFIG)}")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="defaults for the keys the experiment file leaves out (default: the file's `preset`, "
-                             "else quick). quick: CPU-sized n and image count; paper: n0=100, n=100000, "
-                             "alpha=0.001, 500 images")
-    parser.add_argument("--dataset", default=None, choices=sorted(DATASET_NAMES),
-                        help="evaluation dataset (default: the experiment file's). fashion-mnist without --data-root "
-                             "uses the embedded 1,000-image evaluation subset shipped with the repo "
-                             "(fashion-mnist-embedded names it explicitly); with --data-root, the full test set there")
-    parser.add_argument("--data-root", type=Path, default=None,
-                        help="dataset folder (default: the experiment file's data_root, else $FARS_DATA_ROOT, else "
-                             "data/ in the checkout)")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="image-file datasets (imagenet, imagenette, tiny-imagenet, imagefolder): centre-crop "
-                             "size (0: no crop; default: the file's image_size, else the dataset's)")
-    parser.add_argument("--resize", type=int, default=None,
-                        help="image-file datasets: resize the shorter side to this before the crop (0: no resize; "
-                             "default: the file's resize, else the dataset's)")
-    parser.add_argument("--models", type=Path, default=None,
-                        help="a checkpoint folder written by `python -m bench.train`, certified instead of the "
-                             "experiment file's [models.*] tables")
-    parser.add_argument("--methods", nargs="+", default=None, choices=METHODS,
-                        help="methods to run (default: the experiment file's, else all)")
-    parser.add_argument("--heads", nargs="+", default=None, choices=HEAD_KINDS,
-                        help="heads of a checkpoint folder to certify (default: all)")
-    parser.add_argument("--sigma", nargs="+", type=float, default=None,
-                        help="noise levels of the Monte Carlo methods (input space for cohen, embedding space for "
-                             "fars-mc); a model trained with noise (cnn-noiseS, a model table's `sigma`) runs only at "
-                             "its own")
-    parser.add_argument("--n", "--num-samples", dest="n", type=int, default=None,
-                        help="Monte Carlo estimation samples per image (the cap with --sequential; under torchrun "
-                             "write --num-samples: torchrun reads --n as an abbreviation of its own flags)")
-    parser.add_argument("--n0", type=int, default=None, help="Monte Carlo selection samples per image")
-    parser.add_argument("--allow-long-run", action="store_true",
-                        help=f"accept more than {LONG_RUN_SAMPLES:,} samples per image (--n, --n0, --scaling-ns); "
-                             "the plan printed after one pilot image per run gives the estimated time")
-    parser.add_argument("--alpha", type=float, default=None, help="failure probability of each Monte Carlo certificate")
-    parser.add_argument("--num-images", type=int, default=None, help="number of test images to certify")
-    parser.add_argument("--skip", type=int, default=None, help="certify every SKIP-th image of the evaluation set")
-    parser.add_argument("--sequential", action="store_const", const=True, default=None,
-                        help="anytime-valid sequential CERTIFY for cohen and fars-mc: estimation samples in growing "
-                             "rounds under a time-uniform confidence sequence, stopping once every --radii value is "
-                             "decided (certified, or out of reach); --n is then the cap. Default: Cohen's fixed-n "
-                             "CERTIFY (the reference)")
-    parser.add_argument("--radii", type=parse_radius, nargs="+", default=None,
-                        help="radii reported in the tables and figures, as numbers or fractions (36/255) (default: "
-                             "the experiment file's, else the dataset's: the FaRS paper's, Cohen's and SLL's where "
-                             "they apply)")
-    parser.add_argument("--width", nargs="+", default=["full"], metavar="W",
-                        help="width of the report's figures: 'column' (3.3 in), 'full' (7 in) or inches; several "
-                             "write several (the first with the plain names, the others with _column/_full)")
-    parser.add_argument("--scaling-ns", type=int, nargs="*", default=None,
-                        help="after certifying, time cohen and fars-mc on sll+ce at these n (seconds per image "
-                             "versus n, with fars-closed as the floor) and write scaling.csv/png; the flag with "
-                             "no value skips the sweep (it needs a checkpoint folder with a ce head)")
-    parser.add_argument("--scaling-images", type=int, default=None,
-                        help="images timed per point of the scaling sweep (default 2)")
-    parser.add_argument("--batch-size", default=None,
-                        help="noisy samples per forward pass: an integer for every Monte Carlo method, or 'auto' "
-                             "(default): cohen at the throughput-best batch of a plain forward of its network on this "
-                             "device (searched), fars-mc at 65,536 with the projected sampler (linear heads) and "
-                             "10,000 with the direct one. Results do not depend on it (noise is per example)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads of this process (default: the CPUs this process may use, divided among "
-                             "the torchrun processes, so that timings are not slowed by oversubscription; at most "
-                             f"{THREADS_PER_CPU} per CPU of the machine)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="global seed; with an image's index it fixes that image's noise (default 0)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: the experiment file's `out`, else runs/<dataset>/<preset> for "
-                             "the default experiment and runs/<file name>/<preset> for others, under the current "
-                             "directory, which git ignores; the committed reference results are regenerated with "
-                             "`make results`)")
-    parser.add_argument("--overwrite", action="store_true", help="discard earlier results in --out instead of resuming")
-    parser.add_argument("--no-attack", action="store_true",
-                        help="skip the attack stage (python -m bench.attack with its defaults: empirical robust "
-                             "accuracy, soundness audit of every certificate, paper-criterion audit, smoothed-"
-                             "classifier check, Lipschitz audit); run `python -m bench.attack --results OUT` for "
-                             "other settings")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--dist-timeout-hours", type=float, default=48.0,
-                        help="under torchrun: how long a rank that finished its shard waits for the others "
-                             f"(finite, at most {MAX_DIST_TIMEOUT_HOURS})")
-    _preset_defaults_in_help(parser)
-    return parser
-
-
-def _preset_defaults_in_help(parser: argparse.ArgumentParser) -> None:
-    """Say in ``--help`` what each preset sets a preset-driven flag to."""
-    for action in parser._actions:
-        if action.dest in PRESETS["quick"]:
-            values = "; ".join(f"{name}: {_show(preset[action.dest])}" for name, preset in PRESETS.items())
-            action.help = f"{action.help} (default: the experiment file's, else from --preset, {values})"
-
-
-def _show(value: Any) -> str:
-    return " ".join(f"{v:g}" for v in value) if isinstance(value, list) else f"{value:g}"
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The run's settings: each flag given, else the experiment file's key, else the preset's, else the default.
-
-    ``args.experiment`` is the parsed file; ``args.model_tables`` its model tables (empty with ``--models``).
-    """
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from .data import IMAGE_FILE_DATASETS, canonical_name, reported_radii
-    config_path = DEFAULT_CONFIG if args.config is None else args.config
-    try:
-        experiment = load_experiment(config_path)
-    except ConfigError as err:
-        parser.error(str(err))
-    file = experiment.settings
-    args.preset = args.preset or file.get("preset", "quick")
-    if args.preset not in PRESETS:
-        parser.error(f"{config_path}: unknown preset {args.preset!r}; choose from {', '.join(sorted(PRESETS))}")
-    if args.no_attack:
-        args.attack = False
-    else:
-        args.attack = None
-    for key, default in {**DEFAULTS, **PRESETS[args.preset]}.items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, file.get(key, default))
-    for key in ("image_size", "resize"):   # 0 in a flag or the file: none; absent: the dataset's own
-        if getattr(args, key) is None and key in file:
-            setattr(args, key, file[key] or 0)
-    try:
-        args.dataset = canonical_name(args.dataset)
-    except ValueError as err:
-        parser.error(f"{config_path}: {err}")
-    args.batch_size = str(args.batch_size)
-    args.experiment = experiment
-    _check_settings(parser, args)
-    if args.radii is None:
-        args.radii = list(reported_radii(args.dataset))
-    if args.models is not None:
-        args.model_tables = []
-    elif experiment.models:
-        args.model_tables = list(experiment.models)
-    else:
-        parser.error(f"{config_path} names no models: add [models.NAME] tables or pass --models DIR")
-    if args.out is None:
-        name = args.dataset if experiment.path == DEFAULT_CONFIG.resolve() else experiment.path.stem
-        args.out = runs_dir(name, args.preset)
-    if (args.image_size is not None or args.resize is not None) and args.dataset not in IMAGE_FILE_DATASETS:
-        parser.error(f"--image-size/--resize (image_size/resize) apply to the image-file datasets "
-                     f"({', '.join(IMAGE_FILE_DATASETS)}), not to {args.dataset}, whose images have one size")
-    if args.data_root is not None and not Path(args.data_root).expanduser().is_dir():
-        parser.error(f"--data-root {args.data_root} is not a folder (give the folder that holds the dataset's files)")
-    checked(parser, lambda: writable_dir(args.out))   # a bad --out fails now, not after the certification
-    return args
-
-
-def _is_width(value: str) -> bool:
-    """Whether ``value`` is a figure width :func:`~bench.report.plots.figure_width` accepts."""
-    from .report.plots import figure_width  # matplotlib: imported when the settings are checked, not for --help
-
-    try:
-        figure_width(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _check_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Every setting in range, whichever of the flags, the file or the preset gave it."""
-    methods_ok = all(m in METHODS for m in args.methods)
-    heads_ok = all(h in HEAD_KINDS for h in args.heads)
-    checks = [
-        (methods_ok, f"unknown method in {args.methods}; choose from {', '.join(METHODS)}"),
-        (heads_ok, f"unknown head in {args.heads}; choose from {', '.join(HEAD_KINDS)}"),
-        (args.n >= 1, "--n must be >= 1"), (args.n0 >= 1, "--n0 must be >= 1"),
-        (args.n0 + args.n <= MAX_SAMPLES, f"--n0 + --n ({args.n0} + {args.n}) must not exceed {MAX_SAMPLES} "
-                                          "(2**63 - 1: sample counts are int64)"),
-        (args.n0 <= args.n, f"--n0 ({args.n0}) must not exceed --n ({args.n})"),
-        (0 < args.alpha < 1, "--alpha must lie in (0, 1)"),
-        (len(args.sigma) > 0 and all(s > 0 and math.isfinite(s) for s in args.sigma),
-         "--sigma values must be finite and > 0"),
-        (args.num_images >= 1, "--num-images must be >= 1"), (args.skip >= 1, "--skip must be >= 1"),
-        (args.batch_size == "auto" or (args.batch_size.isdigit() and int(args.batch_size) >= 1),
-         "--batch-size must be 'auto' or an integer >= 1"), (args.seed >= 0, "--seed must be >= 0"),
-        (all(n >= 1 for n in args.scaling_ns), "--scaling-ns values must be >= 1"),
-        (args.scaling_images >= 1, "--scaling-images must be >= 1"),
-        (args.threads is None or args.threads >= 1, "--threads must be >= 1"),
-        (args.threads is None or args.threads <= max_threads(),
-         f"--threads {args.threads} is more than {max_threads()} ({THREADS_PER_CPU} per CPU of this machine)"),
-        (args.radii is None or all(r >= 0 and math.isfinite(r) for r in args.radii),
-         "--radii values must be finite and >= 0"),
-        (0 < args.dist_timeout_hours <= MAX_DIST_TIMEOUT_HOURS,
-         f"--dist-timeout-hours must be > 0 and at most {MAX_DIST_TIMEOUT_HOURS} (a year), got "
-         f"{args.dist_timeout_hours}"),
-        (all(_is_width(w) for w in args.width), f"--width {' '.join(map(str, args.width))}: use column, full or "
-                                                  "inches between 2 and 20"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            parser.error(message)
-    _check_budget(parser, args)
-
-
-def _check_budget(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Refuse sample counts above :data:`LONG_RUN_SAMPLES` per image unless ``--allow-long-run`` says they are
-    meant (a typo such as ``--n 10000000000000`` would otherwise sample for years before its plan is printed)."""
-    counts = [("--n", args.n), ("--n0", args.n0), *(("--scaling-ns", n) for n in args.scaling_ns)]
-    for flag, count in counts:
-        if count > MAX_SAMPLES:
-            parser.error(f"{flag} {count} exceeds {MAX_SAMPLES} (2**63 - 1: sample counts are int64)")
-        if count > LONG_RUN_SAMPLES and not args.allow_long_run:
-            parser.error(f"{flag} {count:,} samples per image is above {LONG_RUN_SAMPLES:,} (100x Cohen et al.'s "
-                         f"n = 100,000, about {count / 100_000:,.0f}x their per-image time): pass --allow-long-run "
-                         "if it is meant")
-
-
-def run_config(args: argparse.Namespace, models: ExperimentModels, images: torch.Tensor, labels: torch.Tensor,
+def run_config(experiment: Experiment, models: ExperimentModels, images: torch.Tensor, labels: torch.Tensor,
                indices: torch.Tensor) -> dict[str, Any]:
     """What decides the results, and nothing machine-specific (a resumed run must match it exactly).
 
@@ -315,32 +59,30 @@ def run_config(args: argparse.Namespace, models: ExperimentModels, images: torch
     """
     from .data.selection import images_fingerprint
 
-    keys = ("dataset", "methods", "heads", "sigma", "n", "n0", "alpha", "num_images", "skip", "seed", "sequential")
-    config = {k: getattr(args, k) for k in keys}
-    if args.sequential:   # where sequential sampling stops depends on the target radii
-        config["radii"] = list(args.radii)
+    config = experiment.run_config()
     config["models"] = models.fingerprint()
     config["images"] = images_fingerprint(images, labels, indices)
     return config
 
 
 def main(argv: list[str] | None = None) -> Path:
-    args = parse_args(argv)
+    experiment = parse_args(argv)
     from smoothing.checks import NonFiniteScoresError
 
     from .certify import distributed as dist_
     from .certify.manifest import ResumeError
     from .models import CheckpointError
 
+    out = experiment.output.out
     context = dist_.context_from_env()
-    dist_.init(context, args.dist_timeout_hours)
+    dist_.init(context, experiment.runtime.dist_timeout_hours)
     try:
-        with dist_.output_lock(args.out, context):   # one run at a time owns --out
-            return _run(args, context)
+        with dist_.output_lock(out, context):   # one run at a time owns --out
+            return _run(experiment, context)
     except (ResumeError, CheckpointError, NonFiniteScoresError) as err:
         raise SystemExit(f"error: {err}") from None
     except KeyboardInterrupt:
-        tsv = args.out / "certify.tsv"
+        tsv = out / "certify.tsv"
         kept = f"every finished row is kept in {tsv}" if tsv.is_file() else "no row was finished yet"
         print(f"\ninterrupted: {kept}; re-run the same command to resume where it stopped", file=sys.stderr)
         raise SystemExit(130) from None
@@ -348,43 +90,48 @@ def main(argv: list[str] | None = None) -> Path:
         dist_.shutdown(context)
 
 
-def _run(args: argparse.Namespace, context: dist_.Context) -> Path:
-    """The stages of a run: inputs, output folder, runs, certification, then (rank 0) reports and audits."""
+def _run(experiment: Experiment, context: dist_.Context) -> Path:
+    """The stages of a run: inputs, output folder, runs, certification, then (rank 0) scaling, attack and
+    report; each file of ``--out`` has one writer, and the report is written last, from every stage's files."""
     from .certify import distributed as dist_
     from .certify.machine import default_threads, machine_state, set_threads
     from .certify.results import merge_results
     from .certify.runner import timing_summary
 
-    threads = args.threads or default_threads(context.world_size)
+    out = experiment.output.out
+    threads = experiment.runtime.threads or default_threads(context.world_size)
     set_threads(threads)   # no effect on results; no oversubscription, so timings mean what they say
     process = {"cpu_allocator_tuned": tune_cpu_allocator(),  # no effect on results; steadier CPU timings
                "precision": full_fp32(), "machine": machine_state(threads)}
-    device = dist_.rank_device(resolve_device(args.device), context)
-    models, images, labels, indices = _load_inputs(args, device)
-    config = run_config(args, models, images, labels, indices)
-    _prepare_output(args.out, config, args.overwrite, context)
-    runs, mc, batch_sizes = _build_runs(args, models, tuple(images.shape[1:]), device, context)
-    manifest = _start_manifest(args, config, models, runs, mc, batch_sizes, device, context, process, len(images),
-                                [int(i) for i in indices])
-    timings = _certify_stage(args, runs, images, labels, indices, context)
+    device = dist_.rank_device(resolve_device(experiment.runtime.device), context)
+    models, images, labels, indices = _load_inputs(experiment, device)
+    config = run_config(experiment, models, images, labels, indices)
+    previous = _prepare_output(out, config, experiment.output.overwrite, context)
+    runs, mc, batch_sizes = _build_runs(experiment, models, tuple(images.shape[1:]), device, context)
+    manifest = _start_manifest(experiment, config, models, runs, mc, batch_sizes, device, context, process,
+                               len(images), [int(i) for i in indices], previous)
+    timings = _certify_stage(experiment, runs, images, labels, indices, context)
     if not context.is_main:
-        return args.out
-    tsv = args.out / "certify.tsv"
-    total = merge_results(args.out, tsv, runs, indices)
+        return out
+    tsv = out / "certify.tsv"
+    total = merge_results(out, tsv, runs, indices)
     timing = timing_summary(timings)
-    scaling = _scaling_stage(args, models, images, indices, manifest)
-    _report_stage(args, tsv, scaling, timing, total, manifest)
-    problems = _attack_stage(args, models, images, labels, indices, mc, manifest)
-    _finish(args.out, manifest, timing, total)
+    _record_timing(manifest, timing, tsv, previous)
+    print(f"certify: wrote {timing['rows']} new rows ({total} in all) to {tsv}", file=sys.stderr)
+    tsv_hash = _file_hash(tsv)
+    scaling = _scaling_stage(experiment, models, images, indices, manifest, previous)
+    problems = _attack_stage(experiment, models, images, labels, indices, mc, manifest, previous, tsv_hash)
+    _report_stage(experiment, tsv, scaling, manifest, previous, tsv_hash)
+    _finish(out, manifest, timing, total)
     if problems:
         banner = "!" * 100
         print("\n".join([banner, "SOUNDNESS FAILURE: a certificate of a sound method was broken", *problems, banner]),
               file=sys.stderr)
         raise SystemExit(3)
-    return args.out
+    return out
 
 
-def _load_inputs(args: argparse.Namespace, device: torch.device
+def _load_inputs(experiment: Experiment, device: torch.device
                  ) -> tuple[ExperimentModels, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The experiment's models (its model tables, or the ``--models`` folder) on ``device`` and the
     selected test images (images on ``device``).
@@ -396,36 +143,39 @@ def _load_inputs(args: argparse.Namespace, device: torch.device
     from .data.selection import select_images
     from .models.experiment import load_experiment_models, models_from_folder
 
+    selection, source = experiment.selection, experiment.models
     try:
-        if args.model_tables:
-            models = load_experiment_models(args.model_tables, args.dataset, args.heads)
+        if source.folder is None:
+            models = load_experiment_models(list(source.tables), selection.dataset, list(source.heads))
         else:
-            models = models_from_folder(args.models, args.dataset, args.heads)
+            models = models_from_folder(source.folder, selection.dataset, list(source.heads))
     except ValueError as err:   # CheckpointError, ModelSpecError: a model that cannot be used as asked
         raise SystemExit(f"error: cannot load the models: {err}") from None
-    sizes: dict[str, Any] = {k: v or None for k in ("image_size", "resize") if (v := getattr(args, k)) is not None}
-    shape, classes = _dataset_shape_and_classes(args, sizes)
+    sizes: dict[str, Any] = selection.sizes()
+    shape, classes = _dataset_shape_and_classes(experiment, sizes)
     if shape is not None:
-        _refuse_misfits(args.dataset, models, shape, classes)   # before any image is read or downloaded
+        _refuse_misfits(selection.dataset, models, shape, classes)   # before any image is read or downloaded
     models.to(device)
     try:
-        images, labels, indices = select_images(args.dataset, args.data_root, args.num_images, args.skip, **sizes)
+        images, labels, indices = select_images(selection.dataset, selection.data_root, selection.num_images,
+                                                selection.skip, **sizes)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
-    _refuse_misfits(args.dataset, models, tuple(images.shape[1:]), classes)
+    _refuse_misfits(selection.dataset, models, tuple(images.shape[1:]), classes)
     return models, images.to(device), labels, indices
 
 
-def _dataset_shape_and_classes(args: argparse.Namespace, sizes: dict[str, Any]
+def _dataset_shape_and_classes(experiment: Experiment, sizes: dict[str, Any]
                                ) -> tuple[tuple[int, ...] | None, int | None]:
     """The dataset's image shape (None when only its images say: an image folder without a crop) and its
     number of classes (None when the registry does not fix it), read from the registry, not from the data."""
     from .data import dataset_spec
 
-    root = args.data_root if args.dataset == "imagefolder" else None
-    classes = dataset_spec(args.dataset, root).num_classes
+    dataset = experiment.selection.dataset
+    root = experiment.selection.data_root if dataset == "imagefolder" else None
+    classes = dataset_spec(dataset, root).num_classes
     try:
-        shape: tuple[int, ...] | None = tuple(dataset_spec(args.dataset, None, **sizes).input_shape)
+        shape: tuple[int, ...] | None = tuple(dataset_spec(dataset, None, **sizes).input_shape)
     except ValueError:   # image_size None: the shape is that of the images themselves
         shape = None
     return shape, classes
@@ -446,10 +196,12 @@ def _refuse_misfits(dataset: str, models: ExperimentModels, shape: tuple[int, ..
                          "the dataset whose classes it predicts")
 
 
-def _prepare_output(out: Path, config: dict[str, Any], overwrite: bool, context: dist_.Context) -> None:
-    """Create ``out``; with ``overwrite`` delete its results, else refuse results of another configuration."""
+def _prepare_output(out: Path, config: dict[str, Any], overwrite: bool, context: dist_.Context
+                    ) -> dict[str, Any] | None:
+    """Create ``out``; with ``overwrite`` delete its results, else refuse results of another configuration.
+    Returns the manifest of the run being resumed (None with ``overwrite`` or without one)."""
     from .certify import distributed as dist_
-    from .certify.manifest import check_resumable
+    from .certify.manifest import check_resumable, read_manifest
 
     out.mkdir(parents=True, exist_ok=True)
     tsv = out / "certify.tsv"
@@ -459,39 +211,42 @@ def _prepare_output(out: Path, config: dict[str, Any], overwrite: bool, context:
             tsv.unlink(missing_ok=True)
             for shard in dist_.shard_files(out):
                 shard.unlink()
-        return
+        return None
     check_resumable(out, config, has_results=tsv.is_file() or bool(dist_.shard_files(out)))
+    previous = read_manifest(out)
+    return previous if previous is not None and previous.get("config") == config else None
 
 
-def _build_runs(args: argparse.Namespace, models: ExperimentModels, image_shape: tuple[int, ...], device: torch.device,
-                context: dist_.Context) -> tuple[list[Run], MonteCarloSettings, dict[str, int]]:
+def _build_runs(experiment: Experiment, models: ExperimentModels, image_shape: tuple[int, ...],
+                device: torch.device, context: dist_.Context) -> tuple[list[Run], MonteCarloSettings, dict[str, int]]:
     """Every run of the chosen methods, heads and sigmas, with its batch size set (returned by run key)."""
     from .certify.runner import choose_batch_sizes
     from .certify.runs import MonteCarloSettings, RunError, build_runs
 
-    default_batch = 1000 if args.batch_size == "auto" else int(args.batch_size)
-    mc = MonteCarloSettings(n0=args.n0, n=args.n, alpha=args.alpha, batch_size=default_batch, seed=args.seed,
-                            sequential=args.sequential, radii=tuple(sorted(args.radii)))
+    given, runtime = experiment.monte_carlo, experiment.runtime
+    mc = MonteCarloSettings(n0=given.n0, n=given.n, alpha=given.alpha,
+                            batch_size=1000 if runtime.batch_size is None else runtime.batch_size, seed=runtime.seed,
+                            sequential=given.sequential, radii=tuple(sorted(experiment.radii)))
     try:
-        runs = build_runs(models.entries, tuple(args.methods), tuple(args.sigma), mc)
+        runs = build_runs(models.entries, experiment.methods, experiment.sigmas, mc)
     except RunError as err:
         raise SystemExit(f"error: {err}") from None
     if not runs:
-        raise SystemExit(f"error: no run matches: {_why_no_run(args, models)}")
-    batch_sizes = choose_batch_sizes(runs, args.batch_size, image_shape, device, args.n0 + args.n,
-                                     progress=not args.no_progress and context.is_main)
+        raise SystemExit(f"error: no run matches: {_why_no_run(experiment, models)}")
+    batch_sizes = choose_batch_sizes(runs, runtime.batch_name, image_shape, device, given.n0 + given.n,
+                                     progress=runtime.progress and context.is_main)
     return runs, mc, batch_sizes
 
 
-def _why_no_run(args: argparse.Namespace, models: ExperimentModels) -> str:
+def _why_no_run(experiment: Experiment, models: ExperimentModels) -> str:
     """Why --methods/--sigma and the models make no run (what each model can be certified by)."""
     from .certify.runs import supported_methods
 
     able = "; ".join(f"{e.model.name}: {', '.join(e.methods or supported_methods(e.model))}"
                      + ("" if e.sigmas is None else f" at sigma {', '.join(f'{s:g}' for s in e.sigmas)}")
                      for e in models.entries)
-    return (f"--methods {' '.join(args.methods)} at --sigma {' '.join(f'{s:g}' for s in args.sigma)}, but the models "
-            f"take ({able}); FaRS methods need a model with a Lipschitz backbone, head and constant "
+    return (f"--methods {' '.join(experiment.methods)} at --sigma {' '.join(f'{s:g}' for s in experiment.sigmas)}, "
+            f"but the models take ({able}); FaRS methods need a model with a Lipschitz backbone, head and constant "
             "(see the README's model formats)")
 
 
@@ -499,49 +254,55 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _start_manifest(args: argparse.Namespace, config: dict[str, Any], models: ExperimentModels, runs: list[Run],
+def _start_manifest(experiment: Experiment, config: dict[str, Any], models: ExperimentModels, runs: list[Run],
                     mc: MonteCarloSettings, batch_sizes: dict[str, int], device: torch.device,
                     context: dist_.Context, process: dict[str, Any], images: int,
-                    image_indices: list[int]) -> dict[str, Any]:
-    """The manifest as the run starts (rank 0 writes it; ``first_started`` survives resumes). ``runs`` and
-    ``image_indices`` (the selected images' dataset indices) say which rows belong to the run
-    (``python -m bench.report`` keeps only those)."""
+                    image_indices: list[int], previous: dict[str, Any] | None) -> dict[str, Any]:
+    """The manifest as the run starts: the experiment's own record plus the machine's facts (rank 0 writes
+    it; ``first_started`` and the records of the stages survive resumes). ``runs`` and ``image_indices``
+    (the selected images' dataset indices) say which rows belong to the run (``python -m bench.report``
+    keeps only those)."""
     import torch
 
-    from .certify.manifest import read_manifest, write_manifest
+    from .certify.manifest import write_manifest
     from .certify.runner import memory_formats
 
-    manifest = {
-        "config": config, "preset": args.preset, "monte_carlo": asdict(mc), "device": str(device),
+    source = experiment.models
+    manifest: dict[str, Any] = {
+        "config": config, "preset": experiment.preset, "experiment": experiment.record(),
+        "monte_carlo": asdict(mc), "device": str(device),
         "device_name": device_name(device), "torch_threads": torch.get_num_threads(), "machine": process["machine"],
         "processes": context.world_size, "batch_sizes": batch_sizes, "precision": process["precision"],
         "memory_formats": memory_formats(runs),
         "cpu_allocator_tuned": process["cpu_allocator_tuned"], "cpu_allocator": cpu_allocator(),
         "versions": package_versions(), "git_commit": git_commit(),
-        "experiment_file": portable_path(args.experiment.path),
-        "models_dir": None if args.models is None else portable_path(args.models),
-        "data_root": None if args.data_root is None else portable_path(args.data_root),
+        "experiment_file": portable_path(experiment.file),
+        "models_dir": None if source.folder is None else portable_path(source.folder),
+        "data_root": None if experiment.selection.data_root is None else portable_path(experiment.selection.data_root),
         "models": models.describe(),
         "backbone_lipschitz": None if models.zoo is None else models.zoo.backbone_meta["lipschitz"],
-        "runs": [r.key for r in runs], "radii": list(args.radii),
+        "runs": [r.key for r in runs], "radii": list(experiment.radii),
         "images": images, "image_indices": image_indices, "started": _now(),
     }
+    if previous is not None:
+        manifest["first_started"] = previous.get("first_started", previous.get("started"))
+        for key in ("stages", "scaling", "attack"):   # a skipped stage's record stays
+            if key in previous:
+                manifest[key] = previous[key]
     if context.is_main:
-        previous = None if args.overwrite else read_manifest(args.out)
-        if previous is not None:
-            manifest["first_started"] = previous.get("first_started", previous.get("started"))
-        write_manifest(args.out, manifest)
+        write_manifest(experiment.output.out, manifest)
     return manifest
 
 
-def _certify_stage(args: argparse.Namespace, runs: list[Run], images: torch.Tensor, labels: torch.Tensor,
+def _certify_stage(experiment: Experiment, runs: list[Run], images: torch.Tensor, labels: torch.Tensor,
                    indices: torch.Tensor, context: dist_.Context) -> list[Any]:
     """Certify every pending (run, image) pair; returns every rank's timing."""
     from .certify import distributed as dist_
     from .certify.results import check_rows, read_done, read_lines
     from .certify.runner import certify_all
 
-    out, tsv = args.out, args.out / "certify.tsv"
+    out = experiment.output.out
+    tsv = out / "certify.tsv"
     # Every rank must see the same finished rows before any rank appends: repair, barrier, read, barrier.
     target = dist_.shard_path(out, context.rank) if context.distributed else tsv
     dist_.barrier(context)
@@ -554,49 +315,139 @@ def _certify_stage(args: argparse.Namespace, runs: list[Run], images: torch.Tens
     for path in (tsv, *dist_.shard_files(out)):   # a resumed row must be one these runs could write
         check_rows(path, read_lines(path), runs)
     dist_.barrier(context)
-    mine = certify_all(runs, images, labels, indices, target, progress=not args.no_progress, done=done,
+    mine = certify_all(runs, images, labels, indices, target, progress=experiment.runtime.progress, done=done,
                        context=context)
     return dist_.all_gather(context, mine)
 
 
-def _scaling_stage(args: argparse.Namespace, models: ExperimentModels, images: torch.Tensor, indices: torch.Tensor,
-                   manifest: dict[str, Any]) -> Any:
+def _record_timing(manifest: dict[str, Any], timing: dict[str, Any], tsv: Path,
+                   previous: dict[str, Any] | None) -> None:
+    """The certification's timing and the noisy-timing warnings in the manifest (the summary's sources). An
+    invocation that certified no row keeps the timing of the one that did (its summary describes that one)."""
+    from .certify.machine import noisy_timing_warnings, usage_by_run
+
+    if timing["rows"] == 0 and previous is not None and "timing" in previous:
+        manifest["timing"], manifest["timing_warnings"] = previous["timing"], previous.get("timing_warnings", [])
+        return
+    manifest["timing"] = timing
+    manifest["timing_warnings"] = noisy_timing_warnings(manifest["machine"], _seconds_by_run(tsv),
+                                                        usage_by_run(tsv, manifest["device"]))
+
+
+def _file_hash(path: Path) -> str | None:
+    from .files import sha256_file
+
+    return sha256_file(path) if path.is_file() else None
+
+
+def _fingerprint(*parts: Any) -> str:
+    """A stage's inputs and settings as one hash (JSON of ``parts``)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _unchanged(stage: str, fingerprint: str, previous: dict[str, Any] | None, outputs: list[Path]) -> bool:
+    """Whether ``stage`` ran before on the same inputs and settings (``fingerprint``) and its ``outputs`` are
+    there as it wrote them (content hashes); says so in one line when it is."""
+    recorded = ((previous or {}).get("stages") or {}).get(stage) or {}
+    if recorded.get("inputs") == fingerprint and recorded.get("outputs") == _hashes(outputs):
+        print(f"{stage}: inputs and settings unchanged since the last run; kept its outputs", file=sys.stderr)
+        return True
+    return False
+
+
+def _record_stage(manifest: dict[str, Any], stage: str, fingerprint: str, outputs: list[Path]) -> None:
+    """What :func:`_unchanged` compares with on the next run: the stage's inputs and its outputs' hashes,
+    written at once (a run interrupted in a later stage skips this one when re-run)."""
+    from .certify.manifest import write_manifest
+
+    manifest.setdefault("stages", {})[stage] = {"inputs": fingerprint, "outputs": _hashes(outputs)}
+    write_manifest(outputs[0].parent, manifest)
+
+
+def _hashes(paths: list[Path]) -> dict[str, str | None]:
+    return {path.name: _file_hash(path) for path in paths}
+
+
+def _scaling_stage(experiment: Experiment, models: ExperimentModels, images: torch.Tensor, indices: torch.Tensor,
+                   manifest: dict[str, Any], previous: dict[str, Any] | None) -> Any:
     """Seconds per image versus n on one model with a Lipschitz split, and the cost model (skipped without
-    ``--scaling-ns``; which model, and why each other one is skipped: :func:`bench.perf.scaling.scaling_model`)."""
+    ``--scaling-ns``; which model, and why each other one is skipped: :func:`bench.perf.scaling.scaling_model`).
+    Returns the table."""
+    import pandas as pd
+
     from .perf.scaling import scaling_stage
 
-    if not args.scaling_ns:
+    scaling, out = experiment.scaling, experiment.output.out
+    if not scaling.ns:
+        manifest.setdefault("stages", {}).pop("scaling", None)
+        manifest.pop("scaling", None)
         return None
-    k = args.scaling_images
-    table, record = scaling_stage([e.model for e in models.entries], images[:k], indices[:k], args.scaling_ns,
-                                  args.out, n0=args.n0, alpha=args.alpha, seed=args.seed,
-                                  batch_size=None if args.batch_size == "auto" else int(args.batch_size),
-                                  progress=not args.no_progress)
-    if record is not None:
-        manifest["scaling"] = record
+    mc, runtime = experiment.monte_carlo, experiment.runtime
+    fingerprint = _fingerprint(manifest["config"], asdict(scaling), mc.n0, mc.alpha, runtime.seed, runtime.batch_size)
+    outputs = [out / name for name in SCALING_OUTPUTS]
+    if _unchanged("scaling", fingerprint, previous, outputs) and "scaling" in manifest:
+        return pd.read_csv(out / "scaling.csv")
+    k = scaling.images
+    table, record = scaling_stage([e.model for e in models.entries], images[:k], indices[:k], list(scaling.ns), out,
+                                  n0=mc.n0, alpha=mc.alpha, seed=runtime.seed, batch_size=runtime.batch_size,
+                                  progress=runtime.progress)
+    if record is None:   # no model to time (the sweep said why in one line)
+        manifest.pop("scaling", None)
+        return table
+    manifest["scaling"] = record
+    _record_stage(manifest, "scaling", fingerprint, outputs)
     return table
 
 
-def _report_stage(args: argparse.Namespace, tsv: Path, scaling: Any, timing: dict[str, Any], total: int,
-                  manifest: dict[str, Any]) -> None:
-    """summary.csv/md, certified_accuracy.csv and the plots; summary.md carries the run's timing and a warning
-    when the machine was too busy for the timings to be trusted, both from the manifest (recorded there
-    first, so that ``python -m bench.report`` regenerates the same file)."""
-    from .certify.machine import noisy_timing_warnings, usage_by_run
+def _attack_stage(experiment: Experiment, models: ExperimentModels, images: torch.Tensor, labels: torch.Tensor,
+                  indices: torch.Tensor, mc: MonteCarloSettings, manifest: dict[str, Any],
+                  previous: dict[str, Any] | None, tsv_hash: str | None) -> list[str]:
+    """The attack stage (:func:`bench.audit.robustness.run_robustness`) with the experiment's attack settings;
+    returns the soundness failures (of this run, or of the unchanged earlier one)."""
+    from .audit.robustness import ATTACK_OUTPUTS, robustness_settings, run_robustness, soundness_failures
+
+    out = experiment.output.out
+    if not experiment.attack.enabled:
+        manifest.setdefault("stages", {}).pop("attack", None)
+        return []
+    settings = robustness_settings(experiment.attack, seed=experiment.runtime.seed)
+    fingerprint = _fingerprint(tsv_hash, manifest["config"], settings.describe(), asdict(mc))
+    outputs = [out / name for name in ATTACK_OUTPUTS]
+    if not _unchanged("attack", fingerprint, previous, outputs):
+        run_robustness(models, images, labels, indices, out / "certify.tsv", out, mc, settings,
+                       progress=experiment.runtime.progress, verbose=False)
+        manifest["attack"] = settings.describe()
+        _record_stage(manifest, "attack", fingerprint, outputs)
+    return soundness_failures(out)
+
+
+def _report_stage(experiment: Experiment, tsv: Path, scaling: Any, manifest: dict[str, Any],
+                  previous: dict[str, Any] | None, tsv_hash: str | None) -> None:
+    """summary.csv/md, Tables 1 and 2, certified_accuracy.csv and the plots, from every stage's files
+    (``robustness.csv`` and ``soundness.md`` of the attack stage, the scaling table); summary.md carries the
+    run's timing and a warning when the machine was too busy for the timings to be trusted, both from the
+    manifest (recorded there first, so that ``python -m bench.report`` regenerates the same file)."""
     from .certify.manifest import write_manifest
     from .report import write_reports
 
-    out = args.out
-    warnings = noisy_timing_warnings(manifest["machine"], _seconds_by_run(tsv), usage_by_run(tsv, manifest["device"]))
-    manifest["timing"], manifest["timing_warnings"] = timing, warnings
+    out = experiment.output.out
+    stages = manifest.setdefault("stages", {})
+    sources = {name: _file_hash(out / name) for name in ("robustness.csv", "soundness.md", "scaling.csv")}
+    fingerprint = _fingerprint(tsv_hash, sources, stages.get("scaling"), stages.get("attack"),
+                               manifest.get("timing"), manifest.get("timing_warnings"), list(experiment.radii),
+                               list(experiment.output.widths))
+    outputs = [out / name for name in REPORT_OUTPUTS]
+    if _unchanged("report", fingerprint, previous, outputs):
+        return
     write_manifest(out, manifest)   # the summary's sources on disk before the summary
-    reports = write_reports(tsv, out, radii=sorted({0.0, *args.radii}), scaling=scaling, manifest=manifest,
-                            widths=args.width)
-    for warning in warnings:
+    reports = write_reports(tsv, out, radii=sorted({0.0, *experiment.radii}), scaling=scaling, manifest=manifest,
+                            widths=experiment.output.widths)
+    _record_stage(manifest, "report", fingerprint, outputs)
+    for warning in manifest.get("timing_warnings") or []:
         print(f"warning: noisy timings: {warning}", file=sys.stderr)
     written = sorted({p.name for p in reports.values() if p.parent == out} | ({"cohen/"} if (out / "cohen").is_dir()
                                                                               else set()))
-    print(f"wrote {timing['rows']} new rows ({total} in all) to {tsv}; reports: {', '.join(written)}", file=sys.stderr)
+    print(f"report: {', '.join(written)}", file=sys.stderr)
 
 
 def _seconds_by_run(tsv: Path) -> list[tuple[str, Any]]:
@@ -609,20 +460,6 @@ def _seconds_by_run(tsv: Path) -> list[tuple[str, Any]]:
             for (m, model, s), g in groups if g["samples"].nunique() == 1]
 
 
-def _attack_stage(args: argparse.Namespace, models: ExperimentModels, images: torch.Tensor, labels: torch.Tensor,
-                  indices: torch.Tensor, mc: MonteCarloSettings, manifest: dict[str, Any]) -> list[str]:
-    """The attack stage (:func:`bench.audit.robustness.run_robustness`); returns the soundness failures."""
-    from .audit.robustness import RobustnessSettings, run_robustness, soundness_failures
-
-    if not args.attack:
-        return []
-    settings = RobustnessSettings(seed=args.seed)
-    run_robustness(models, images, labels, indices, args.out / "certify.tsv", args.out, mc, settings,
-                   progress=not args.no_progress, verbose=False)
-    manifest["attack"] = settings.describe()
-    return soundness_failures(args.out)
-
-
 def _finish(out: Path, manifest: dict[str, Any], timing: dict[str, Any], total: int) -> None:
     """Complete the manifest and print the summary."""
     from .certify.manifest import write_manifest
@@ -630,7 +467,6 @@ def _finish(out: Path, manifest: dict[str, Any], timing: dict[str, Any], total: 
     manifest["finished"] = _now()
     manifest["rows_written_by_last_invocation"] = timing["rows"]
     manifest["rows_total"] = total
-    manifest["timing"] = timing
     write_manifest(out, manifest)
     summary = out / "summary.md"
     if summary.is_file():

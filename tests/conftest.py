@@ -47,3 +47,24 @@ def tiny_zoo(tmp_path_factory):
     ckpt.save_checkpoint(SmallCNN(config), out / "cnn-noise0.25", {
         "kind": "cnn", "architecture": config.to_dict(), "noise_sigma": 0.25})
     return out
+
+
+#: an attack stage a few seconds long on the tiny models (the experiment file's [attack] table)
+SMALL_ATTACK = """[attack]
+radii = [0.5]
+steps = 4
+restarts = 1
+min_norm_steps = 10
+mc_sample = 1
+smooth_samples = 2
+smooth_steps = 2
+lipschitz_images = 2
+"""
+
+
+@pytest.fixture(scope="session")
+def small_attack(tmp_path_factory):
+    """``--config FILE``: an experiment file with a small [attack] table and no models (pass ``--models``)."""
+    path = tmp_path_factory.mktemp("config") / "small-attack.toml"
+    path.write_text(SMALL_ATTACK)
+    return ["--config", str(path)]

@@ -14,6 +14,7 @@ from bench import run as bench_run
 from bench.audit import robustness
 from bench.audit.pgd import PGDConfig, flat_norm, l2_pgd, min_norm_attack, pgd_attack, rank_targets
 from bench.models import checkpoints as ckpt
+from bench.report.write import SOUNDNESS_BEGIN
 
 
 def linear_case(seed=0, batch=40, side=8, classes=10, scale=3.0):
@@ -158,7 +159,8 @@ def test_at_least_as_strong_as_foolbox_l2pgd():
 
 def _tiny_certification(zoo, out):
     bench_run.main(["--models", str(zoo), "--out", str(out), "--num-images", "3", "--n", "40", "--n0", "8",
-                    "--sigma", "0.25", "--batch-size", "64", "--scaling-ns", "--no-progress", "--heads", "ce", "mlp"])
+                    "--sigma", "0.25", "--batch-size", "64", "--scaling-ns", "--no-progress", "--heads", "ce", "mlp",
+                    "--no-attack"])
     return out
 
 
@@ -169,6 +171,7 @@ FAST = ["--steps", "8", "--restarts", "2", "--targets", "1", "--audit-targets", 
 
 def test_cli_on_a_tiny_run_writes_every_output(tiny_zoo, tmp_path, capsys):
     out = _tiny_certification(tiny_zoo, tmp_path / "run")
+    assert "Empirical robustness" not in (out / "summary.md").read_text()
     code = bench_attack.main(["--results", str(out), *FAST])
     assert code == 0
     for name in ("robustness.csv", "robustness_examples.csv", "sanity.csv", "sanity_violations.csv", "soundness.csv",
@@ -194,15 +197,17 @@ def test_cli_on_a_tiny_run_writes_every_output(tiny_zoo, tmp_path, capsys):
     assert lipschitz["confirms"] and lipschitz["backbone"] == "sll-backbone"   # beside the sidecar's own audit
     assert lipschitz["sidecar_lower_bound"] == ckpt.read_sidecar(tiny_zoo / "sll-backbone")["lipschitz"]["audit"][
         "lower_bound"]
+    # the run's report is rewritten from the folder's files: the audit section and Table 2, once
     summary = (out / "summary.md").read_text()
-    assert summary.count(robustness.SUMMARY_BEGIN) == 1 and "Empirical robustness and soundness audit" in summary
+    assert summary.count(SOUNDNESS_BEGIN) == 1 and "Empirical robustness and soundness audit" in summary
+    assert "Table 2 skipped" not in (out / "table2.md").read_text()
     # certify.tsv is never touched, and no paper-criterion row enters it
     assert "fars-paper-criterion" not in (out / "certify.tsv").read_text()
     printed = capsys.readouterr().out
     assert "Sanity check" in printed and "PASS" in printed
     # a second run replaces the summary section instead of appending another
     assert bench_attack.main(["--results", str(out), *FAST, "--mc-sample", "0"]) == 0
-    assert (out / "summary.md").read_text().count(robustness.SUMMARY_BEGIN) == 1
+    assert (out / "summary.md").read_text().count(SOUNDNESS_BEGIN) == 1
 
 
 def test_cli_finds_the_models_of_the_run_and_refuses_other_ones(tiny_zoo, tmp_path, capsys):

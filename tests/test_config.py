@@ -10,7 +10,19 @@ import pytest
 
 from bench.certify import machine
 from bench.config import ConfigError, load_experiment
-from bench.run import DEFAULT_CONFIG, PRESETS, parse_args
+from bench.experiment import (
+    DEFAULT_CONFIG,
+    PRESETS,
+    AttackSettings,
+    Experiment,
+    ExperimentError,
+    ModelSource,
+    MonteCarlo,
+    Output,
+    Scaling,
+    Selection,
+    parse_args,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,16 +91,73 @@ def test_missing_file(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ bench.run's settings
 
 
-def test_default_experiment_is_the_quick_preset_on_the_shipped_models() -> None:
-    args = parse_args([])
-    assert args.experiment.path == DEFAULT_CONFIG.resolve()
-    quick = PRESETS["quick"]
-    assert (args.n, args.n0, args.alpha, args.num_images, args.skip) == (
-        quick["n"], quick["n0"], quick["alpha"], quick["num_images"], quick["skip"])
-    assert args.sigma == quick["sigma"] and args.dataset == "fashion-mnist" and args.attack
-    assert args.out == Path.cwd() / "runs" / "fashion-mnist" / "quick"
-    (table,) = args.model_tables
+def test_default_experiment_is_the_default_preset_on_the_shipped_models() -> None:
+    exp = parse_args([])
+    assert exp.file == DEFAULT_CONFIG.resolve() and exp.preset == "default"
+    preset = PRESETS["default"]
+    mc, selection = exp.monte_carlo, exp.selection
+    assert (mc.n, mc.n0, mc.alpha, selection.num_images, selection.skip) == (
+        preset["n"], preset["n0"], preset["alpha"], preset["num_images"], preset["skip"])
+    assert list(exp.sigmas) == preset["sigma"] and selection.dataset == "fashion-mnist" and exp.attack.enabled
+    assert exp.attack.steps == preset["attack"]["steps"] and exp.attack.mc_sample == preset["attack"]["mc_sample"]
+    assert exp.output.out == Path.cwd() / "runs" / "fashion-mnist" / "default"
+    (table,) = exp.models.tables
     assert Path(table.spec["checkpoint"]) == REPO / "bench" / "embedded" / "models"
+
+
+def test_the_quick_preset_is_one_flag_away_with_the_full_attack() -> None:
+    exp = parse_args(["--preset", "quick"])
+    quick = PRESETS["quick"]
+    assert (exp.monte_carlo.n, exp.selection.num_images, exp.selection.skip) == (
+        quick["n"], quick["num_images"], quick["skip"])
+    assert exp.attack == AttackSettings()   # the attack stage's full defaults (the committed results)
+    assert exp.output.out == Path.cwd() / "runs" / "fashion-mnist" / "quick"
+
+
+def test_an_attack_table_sets_the_attack_stage(tmp_path: Path) -> None:
+    path = write(tmp_path, f"""
+[attack]
+steps = 3
+radii = [0.5]
+audit_targets = "all"
+mc_sample = 0
+[models.m]
+format = "fars-bench"
+checkpoint = "{REPO / 'bench' / 'embedded' / 'models'}"
+""")
+    exp = parse_args(["--config", str(path)])
+    assert (exp.attack.steps, exp.attack.radii, exp.attack.audit_targets, exp.attack.mc_sample) == (3, (0.5,), None, 0)
+    assert exp.attack.restarts == AttackSettings().restarts and exp.attack.enabled   # the preset's for the rest
+    assert not parse_args(["--config", str(path), "--no-attack"]).attack.enabled
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ("bogus = 1", "unknown key 'bogus' in [attack]"),
+    ("steps = 0", "attack steps must be >= 1"),
+    ("steps = 1.5", "[attack] key 'steps' must be an integer"),
+    ("radii = [-1]", "attack radii must be finite and > 0"),
+])
+def test_a_bad_attack_table_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], table: str,
+                                        message: str) -> None:
+    path = write(tmp_path, f"[attack]\n{table}\n")
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--config", str(path), "--models", str(REPO / "bench" / "embedded" / "models")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and len(err.strip().splitlines()[-1:]) == 1
+
+
+def test_an_experiment_is_built_directly_and_checks_itself(tmp_path: Path) -> None:
+    parts = dict(file=tmp_path / "x.toml", preset="quick", selection=Selection("fashion-mnist", 2, 1),
+                 models=ModelSource(folder=tmp_path), methods=("fars-closed",), sigmas=(0.25,), radii=(0.5,),
+                 monte_carlo=MonteCarlo(n0=5, n=20, alpha=0.001), output=Output(tmp_path / "out"))
+    exp = Experiment(**parts)   # type: ignore[arg-type]
+    assert exp.run_config()["n"] == 20 and exp.record()["monte_carlo"]["n0"] == 5
+    with pytest.raises(ExperimentError, match="--n0 \\(30\\) must not exceed --n \\(20\\)"):
+        MonteCarlo(n0=30, n=20, alpha=0.001)
+    with pytest.raises(ExperimentError, match="unknown method"):
+        Experiment(**{**parts, "methods": ("nope",)})   # type: ignore[arg-type]
+    with pytest.raises(ExperimentError, match="--allow-long-run"):
+        Experiment(**{**parts, "scaling": Scaling(ns=(10**9,))})   # type: ignore[arg-type]
 
 
 def test_flags_override_the_file_which_overrides_the_preset(tmp_path: Path) -> None:
@@ -100,12 +169,12 @@ sigma = [0.5]
 format = "fars-bench"
 checkpoint = "{REPO / 'bench' / 'embedded' / 'models'}"
 """, name="mine.toml")
-    args = parse_args(["--config", str(path), "--sigma", "0.25"])
-    assert args.n == 777                               # the file over the preset
-    assert args.n0 == PRESETS["paper"]["n0"]           # the preset for what the file leaves out
-    assert args.sigma == [0.25]                        # the flag over the file
-    assert args.out == Path.cwd() / "runs" / "mine" / "paper"
-    assert parse_args(["--config", str(path), "--preset", "quick"]).n0 == PRESETS["quick"]["n0"]
+    exp = parse_args(["--config", str(path), "--sigma", "0.25"])
+    assert exp.monte_carlo.n == 777                               # the file over the preset
+    assert exp.monte_carlo.n0 == PRESETS["paper"]["n0"]           # the preset for what the file leaves out
+    assert exp.sigmas == (0.25,)                                  # the flag over the file
+    assert exp.output.out == Path.cwd() / "runs" / "mine" / "paper"
+    assert parse_args(["--config", str(path), "--preset", "quick"]).monte_carlo.n0 == PRESETS["quick"]["n0"]
 
 
 def test_a_bad_file_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -122,8 +191,8 @@ def test_a_file_without_models_needs_models_flag(tmp_path: Path, capsys: pytest.
     with pytest.raises(SystemExit):
         parse_args(["--config", str(path)])
     assert "names no models" in capsys.readouterr().err
-    args = parse_args(["--config", str(path), "--models", str(REPO / "bench" / "embedded" / "models")])
-    assert args.model_tables == []
+    exp = parse_args(["--config", str(path), "--models", str(REPO / "bench" / "embedded" / "models")])
+    assert exp.models.tables == () and exp.models.folder == REPO / "bench" / "embedded" / "models"
 
 
 # ------------------------------------------------------------------------------ timing you can trust

@@ -136,7 +136,7 @@ def test_each_rank_gets_its_own_gpu_only_for_unindexed_cuda():
 
 
 def test_torchrun_safe_alias_for_n():
-    assert bench_run.parse_args(["--num-samples", "123", "--n0", "7"]).n == 123
+    assert bench_run.parse_args(["--num-samples", "123", "--n0", "7"]).monte_carlo.n == 123
 
 
 def test_unshared_output_folder_is_a_clear_error(tmp_path, monkeypatch):

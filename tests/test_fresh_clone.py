@@ -44,7 +44,7 @@ def clone(tmp_path: Path) -> Path:
 def test_fresh_clone_runs_resumes_after_a_move_and_stays_clean(clone: Path, tmp_path: Path) -> None:
     first = _bench_run(clone, *TINY)
     assert first.returncode == 0, first.stderr[-3000:]
-    out = clone / "runs" / "fashion-mnist" / "quick"
+    out = clone / "runs" / "fashion-mnist" / "default"
     rows = (out / "certify.tsv").read_text().splitlines()
     assert len(rows) == 1 + 2 * 3          # header + 2 methods x 3 images
     for name in ("summary.md", "summary.csv", "certified_accuracy.png", "manifest.json"):
@@ -60,7 +60,7 @@ def test_fresh_clone_runs_resumes_after_a_move_and_stays_clean(clone: Path, tmp_
     shutil.move(str(clone), str(moved))
     again = _bench_run(moved, *TINY)
     assert again.returncode == 0, again.stderr[-3000:]
-    manifest = json.loads((moved / "runs" / "fashion-mnist" / "quick" / "manifest.json").read_text())
+    manifest = json.loads((moved / "runs" / "fashion-mnist" / "default" / "manifest.json").read_text())
     assert manifest["rows_written_by_last_invocation"] == 0 and manifest["rows_total"] == 6
 
     # another configuration in the same folder is still refused, with one clear line and no traceback

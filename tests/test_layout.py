@@ -9,7 +9,8 @@ Walks the source with ``ast`` (nothing is imported), resolves relative imports, 
 * ``bench.methods`` (the one list of methods, read by every stage) imports only the standard library;
 * the pipeline's order: a stage never imports a later stage or a side branch
   (data -> models -> certify -> report; audit and perf may import the stages, not the reverse);
-* ``fars``, ``baselines`` and ``smoothing`` never import ``bench``.
+* ``fars``, ``baselines`` and ``smoothing`` never import ``bench``;
+* ``bench.experiment`` (the typed settings of ``bench.run``, read before any stage) imports no PyTorch.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ ALLOWED = {
     "bench.perf": {"bench.data", "bench.models", "bench.certify", "bench.report"},
 }
 SHARED = {"bench", "bench.env", "bench.files", "bench.provenance", "bench.units", "bench.config", "bench.cli",
-          "bench.cli_help", "bench.names", "bench.methods"}
+          "bench.cli_help", "bench.names", "bench.methods", "bench.experiment"}
 
 
 def module_name(path: Path) -> str:
@@ -165,3 +166,13 @@ def test_the_walker_sees_relative_imports() -> None:
     mods = modules("bench")
     deps = imports("bench.run", mods["bench.run"], set(mods))
     assert "bench.certify.runner" in deps and "bench.env" in deps
+
+
+def test_the_experiment_settings_import_no_torch() -> None:
+    """``bench.run --help`` and building the settings stay fast: the settings module loads no PyTorch."""
+    import subprocess
+    import sys
+
+    code = "import sys, bench.experiment; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr

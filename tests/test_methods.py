@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from bench import experiment as bench_experiment
 from bench import methods as registry
-from bench import run as bench_run
 from bench import scaling as bench_scaling
 from bench.audit import soundness
 from bench.certify import runs
@@ -45,7 +45,7 @@ def test_every_stage_reads_its_lists_from_the_registry() -> None:
 
 
 def test_the_commands_offer_the_registry_methods(capsys: pytest.CaptureFixture) -> None:
-    run_choices = next(a.choices for a in bench_run.build_parser()._actions if a.dest == "methods")
+    run_choices = next(a.choices for a in bench_experiment.build_parser()._actions if a.dest == "methods")
     assert tuple(run_choices) == registry.METHODS
     with pytest.raises(SystemExit) as refused:   # the timing sweep offers its registry subset only
         bench_scaling.main(["--methods", "fars-crown"])

@@ -2,6 +2,7 @@
 
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -21,8 +22,8 @@ def args(zoo, out, *extra):
             "--no-progress", "--no-attack", *extra]
 
 
-def test_tiny_run_writes_tsv_summary_and_plots(tiny_zoo, tmp_path):
-    with_attack = [flag for flag in args(tiny_zoo, tmp_path / "run") if flag != "--no-attack"]
+def test_tiny_run_writes_tsv_summary_and_plots(tiny_zoo, tmp_path, small_attack):
+    with_attack = [flag for flag in args(tiny_zoo, tmp_path / "run") if flag != "--no-attack"] + small_attack
     out = bench_run.main(with_attack)
     rows = pd.read_csv(out / "certify.tsv", sep="\t")
     assert list(rows.columns) == list(bench_results.COLUMNS)
@@ -52,6 +53,46 @@ def test_tiny_run_writes_tsv_summary_and_plots(tiny_zoo, tmp_path):
     assert set(formats.values()) <= {"contiguous", "channels_last"}
     summary = (out / "summary.md").read_text()
     assert "Run timing" in summary and "Empirical robustness and soundness audit" in summary
+    assert json.loads((out / "attack_settings.json").read_text())["pgd"]["steps"] == 4   # the [attack] table's
+
+
+#: files whose bytes carry the time of the invocation that wrote them
+TIMED = {"manifest.json", "output.lock"}
+
+
+def _snapshot(out):
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name not in TIMED}
+
+
+def test_a_second_identical_run_skips_every_stage_and_changes_no_file(tiny_zoo, tmp_path, small_attack, capsys):
+    out = tmp_path / "run"
+    flags = [flag for flag in args(tiny_zoo, out, "--methods", "cohen", "fars-closed") if flag != "--no-attack"]
+    bench_run.main(flags + small_attack)
+    first = _snapshot(out)
+    capsys.readouterr()
+    bench_run.main(flags + small_attack)
+    err = capsys.readouterr().err
+    for stage in ("scaling", "attack", "report"):
+        assert f"{stage}: inputs and settings unchanged since the last run; kept its outputs" in err, err
+    assert "wrote 0 new rows" in err
+    assert _snapshot(out) == first
+    # another attack setting reruns the attack and the report, not the scaling sweep
+    other = tmp_path / "other-attack.toml"
+    other.write_text(Path(small_attack[1]).read_text().replace("steps = 4", "steps = 5"))
+    bench_run.main(flags + ["--config", str(other)])
+    err = capsys.readouterr().err
+    assert "scaling: inputs and settings unchanged" in err
+    assert "attack: inputs" not in err and "report: inputs" not in err
+    assert json.loads((out / "attack_settings.json").read_text())["pgd"]["steps"] == 5
+    after = _snapshot(out)
+    assert after["certify.tsv"] == first["certify.tsv"] and after["scaling.csv"] == first["scaling.csv"]
+    # a file of a stage replaced by another writer reruns that stage (here: the report)
+    (out / "table2.md").write_text("edited\n")
+    bench_run.main(flags + ["--config", str(other)])
+    err = capsys.readouterr().err
+    assert "attack: inputs and settings unchanged" in err and "report: inputs" not in err
+    assert (out / "table2.md").read_bytes() == after["table2.md"]
 
 
 def test_interrupted_run_resumes_without_redoing_rows(tiny_zoo, tmp_path, monkeypatch):
@@ -181,7 +222,7 @@ def test_bad_flags_are_rejected_with_a_clear_message(flags, message, capsys):
 
 def test_radii_as_fractions_and_figure_widths():
     args = bench_run.parse_args(["--radii", "36/255", "0.5", "--width", "column", "full"])
-    assert args.radii == [36 / 255, 0.5] and args.width == ["column", "full"]
+    assert args.radii == (36 / 255, 0.5) and args.output.widths == ("column", "full")
 
 
 def test_models_of_another_dataset_are_refused_in_one_line(tmp_path):

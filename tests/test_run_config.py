@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import SMALL_ATTACK
 
 from bench import attack
 from bench.data import CIFAR10_CLASSES
@@ -108,7 +109,9 @@ def test_config_run_certifies_sll_and_cohen_models(experiment: Path, tmp_path: P
 
 def test_config_run_with_the_attack_stage_on_field_models(experiment: Path, tmp_path: Path) -> None:
     out = tmp_path / "attacked"
-    main(["--config", str(experiment), "--out", str(out), "--no-progress", "--num-images", "2", "--n", "100",
+    small = experiment.with_name("small-attack.toml")   # beside the original: its relative paths hold
+    small.write_text(experiment.read_text() + "\n" + SMALL_ATTACK)
+    main(["--config", str(small), "--out", str(out), "--no-progress", "--num-images", "2", "--n", "100",
           "--batch-size", "64"])
     soundness = pd.read_csv(out / "soundness.csv")
     assert set(soundness["model"]) == {"sll-tiny"} and soundness["broken"].eq(0).all()

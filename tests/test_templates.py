@@ -13,11 +13,11 @@ import tomllib
 import torch
 
 from bench.cli import run_cli
+from bench.experiment import DEFAULT_CONFIG
 from bench.models import ModelSpecError, cohen_format, load_model, sll_format, templates
 from bench.models import __main__ as models_cli
 from bench.models.keys import INLINE_LINES
 from bench.models.loaded import split_network
-from bench.run import DEFAULT_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -59,7 +59,7 @@ def test_wheel_runs_the_default_experiment_from_an_empty_folder(installed: Path,
     run = subprocess.run([sys.executable, "-m", "bench.run", *TINY], cwd=work, env=env, capture_output=True,
                          text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    out = work / "runs" / "fashion-mnist" / "quick"
+    out = work / "runs" / "fashion-mnist" / "default"
     rows = (out / "certify.tsv").read_text().splitlines()
     assert len(rows) == 1 + 2 * 3          # header + 2 methods x 3 images
     assert (out / "summary.md").is_file() and (out / "manifest.json").is_file()

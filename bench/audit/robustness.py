@@ -12,8 +12,10 @@ the same images with the same models, and writes next to them:
 * ``paper_criterion.csv`` - the public FaRS code's criterion (``fars-paper-criterion``, audit only);
 * ``smoothed_attack.csv`` - Monte Carlo certificates: attack on the smoothed classifier, re-estimated;
 * ``lipschitz_audit.json`` - the backbone's Lipschitz audit; ``attack_settings.json``;
-* ``soundness.md`` (also inserted into ``summary.md``) and ``certified_accuracy.png`` redrawn with the
-  empirical curves (dashed).
+* ``soundness.md`` - the audit's section of ``summary.md``.
+
+The report (``summary.md``, Table 2 from ``robustness.csv``) is written afterwards by the report stage of
+``python -m bench.run`` or by ``python -m bench.attack``, from these files.
 
 See :mod:`bench.audit.pgd` for the attacks and :mod:`bench.audit.soundness` for what each check guarantees.
 """
@@ -39,10 +41,10 @@ from smoothing import MonteCarloCertifier
 
 from ..certify.runs import MonteCarloSettings, build_runs
 from ..env import portable_path
+from ..experiment import AttackSettings
 from ..models.experiment import ExperimentModels
 from ..models.loaded import LoadedModel
-from ..report import PAPER_RADII, read_results, write_table2
-from ..report.write import SOUNDNESS_BEGIN, SOUNDNESS_END, update_soundness_section
+from ..report import PAPER_RADII, read_results
 from .pgd import PGDConfig, min_norm_attack, pgd_attack, rank_targets
 from .soundness import (
     AUDIT_FACTOR,
@@ -64,16 +66,20 @@ __all__ = [
     "classifier",
     "empirical_robustness",
     "robustness_curve",
+    "robustness_settings",
     "run_robustness",
-    "update_summary",
     "soundness_failures",
 ]
 
 #: Radii of Table 2 (the paper's), always attacked.
 TABLE_RADII: tuple[float, ...] = tuple(r for r in PAPER_RADII if r > 0)
 #: Radii where the full PGD runs by default (the paper's plus a grid for the curve).
-DEFAULT_RADII: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 1.5)
-SUMMARY_BEGIN, SUMMARY_END = SOUNDNESS_BEGIN, SOUNDNESS_END
+DEFAULT_RADII: tuple[float, ...] = AttackSettings.radii
+#: The files :func:`run_robustness` writes (the CSV files, the audits, its settings and ``soundness.md``).
+ATTACK_OUTPUTS: tuple[str, ...] = (
+    "robustness.csv", "robustness_examples.csv", "soundness.csv", "soundness_examples.csv", "paper_criterion.csv",
+    "smoothed_attack.csv", "smoothed_attack_examples.csv", "sanity.csv", "sanity_violations.csv",
+    "attack_settings.json", "soundness.md")
 
 
 @dataclass(frozen=True)
@@ -93,13 +99,15 @@ class RobustnessSettings:
     """
 
     radii: tuple[float, ...] = DEFAULT_RADII
-    pgd: PGDConfig = field(default_factory=lambda: PGDConfig(steps=20, restarts=2, targets=1))
-    audit_targets: int | None = 3
-    min_norm_steps: int = 60
-    mc_sample: int = 10
-    smooth_samples: int = 16
-    smooth_steps: int = 20
-    lipschitz_images: int = 16
+    pgd: PGDConfig = field(default_factory=lambda: PGDConfig(steps=AttackSettings.steps,
+                                                             restarts=AttackSettings.restarts,
+                                                             targets=AttackSettings.targets))
+    audit_targets: int | None = AttackSettings.audit_targets
+    min_norm_steps: int = AttackSettings.min_norm_steps
+    mc_sample: int = AttackSettings.mc_sample
+    smooth_samples: int = AttackSettings.smooth_samples
+    smooth_steps: int = AttackSettings.smooth_steps
+    lipschitz_images: int = AttackSettings.lipschitz_images
     factor: float = AUDIT_FACTOR
     seed: int = 0
 
@@ -116,6 +124,17 @@ class RobustnessSettings:
                 "radii": list(self.attack_radii()), "min_norm_steps": self.min_norm_steps, "factor": self.factor,
                 "mc_sample": self.mc_sample, "smooth_samples": self.smooth_samples, "smooth_steps": self.smooth_steps,
                 "lipschitz_images": self.lipschitz_images, "seed": self.seed}
+
+
+def robustness_settings(attack: AttackSettings, seed: int, pgd_seed: int = 0) -> RobustnessSettings:
+    """The attack stage's :class:`RobustnessSettings` from an experiment's torch-free ``attack`` settings
+    (``seed``: of the example sample and the audits; ``pgd_seed``: of the PGD random starts)."""
+    return RobustnessSettings(
+        radii=tuple(attack.radii),
+        pgd=PGDConfig(steps=attack.steps, restarts=attack.restarts, targets=attack.targets, seed=pgd_seed),
+        audit_targets=attack.audit_targets, min_norm_steps=attack.min_norm_steps, mc_sample=attack.mc_sample,
+        smooth_samples=attack.smooth_samples, smooth_steps=attack.smooth_steps,
+        lipschitz_images=attack.lipschitz_images, seed=seed)
 
 
 # ------------------------------------------------------------------------------ models and attacks
@@ -266,8 +285,8 @@ def run_robustness(models: ExperimentModels, images: torch.Tensor, labels: torch
 
     Returns the written paths by name (``robustness_csv``, ``sanity_csv``, ``soundness_csv``,
     ``paper_criterion_csv``, ``smoothed_attack_csv``, ``lipschitz_audit_json``, ``soundness_md``,
-    ``certified_accuracy_png``, ...). Does not touch ``certify.tsv``. ``summary.md`` is updated by
-    :func:`update_summary` when it exists.
+    ``attack_settings_json``, ...). Does not touch ``certify.tsv``, ``summary.md`` or the tables: the
+    report is written afterwards from these files (:func:`bench.report.write_reports`).
 
     Raises:
         FileNotFoundError: ``certify_tsv`` does not exist.
@@ -290,7 +309,7 @@ def run_robustness(models: ExperimentModels, images: torch.Tensor, labels: torch
     smooth_frame = _smoothed_stage(ctx, mc)
     lip = _lipschitz_stage(ctx)
     table, violations = _sanity_stage(ctx, examples)
-    _report_stage(ctx, curve, seconds=time.perf_counter() - started, certify_tsv=certify_tsv)
+    _settings_stage(ctx, seconds=time.perf_counter() - started, certify_tsv=certify_tsv)
     if verbose:
         _print_report(out, curve, soundness, paper_frame, summarize_smoothed(smooth_frame), table, violations, lip)
         print(f"\nwrote {', '.join(sorted(p.name for p in ctx.paths.values()))} in {out}")
@@ -440,24 +459,13 @@ def _sanity_stage(ctx: _Context, examples: pd.DataFrame) -> tuple[pd.DataFrame, 
     return table, violations
 
 
-def _report_stage(ctx: _Context, curve: pd.DataFrame, seconds: float, certify_tsv: Path) -> None:
-    """7. Settings, soundness.md, the certified-accuracy plot with the empirical curves, summary.md."""
+def _settings_stage(ctx: _Context, seconds: float, certify_tsv: Path) -> None:
+    """7. The settings (``attack_settings.json``) and ``soundness.md``, the audit's section of the summary."""
     described = ctx.settings.describe() | {"seconds": round(seconds, 1), "images": int(len(ctx.x)),
                                            "certify_tsv": portable_path(certify_tsv)}
     ctx.paths["attack_settings_json"] = ctx.out / "attack_settings.json"
     ctx.paths["attack_settings_json"].write_text(json.dumps(described, indent=2) + "\n")
     ctx.paths["soundness_md"] = write_soundness_markdown(ctx.out)
-    # Table 2 (l2-PGD accuracy) needs this stage's curve; the certified-accuracy figure, drawn by the report
-    # stage with the Monte Carlo cut-offs, stays as it is (`python -m bench.report --attacks` adds the curves)
-    ctx.paths.update({f"table2_{p.suffix[1:]}": p for p in write_table2(curve, ctx.out).values()})
-    if (ctx.out / "summary.md").is_file():
-        ctx.paths["summary_md"] = update_summary(ctx.out)
-
-
-def update_summary(out: str | Path) -> Path:
-    """Insert (or replace) ``out/soundness.md`` (:func:`bench.audit.soundness.soundness_markdown`) in
-    ``out/summary.md`` between markers (:func:`bench.report.write.update_soundness_section`)."""
-    return update_soundness_section(out)
 
 
 def soundness_failures(out: str | Path) -> list[str]:

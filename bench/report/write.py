@@ -278,12 +278,3 @@ def _with_soundness(text: str, run_dir: Path) -> str:
     if not audit.is_file():
         return text
     return text.rstrip("\n") + "\n\n" + f"{SOUNDNESS_BEGIN}\n{audit.read_text()}{SOUNDNESS_END}\n"
-
-
-def update_soundness_section(out: str | Path) -> Path:
-    """Put ``out/soundness.md`` into ``out/summary.md`` as its audit section (replacing an earlier one), as
-    :func:`write_reports` would; returns the summary's path."""
-    path = Path(out) / "summary.md"
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    path.write_text(_with_soundness(text, Path(out)), encoding="utf-8")
-    return path
