@@ -4,7 +4,7 @@ The library follows the pipeline, one subpackage a stage:
 
     data -> models -> certify -> report        (audit and perf are side branches)
 
-* :mod:`bench.env`: shared settings (folders, device choice, fp32 policy, CPU allocator); imports nothing
+* :mod:`bench.common.env`: shared settings (folders, device choice, fp32 policy, CPU allocator); imports nothing
   from ``bench``;
 * :mod:`bench.data`: datasets behind a registry, the embedded evaluation subset, image selection;
 * :mod:`bench.models`: networks, checkpoints, the zoo of one experiment, training;

@@ -1,7 +1,7 @@
 """``python -m bench.art_compare``: our Cohen RS side by side with IBM ART's on the same network.
 
 Command-line leaf over :mod:`bench.perf.peers` (which says how ART's CERTIFY maps onto ours). Errors
-are one line on stderr (:mod:`bench.cli`).
+are one line on stderr (:mod:`bench.common.cli`).
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import torch
 
 from .certify.batch_size import best_batch_size
 from .certify.machine import set_threads
-from .cli import checked, cli_exit, writable_dir
-from .cli_help import DefaultsHelpFormatter
+from .common.cli import checked, cli_exit, writable_dir
+from .common.cli_help import DefaultsHelpFormatter
+from .common.env import EMBEDDED_MODELS, cpu_allocator, device_name, resolve_device, runs_dir, tune_cpu_allocator
+from .common.provenance import git_commit, package_versions
 from .data import load_embedded
-from .env import EMBEDDED_MODELS, cpu_allocator, device_name, resolve_device, runs_dir, tune_cpu_allocator
 from .models import CheckpointError, load_zoo
 from .perf.peers import art_smoothing_class, art_version, compare, write
-from .provenance import git_commit, package_versions
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -1,7 +1,7 @@
 """``python -m bench.attack --results DIR``: rerun the attack stage of a finished run with other settings.
 
 Command-line leaf over :mod:`bench.audit.robustness` (which lists the files it writes). Errors are one
-line on stderr (:mod:`bench.cli`).
+line on stderr (:mod:`bench.common.cli`).
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from typing import Any
 from .audit.robustness import robustness_settings, run_robustness, soundness_failures
 from .certify.machine import set_threads
 from .certify.runs import MonteCarloSettings
-from .cli import checked, cli_exit, writable_dir
-from .cli_help import DefaultsHelpFormatter
-from .config import ModelTable, load_experiment
+from .common.cli import checked, cli_exit, writable_dir
+from .common.cli_help import DefaultsHelpFormatter
+from .common.config import ModelTable, load_experiment
+from .common.env import THREADS_PER_CPU, max_threads, resolve_device, stored_path
+from .common.experiment import AttackSettings
+from .common.files import FolderInUseError, FolderLock
 from .data.selection import select_images
-from .env import THREADS_PER_CPU, max_threads, resolve_device, stored_path
-from .experiment import AttackSettings
-from .files import FolderInUseError, FolderLock
-from .models.experiment import load_experiment_models, models_from_folder
+from .models.experiment_models import load_experiment_models, models_from_folder
 
 
 def _targets(text: str) -> int | None:
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             (nothing named in a results folder is imported or called), an --out that is a file or cannot be
             written or that another live process owns;
             an unknown --device.
-        ValueError: a results file that cannot be read (turned into one line by :func:`bench.cli.run_cli`).
+        ValueError: a results file that cannot be read (turned into one line by :func:`bench.common.cli.run_cli`).
     """
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -14,7 +14,7 @@ rows of their own beside fp32 cohen (TF32 off), each with its own certificates o
 gives the speedup of FaRS against every one of them.
 
 Every step times with the device synchronised after a warm-up (the certificates' own ``seconds``) and in
-true fp32: each command calls :func:`bench.env.full_fp32` (TF32 off for CUDA matmuls and cuDNN
+true fp32: each command calls :func:`bench.common.env.full_fp32` (TF32 off for CUDA matmuls and cuDNN
 convolutions); this script sets the same and records it. ``manifest.json`` in ``--out`` records the GPU
 (``torch.cuda.get_device_name``; name and driver from ``nvidia-smi`` when it is installed), the plan, and
 each step's command, budget, seconds and exit status.
@@ -50,8 +50,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .cli import USAGE, checked, cli_exit, writable_dir
-from .cli_help import DefaultsHelpFormatter
+from .common.cli import USAGE, checked, cli_exit, writable_dir
+from .common.cli_help import DefaultsHelpFormatter
 
 #: the images of the paper preset's certification (see the module doc for the estimate)
 PAPER_IMAGES = 30
@@ -122,7 +122,7 @@ def gpu_record(device: str) -> dict[str, Any]:
     """The GPU, driver and precision settings for the manifest (TF32 off, as every step sets)."""
     import torch
 
-    from .env import full_fp32
+    from .common.env import full_fp32
 
     record: dict[str, Any] = {"device": device, "torch": torch.__version__, "cuda": torch.version.cuda,
                               "precision": full_fp32()}

@@ -17,9 +17,9 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.cli import UsageError, cli_exit
-from bench.cli_help import DefaultsHelpFormatter
-from bench.files import atomic_write_text
+from bench.common.cli import UsageError, cli_exit
+from bench.common.cli_help import DefaultsHelpFormatter
+from bench.common.files import atomic_write_text
 
 #: the Markdown reports a result folder may hold, in the order the index shows them
 REPORTS: tuple[str, ...] = ("table_certified.md", "table1.md", "table2.md", "soundness.md", "cost_model.md",

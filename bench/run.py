@@ -10,7 +10,7 @@ Outputs in ``--out`` (default ``runs/<dataset>/<preset>/`` under the current dir
 * ``summary.csv``, ``summary.md``, ``certified_accuracy.csv`` and the plots (see :mod:`bench.report`);
 * with the scaling stage, ``scaling.csv/png`` and the cost model; with the attack stage, the audit files.
 
-The settings are one :class:`bench.experiment.Experiment` (flags > experiment file > preset > defaults).
+The settings are one :class:`bench.common.experiment.Experiment` (flags > experiment file > preset > defaults).
 The stages run in the order certify, scaling, attack, report, and each file has one writer: the report
 (``summary.md``, the tables, the figures) is written last, from every stage's files. A scaling, attack or
 report stage whose inputs and settings are unchanged since the last run in ``--out`` (the manifest's
@@ -31,17 +31,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cli import cli_exit
-from .env import cpu_allocator, device_name, full_fp32, portable_path, resolve_device, tune_cpu_allocator
-from .experiment import Experiment, parse_args
-from .provenance import git_commit, package_versions
+from .common.cli import cli_exit
+from .common.env import cpu_allocator, device_name, full_fp32, portable_path, resolve_device, tune_cpu_allocator
+from .common.experiment import Experiment, parse_args
+from .common.provenance import git_commit, package_versions
 
 if TYPE_CHECKING:   # the stages import PyTorch and the pipeline when they run, after the flags are parsed
     import torch
 
     from .certify import distributed as dist_
     from .certify.runs import MonteCarloSettings, Run
-    from .models.experiment import ExperimentModels
+    from .models.experiment_models import ExperimentModels
 
 #: The stages after certification (scaling, attack, report) each record in the manifest's ``stages`` the
 #: fingerprint of their inputs and settings and the content hashes of
@@ -95,7 +95,7 @@ def _run(experiment: Experiment, context: dist_.Context) -> Path:
     report; each file of ``--out`` has one writer, and the report is written last, from every stage's files."""
     from .certify import distributed as dist_
     from .certify.machine import default_threads, machine_state, set_threads
-    from .certify.results import merge_results
+    from .certify.results_file import merge_results
     from .certify.runner import timing_summary
 
     out = experiment.output.out
@@ -141,7 +141,7 @@ def _load_inputs(experiment: Experiment, device: torch.device
     and their shape is checked again on the images read (an image folder without a crop).
     """
     from .data.selection import select_images
-    from .models.experiment import load_experiment_models, models_from_folder
+    from .models.experiment_models import load_experiment_models, models_from_folder
 
     selection, source = experiment.selection, experiment.models
     try:
@@ -298,7 +298,7 @@ def _certify_stage(experiment: Experiment, runs: list[Run], images: torch.Tensor
                    indices: torch.Tensor, context: dist_.Context) -> list[Any]:
     """Certify every pending (run, image) pair; returns every rank's timing."""
     from .certify import distributed as dist_
-    from .certify.results import check_rows, read_done, read_lines
+    from .certify.results_file import check_rows, read_done, read_lines
     from .certify.runner import certify_all
 
     out = experiment.output.out
@@ -335,7 +335,7 @@ def _record_timing(manifest: dict[str, Any], timing: dict[str, Any], tsv: Path,
 
 
 def _file_hash(path: Path) -> str | None:
-    from .files import sha256_file
+    from .common.files import sha256_file
 
     return sha256_file(path) if path.is_file() else None
 
@@ -371,11 +371,11 @@ def _hashes(paths: list[Path]) -> dict[str, str | None]:
 def _scaling_stage(experiment: Experiment, models: ExperimentModels, images: torch.Tensor, indices: torch.Tensor,
                    manifest: dict[str, Any], previous: dict[str, Any] | None) -> Any:
     """Seconds per image versus n on one model with a Lipschitz split, and the cost model (skipped without
-    ``--scaling-ns``; which model, and why each other one is skipped: :func:`bench.perf.scaling.scaling_model`).
+    ``--scaling-ns``; which model, and why each other one is skipped: :func:`bench.perf.n_sweep.scaling_model`).
     Returns the table."""
     import pandas as pd
 
-    from .perf.scaling import scaling_stage
+    from .perf.n_sweep import scaling_stage
 
     scaling, out = experiment.scaling, experiment.output.out
     if not scaling.ns:

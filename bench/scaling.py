@@ -4,8 +4,8 @@ With ``--sizes`` it runs the model-size sweep instead (:mod:`bench.perf.size_swe
 size, throughput, peak memory; default ``--out runs/sizes``), e.g.
 ``python -m bench.scaling --sizes default small medium large xlarge``.
 
-Command-line leaf over :mod:`bench.perf.scaling` and :mod:`bench.perf.cost_model`. Errors are one line
-on stderr (:mod:`bench.cli`).
+Command-line leaf over :mod:`bench.perf.n_sweep` and :mod:`bench.perf.cost_model`. Errors are one line
+on stderr (:mod:`bench.common.cli`).
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ import torch
 
 from .certify.batch_size import FARS_BATCH_SIZE, best_batch_size
 from .certify.machine import default_threads, machine_state, set_threads
-from .cli import checked, cli_exit, writable_dir
-from .cli_help import DefaultsHelpFormatter
-from .data import load_embedded
-from .env import (
+from .common.cli import checked, cli_exit, writable_dir
+from .common.cli_help import DefaultsHelpFormatter
+from .common.env import (
     EMBEDDED_MODELS,
     cpu_allocator,
     device_name,
@@ -35,13 +34,14 @@ from .env import (
     runs_dir,
     tune_cpu_allocator,
 )
-from .methods import SCALING_METHODS
+from .common.methods import SCALING_METHODS
+from .common.provenance import command_line, git_commit, package_versions
+from .data import load_embedded
 from .models import CheckpointError, load_zoo
 from .models.sll_format import SLL_SIZES
 from .perf import size_sweep
-from .perf.scaling import COHEN_MODES, DEFAULT_NS, scaling_table, write_cost_model
+from .perf.n_sweep import COHEN_MODES, DEFAULT_NS, scaling_table, write_cost_model
 from .perf.size_sweep import applicable_modes
-from .provenance import command_line, git_commit, package_versions
 from .report import plot_scaling
 
 #: the networks ``--sizes`` accepts

@@ -1,9 +1,9 @@
 """``python -m bench.sequential``: sequential versus fixed-n CERTIFY on the same images.
 
-Command-line leaf over :mod:`bench.perf.sequential`: certifies every image with ``cohen`` and ``fars-mc``
+Command-line leaf over :mod:`bench.perf.sequential_compare`: certifies every image with ``cohen`` and ``fars-mc``
 on ``sll+ce`` at each fixed n of a grid and sequentially at the cap, and writes ``sequential_examples.csv``,
 ``sequential.csv``, ``sequential.md`` (table and PASS/MISS verdict), ``time_budget_sequential.png/.pdf`` and
-``manifest.json`` to ``--out``. Errors are one line on stderr (:mod:`bench.cli`).
+``manifest.json`` to ``--out``. Errors are one line on stderr (:mod:`bench.common.cli`).
 """
 
 from __future__ import annotations
@@ -22,11 +22,9 @@ import torch
 
 from .certify.batch_size import best_batch_size
 from .certify.machine import default_threads, machine_state, set_threads
-from .cli import UsageError, checked, cli_exit, writable_dir
-from .cli_help import DefaultsHelpFormatter
-from .data import DATASETS
-from .data.selection import select_images
-from .env import (
+from .common.cli import UsageError, checked, cli_exit, writable_dir
+from .common.cli_help import DefaultsHelpFormatter
+from .common.env import (
     EMBEDDED_MODELS,
     cpu_allocator,
     device_name,
@@ -35,8 +33,11 @@ from .env import (
     runs_dir,
     tune_cpu_allocator,
 )
+from .common.provenance import git_commit, package_versions
+from .data import DATASETS
+from .data.selection import select_images
 from .models import CheckpointError, LoadedModel, load_zoo
-from .perf.sequential import (
+from .perf.sequential_compare import (
     DEFAULT_CAP,
     DEFAULT_FIXED_NS,
     DEFAULT_RADII,
@@ -45,7 +46,6 @@ from .perf.sequential import (
     certify_examples,
     write_outputs,
 )
-from .provenance import git_commit, package_versions
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> Path:
     out = checked(parser, lambda: writable_dir(args.out or runs_dir("fashion-mnist", "sequential")))
     device = checked(parser, lambda: resolve_device(args.device))
     set_threads(args.threads)
-    tune_cpu_allocator()   # no effect on results; no page-fault churn in the timings (bench.env)
+    tune_cpu_allocator()   # no effect on results; no page-fault churn in the timings (bench.common.env)
     state = machine_state(args.threads)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     model, fingerprint = load_models(args.models, device)

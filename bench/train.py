@@ -3,7 +3,7 @@
 Command-line leaf over :mod:`bench.models.training`. Checkpoints go to ``runs/models/<dataset>/`` by
 default; the shipped ones in ``bench/embedded/models/`` are replaced only with ``--out`` naming that
 folder and ``--overwrite-shipped``. Data is read from ``--data-root`` (default ``data/`` of the
-checkout; no environment variable is consulted). Errors are one line on stderr (:mod:`bench.cli`).
+checkout; no environment variable is consulted). Errors are one line on stderr (:mod:`bench.common.cli`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import torch
 
 from fars import BackboneConfig
 
-from .cli import checked, cli_exit, writable_dir
-from .cli_help import DefaultsHelpFormatter
+from .common.cli import checked, cli_exit, writable_dir
+from .common.cli_help import DefaultsHelpFormatter
+from .common.env import EMBEDDED_MODELS, REPO_ROOT, resolve_device, runs_dir
+from .common.files import is_within
 from .data import canonical_name, dataset_spec
-from .env import EMBEDDED_MODELS, REPO_ROOT, resolve_device, runs_dir
-from .files import is_within
 from .models.networks import HEAD_KINDS
 from .models.training import (
     DEFAULT_SIGMAS,
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     Raises:
         SystemExit: see :func:`parse_args`; an unknown --device.
         ValueError, bench.data.DatasetUnavailableError, bench.models.CheckpointError: data or models
-            that cannot be used (turned into one line by :func:`bench.cli.run_cli`).
+            that cannot be used (turned into one line by :func:`bench.common.cli.run_cli`).
     """
     args = parse_args(argv)
     spec = dataset_spec(args.dataset, args.data_root if args.dataset == "imagefolder" else None)

@@ -13,7 +13,7 @@ from .audit import LipschitzAudit, audit_lipschitz
 from .backbone import BackboneConfig, SLLBackbone, build_backbone
 from .closed_form import FaRSClosedForm, linear_head_radius
 from .crown import FaRSCrown
-from .monte_carlo import FaRSMonteCarlo
+from .head_smoothing import FaRSMonteCarlo
 from .sll import LipschitzAvgPool2d, NormalizedLinear, PadChannels, SLLConv2d, SLLDense, SpectralLinear
 
 __all__ = [

@@ -6,7 +6,7 @@
   (eval mode, weights declared fixed, timing);
 * :mod:`smoothing.statistics`: CERTIFY/PREDICT statistics on vote counts (Clopper-Pearson bound,
   certified radius, PREDICT's binomial test);
-* :mod:`smoothing.sequential`: the anytime-valid beta-binomial mixture confidence sequence and the stopping
+* :mod:`smoothing.confidence_sequence`: the anytime-valid beta-binomial mixture confidence sequence and the stopping
   rule of sequential CERTIFY;
 * :mod:`smoothing.monte_carlo`: :class:`MonteCarloCertifier`, the sampling side of CERTIFY (fixed-n or
   sequential) and PREDICT;
@@ -48,6 +48,15 @@ from .checks import (
     timed,
     validate_classifier,
 )
+from .confidence_sequence import (
+    FIRST_ROUND,
+    check_radii,
+    confidence_sequence,
+    log_mixture_ratio,
+    lower_confidence_sequence,
+    round_ends,
+    should_stop,
+)
 from .monte_carlo import NOISE_BOUND, MonteCarloCertifier, argmax_is, check_sigma_fits
 from .noise import (
     BLOCK_ELEMENTS,
@@ -60,15 +69,6 @@ from .noise import (
     block_size,
     check_seed,
     plan_batches,
-)
-from .sequential import (
-    FIRST_ROUND,
-    check_radii,
-    confidence_sequence,
-    log_mixture_ratio,
-    lower_confidence_sequence,
-    round_ends,
-    should_stop,
 )
 from .statistics import (
     BOUND_SLACK,

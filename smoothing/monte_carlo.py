@@ -14,11 +14,11 @@ Subclasses of :class:`MonteCarloCertifier` only say *where* the noise goes (:met
 *what* classifies a noisy point (:meth:`_classify`).
 
 Sequential CERTIFY (``sequential=True``, target ``radii``): step 1 as above; step 2 draws the
-estimation samples in geometric rounds (:func:`smoothing.sequential.round_ends`: 100, 200, 400, ...
+estimation samples in geometric rounds (:func:`smoothing.confidence_sequence.round_ends`: 100, 200, 400, ...
 samples in all, the last round cut so the total never exceeds the cap ``n``) and after each round bounds
 pA by the anytime-valid beta-binomial mixture confidence sequence; it stops when the certified radius
 reaches ``max(radii)``, when the sequence's upper bound shows that the next target radius cannot be
-reached (futility, which includes abstention), or at the cap (:func:`smoothing.sequential.should_stop`).
+reached (futility, which includes abstention), or at the cap (:func:`smoothing.confidence_sequence.should_stop`).
 The certificate is that of the lower bound at the stop, valid at any stopping time (Ville's inequality),
 so the guarantee is the same (1 - alpha) one. Round k continues the estimation stream of cap ``n``:
 sample j of an example is the same noise whatever the rounds, the batch size or the batch.
@@ -52,8 +52,8 @@ from .checks import (
     fixed_weights,
     timed,
 )
+from .confidence_sequence import check_radii, confidence_sequence, round_ends, should_stop
 from .noise import NoiseSource, Stage, check_seed
-from .sequential import check_radii, confidence_sequence, round_ends, should_stop
 from .statistics import binomial_abstain, radius_from_counts, radius_from_lower_bound
 
 #: a bound on |standard normal| used to refuse sigmas whose noise overflows the noisy space's dtype

@@ -19,7 +19,7 @@ from scipy import special
 from scipy.stats import binomtest, norm
 
 from .certificate import LARGEST_FINITE, SMALLEST_NORMAL, UNIT
-from .sequential import lower_confidence_sequence
+from .confidence_sequence import lower_confidence_sequence
 
 #: the Clopper-Pearson bound is lowered by this relative amount: scipy's ``betaincinv`` returns the
 #: exact quantile to within about 0.6 ulp (checked against 50-digit arithmetic in the tests), above
@@ -83,7 +83,7 @@ def radius_from_sequence(n_a: np.ndarray, used: np.ndarray, sigma: float, alpha:
     estimation samples classified cA, at whatever time sampling stopped.
 
     The bound is the lower end of the anytime-valid beta-binomial mixture confidence sequence
-    (:func:`smoothing.sequential.lower_confidence_sequence`, valid at data-dependent stopping times),
+    (:func:`smoothing.confidence_sequence.lower_confidence_sequence`, valid at data-dependent stopping times),
     then the radius follows the rules of :func:`radius_from_lower_bound` (same float slack).
     """
     return radius_from_lower_bound(lower_confidence_sequence(np.asarray(n_a), np.asarray(used), alpha),

@@ -24,9 +24,9 @@ import torch
 
 from baselines import CohenRS, LipschitzMargin
 from bench.certify.batch_size import fars_batch_size
+from bench.common.env import EMBEDDED_MODELS as DEFAULT_DIR
+from bench.common.env import device_name, tune_cpu_allocator
 from bench.data import load_embedded
-from bench.env import EMBEDDED_MODELS as DEFAULT_DIR
-from bench.env import device_name, tune_cpu_allocator
 from bench.models import load_zoo
 from bench.perf import cost_model as cm
 from fars import FaRSClosedForm, FaRSMonteCarlo

@@ -16,9 +16,9 @@ from bench.certify.certifiers import (
     build_certifier,
     supported_methods,
 )
-from bench.methods import METHODS
+from bench.common.methods import METHODS
 from bench.models import LoadedModel
-from bench.perf.scaling import scaling_model
+from bench.perf.n_sweep import scaling_model
 from fars import FaRSClosedForm, FaRSCrown, FaRSMonteCarlo
 
 MC = MonteCarloSettings(n0=5, n=30, alpha=0.01, batch_size=16, seed=3)

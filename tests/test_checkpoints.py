@@ -122,7 +122,7 @@ def test_git_commit_is_dirty_for_code_changes_only(tmp_path):
     import shutil
     import subprocess
 
-    from bench.provenance import git_commit
+    from bench.common.provenance import git_commit
 
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
@@ -150,7 +150,7 @@ def test_a_head_saved_under_another_kinds_name_is_refused(tmp_path):
     """head-ce.{pt,json} holding the margin head (files copied or swapped) must not run as the ce head."""
     import shutil
 
-    from bench.env import EMBEDDED_MODELS
+    from bench.common.env import EMBEDDED_MODELS
     from bench.models import load_zoo
 
     for name in ("sll-backbone", "head-ce", "head-margin"):
@@ -283,7 +283,7 @@ def test_invalid_json_in_a_sidecar_is_refused(tmp_path):
 
 
 def test_the_shipped_sidecars_pass_the_validation():
-    from bench.env import EMBEDDED_MODELS
+    from bench.common.env import EMBEDDED_MODELS
 
     for path in sorted(EMBEDDED_MODELS.glob("*.json")):
         meta = json.loads(path.read_text())

@@ -1,6 +1,6 @@
 """User mistakes give one clear line and a non-zero exit, never a raw traceback.
 
-Each row of :data:`CLI_CASES` runs a command in-process through :func:`bench.cli.run_cli` (as its
+Each row of :data:`CLI_CASES` runs a command in-process through :func:`bench.common.cli.run_cli` (as its
 ``__main__`` does) and checks the exit status and a fragment of what it printed on stderr; each row of
 :data:`LIBRARY_CASES` calls the library and checks the exception type and message. A few commands run
 as real processes to show that nothing but the one line reaches stderr.
@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from bench import art_compare, attack, scaling, train
-from bench.cli import (
+from bench.common.cli import (
     INTERRUPTED_MESSAGE,
     TRACEBACK_ENV,
     UsageError,
@@ -31,7 +31,7 @@ from bench.cli import (
     run_cli,
     writable_dir,
 )
-from bench.env import EMBEDDED_MODELS, REPO_ROOT
+from bench.common.env import EMBEDDED_MODELS, REPO_ROOT
 
 COMMANDS = {"train": train.main, "scaling": scaling.main, "art": art_compare.main, "attack": attack.main}
 
@@ -69,7 +69,7 @@ def _edit(folder: Path, stem: str, edit: Callable[[dict], None]) -> None:
 
 def _state(folder: Path, stem: str, write: Callable[[Path], None]) -> None:
     """Replace STEM.pt and record its hash (a consistent but bad pair, not a mere hash mismatch)."""
-    from bench.files import sha256_file
+    from bench.common.files import sha256_file
 
     write(folder / f"{stem}.pt")
     _edit(folder, stem, lambda m: m.update(state_sha256=sha256_file(folder / f"{stem}.pt")))
@@ -92,7 +92,7 @@ MODEL_CORRUPTIONS: dict[str, Callable[[Path], None]] = {
 }
 
 #: (command, argv with {root} for the scratch folder, exit status, fragment of stderr) (see the module docstring
-#: of bench/cli.py for the rule)
+#: of bench/common/cli.py for the rule)
 CLI_CASES = [
     ("train", ["--dataset", "imagefolder"], 2, "--dataset imagefolder needs --data-root"),
     ("train", ["--dataset", "imagefolder", "--data-root", "{root}/empty", "--out", "{root}/o"], 1,
@@ -195,7 +195,7 @@ def test_library_inputs_give_a_result_or_a_clear_exception(call, error, fragment
         call()
 
 
-# --- the rule of bench.cli ----------------------------------------------------------------------------------------
+# --- the rule of bench.common.cli ---------------------------------------------------------------------------
 
 
 def _raises(exc: BaseException) -> Callable[[list[str] | None], int]:

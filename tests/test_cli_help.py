@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import methods, names
 from bench.certify import runs
+from bench.common import methods, names
 from bench.data import DATASETS
 from bench.models import networks
 

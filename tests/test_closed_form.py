@@ -651,7 +651,7 @@ _THREADS_SCRIPT = """
 import json, sys, torch
 torch.set_num_threads(int(sys.argv[1]))
 from bench.data import load_embedded
-from bench.env import EMBEDDED_MODELS
+from bench.common.env import EMBEDDED_MODELS
 from bench.models import load_zoo
 from fars import FaRSClosedForm
 zoo = load_zoo(EMBEDDED_MODELS)
@@ -670,7 +670,7 @@ def test_thread_count_changes_closed_form_radii_by_at_most_the_stated_tolerance(
     import subprocess
     import sys
 
-    from bench.env import REPO_ROOT
+    from bench.common.env import REPO_ROOT
 
     results = []
     for threads in (1, 2):

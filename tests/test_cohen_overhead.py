@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.config import load_experiment
+from bench.common.config import load_experiment
 from bench.data.cifar import load_cifar
 from bench.perf import cohen_overhead as co
 

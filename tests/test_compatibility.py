@@ -10,7 +10,7 @@ import pytest
 import torchvision
 
 from bench import run
-from bench.cli import run_cli
+from bench.common.cli import run_cli
 from bench.data import selection
 from bench.models import templates
 

@@ -1,4 +1,4 @@
-"""Experiment files (``bench.config``) and how ``bench.run`` reads them: keys checked, paths resolved,
+"""Experiment files (``bench.common.config``) and how ``bench.run`` reads them: keys checked, paths resolved,
 flags over the file over the preset, and the shipped default experiment equal to the former default run."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from bench.certify import machine
-from bench.config import ConfigError, load_experiment
-from bench.experiment import (
+from bench.common.config import ConfigError, load_experiment
+from bench.common.experiment import (
     DEFAULT_CONFIG,
     PRESETS,
     AttackSettings,
@@ -234,7 +234,7 @@ def test_starved_cpu_runs_and_page_fault_bound_runs_are_flagged() -> None:
 
 
 def test_usage_is_read_from_the_results_file_of_a_cpu_run(tmp_path: Path) -> None:
-    from bench.certify import results
+    from bench.certify import results_file as results
 
     tsv = tmp_path / "certify.tsv"
     rows = ["\t".join(["0", "1", "1", "0.5", "1", "0:00:00.1", "cohen", "m", "0.25", "1100", "0.1", "0.04", "12"]),

@@ -17,7 +17,7 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
 from baselines import CohenRS
-from bench import env
+from bench.common import env
 from bench.perf import cost_model as cm
 from fars import BackboneConfig, Certificate, FaRSMonteCarlo, SLLBackbone
 from fars.sll import SLLDense
@@ -185,7 +185,7 @@ def test_best_batch_size_returns_a_candidate(tiny_split):
 
 def test_write_cost_model_writes_table_targets_and_markdown(tiny_split, tmp_path):
     from bench.data import load_embedded
-    from bench.perf.scaling import scaling_table, write_cost_model
+    from bench.perf.n_sweep import scaling_table, write_cost_model
 
     images, _, indices = load_embedded(limit=1)
     scaling = scaling_table(tiny_split, images, indices, (10, 20), sigma=0.25, n0=5, alpha=0.01, batch_size=8, seed=0,

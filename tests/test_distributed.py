@@ -13,7 +13,7 @@ import torch
 
 from bench import run as bench_run
 from bench.certify import distributed as dist_
-from bench.certify import results as bench_results
+from bench.certify import results_file as bench_results
 
 REPO = Path(__file__).resolve().parent.parent
 # everything that decides a row; `time` and `seconds` are measurements

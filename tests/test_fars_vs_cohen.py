@@ -154,7 +154,7 @@ def test_sampler_choice():
 
 @pytest.mark.parametrize("rank_deficient", [False, True])
 def test_gaussian_factor_reproduces_the_covariance(rank_deficient):
-    from fars.monte_carlo import gaussian_factor
+    from fars.head_smoothing import gaussian_factor
 
     torch.manual_seed(0)
     w = torch.randn(4, 9, dtype=torch.float64)

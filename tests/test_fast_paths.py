@@ -161,7 +161,7 @@ def cohen_certificates(model: nn.Module, images: torch.Tensor, memory_format: st
 
 
 def shipped_cnns():
-    from bench.env import EMBEDDED_MODELS
+    from bench.common.env import EMBEDDED_MODELS
     from bench.models import load_zoo
 
     return [nets[0] for _, nets in sorted(load_zoo(EMBEDDED_MODELS).cnns.items())]

@@ -42,7 +42,7 @@ def test_a_decompression_bomb_image_is_one_error(tmp_path: Path, monkeypatch: py
 def test_a_decompression_bomb_is_one_line_on_the_command_line(tmp_path: Path) -> None:
     _image_folder(tmp_path, 20)
     code = ("import sys; from PIL import Image; Image.MAX_IMAGE_PIXELS = 100; from bench.data.__main__ import main; "
-            "from bench.cli import cli_exit; cli_exit(main, sys.argv[1:])")
+            "from bench.common.cli import cli_exit; cli_exit(main, sys.argv[1:])")
     done = subprocess.run([sys.executable, "-c", code, "info", "imagefolder", "--data-root", str(tmp_path)],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "Traceback" not in done.stderr

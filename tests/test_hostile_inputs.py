@@ -25,12 +25,12 @@ from torch import nn
 from baselines import CohenRS, LipschitzMargin
 from bench import run as bench_run
 from bench.certify.machine import max_threads, set_threads
-from bench.cli import UsageError, run_cli
-from bench.config import ConfigError, load_experiment
-from bench.env import resolve_device
-from bench.files import sha256_file
+from bench.common.cli import UsageError, run_cli
+from bench.common.config import ConfigError, load_experiment
+from bench.common.env import resolve_device
+from bench.common.files import sha256_file
 from bench.models import checkpoints as ckpt
-from bench.models.experiment import load_experiment_models
+from bench.models.experiment_models import load_experiment_models
 from bench.models.loaded import ModelSpecError, load_model
 from bench.models.zoo import load_zoo
 from fars import FaRSClosedForm, FaRSMonteCarlo
@@ -397,7 +397,7 @@ def _cohen_run(sigma: float = 0.25, n: int = 1000):
 
 
 def test_resume_drops_rows_of_other_runs_and_images(tmp_path, capsys):
-    from bench.certify.results import merge_results
+    from bench.certify.results_file import merge_results
     tsv = tmp_path / "certify.tsv"
     tsv.write_text("\n".join([HEADER, _row(0), _row(10), _row(20), _row(0, sigma="0.5"), _row(0, "1", "fars-closed",
                                                                                             "-")]) + "\n")
@@ -410,7 +410,7 @@ def test_resume_drops_rows_of_other_runs_and_images(tmp_path, capsys):
 @pytest.mark.parametrize("radius", ["50", "inf", "nan", "0.62"])
 def test_resume_refuses_a_monte_carlo_radius_above_the_cut_off(tmp_path, radius):
     from bench.certify.manifest import ResumeError
-    from bench.certify.results import check_rows, read_lines
+    from bench.certify.results_file import check_rows, read_lines
     tsv = tmp_path / "certify.tsv"
     tsv.write_text("\n".join([HEADER, _row(0, "0.615"), _row(10, radius)]) + "\n")
     with pytest.raises(ResumeError, match=f"certify.tsv line 3: radius '{radius}' of run cohen\\|m\\|0.25 on image 10"):

@@ -61,7 +61,7 @@ def test_cpu_wheels_come_from_the_index_given(tmp_path: Path) -> None:
 
 def test_declared_python_has_tomllib_and_license_file_matches() -> None:
     python = SpecifierSet(PROJECT["requires-python"])
-    assert "3.10" not in python and "3.11" in python     # bench.config imports tomllib (3.11+)
+    assert "3.10" not in python and "3.11" in python     # bench.common.config imports tomllib (3.11+)
     assert PROJECT["license"] == "MIT"
     text = (ROOT / "LICENSE").read_text()
     assert text.startswith("MIT License") and "the fars-bench authors" in text

@@ -5,12 +5,16 @@ Walks the source with ``ast`` (nothing is imported), resolves relative imports, 
 * no import cycle among the modules of ``bench``;
 * the commands (``bench/run.py``, ``attack.py``, ``scaling.py``, ``art_compare.py``, ``train.py`` and
   every ``__main__.py``) are leaves: no module imports them;
-* ``bench.env``, ``bench.cli``, ``bench.cli_help`` and ``bench.names`` import nothing from ``bench``;
-* ``bench.methods`` (the one list of methods, read by every stage) imports only the standard library;
+* the top of ``bench`` holds the commands alone; the code they share lives in ``bench.common``, which imports
+  nothing from the pipeline; ``bench.common.env``, ``cli``, ``cli_help``, ``files`` and ``names`` import
+  nothing from ``bench`` at all;
+* ``bench.common.methods`` (the one list of methods, read by every stage) imports only the standard library;
+* no two modules of ``bench``, ``fars``, ``baselines`` and ``smoothing`` share a name (``__init__`` and
+  ``__main__`` aside), so a module's name says which one it is;
 * the pipeline's order: a stage never imports a later stage or a side branch
   (data -> models -> certify -> report; audit and perf may import the stages, not the reverse);
 * ``fars``, ``baselines`` and ``smoothing`` never import ``bench``;
-* ``bench.experiment`` (the typed settings of ``bench.run``, read before any stage) imports no PyTorch.
+* ``bench.common.experiment`` (the typed settings of ``bench.run``, read before any stage) imports no PyTorch.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = {"bench.run", "bench.attack", "bench.scaling", "bench.art_compare", "bench.train", "bench.sequential",
             "bench.gpu", "bench.results_index"}
-#: what each part of bench may import from bench (besides itself and the shared modules of SHARED)
+#: what each part of bench may import from bench (besides itself and SHARED)
 ALLOWED = {
     "bench.data": set(),
     "bench.models": {"bench.data"},
@@ -32,8 +36,8 @@ ALLOWED = {
     "bench.audit": {"bench.data", "bench.models", "bench.certify", "bench.report"},
     "bench.perf": {"bench.data", "bench.models", "bench.certify", "bench.report"},
 }
-SHARED = {"bench", "bench.env", "bench.files", "bench.provenance", "bench.units", "bench.config", "bench.cli",
-          "bench.cli_help", "bench.names", "bench.methods", "bench.experiment"}
+#: the part of bench every other part may import
+SHARED = "bench.common"
 
 
 def module_name(path: Path) -> str:
@@ -117,18 +121,35 @@ def test_commands_are_leaves(graph: dict[str, set[str]]) -> None:
     assert not offenders, f"modules importing a command-line module: {offenders}"
 
 
-def test_env_imports_nothing_from_bench(graph: dict[str, set[str]]) -> None:
-    assert graph["bench.env"] == set()
-    assert graph["bench.cli"] == set() and graph["bench.cli_help"] == set() and graph["bench.names"] == set()
-    assert graph["bench.provenance"] <= {"bench.env"}
-    assert graph["bench.files"] == set()
+def test_the_top_of_bench_holds_the_commands_alone(graph: dict[str, set[str]]) -> None:
+    top = {m for m in graph if m.count(".") == 1 and (ROOT / Path(*m.split("."))).with_suffix(".py").is_file()}
+    assert top == COMMANDS, f"modules at the top of bench that are not commands: {sorted(top - COMMANDS)}"
+
+
+def test_the_shared_code_imports_nothing_from_the_pipeline(graph: dict[str, set[str]]) -> None:
+    offenders = {m: sorted(d for d in deps if part(d) != SHARED) for m, deps in graph.items()
+                 if part(m) == SHARED and any(part(d) != SHARED for d in deps)}
+    assert not offenders, offenders
+    for leaf in ("env", "cli", "cli_help", "files", "names"):
+        assert graph[f"{SHARED}.{leaf}"] == set(), leaf
+    assert graph[f"{SHARED}.provenance"] <= {f"{SHARED}.env"}
+
+
+def test_no_two_modules_share_a_name() -> None:
+    seen: dict[str, list[str]] = {}
+    for package in ("bench", "fars", "baselines", "smoothing"):
+        for name, path in modules(package).items():
+            if path.stem not in {"__init__", "__main__"}:
+                seen.setdefault(path.stem, []).append(name)
+    clashes = {stem: names for stem, names in seen.items() if len(names) > 1}
+    assert not clashes, clashes
 
 
 def test_the_method_registry_imports_only_the_standard_library(graph: dict[str, set[str]]) -> None:
     import sys
 
-    assert graph["bench.methods"] == set()
-    tree = ast.parse((ROOT / "bench" / "methods.py").read_text())
+    assert graph["bench.common.methods"] == set()
+    tree = ast.parse((ROOT / "bench" / "common" / "methods.py").read_text())
     top = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     top |= {(node.module or "").split(".")[0] for node in ast.walk(tree)
             if isinstance(node, ast.ImportFrom) and not node.level}
@@ -143,7 +164,7 @@ def test_stages_import_only_earlier_stages(graph: dict[str, set[str]]) -> None:
             continue
         for dep in deps:
             target = part(dep)
-            if target == owner or dep in SHARED:
+            if target in (owner, SHARED) or dep == "bench":
                 continue
             if target not in ALLOWED[owner]:
                 problems.append(f"{module} imports {dep}")
@@ -165,7 +186,7 @@ def test_the_walker_sees_relative_imports() -> None:
     """The checks above are only as good as the import walk: it must resolve relative imports."""
     mods = modules("bench")
     deps = imports("bench.run", mods["bench.run"], set(mods))
-    assert "bench.certify.runner" in deps and "bench.env" in deps
+    assert "bench.certify.runner" in deps and "bench.common.env" in deps
 
 
 def test_the_experiment_settings_import_no_torch() -> None:
@@ -173,6 +194,6 @@ def test_the_experiment_settings_import_no_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys, bench.experiment; print('torch' in sys.modules)"
+    code = "import sys, bench.common.experiment; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr

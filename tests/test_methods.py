@@ -1,16 +1,17 @@
-"""The one method registry (:mod:`bench.methods`): every stage's method list is derived from it."""
+"""The one method registry (:mod:`bench.common.methods`): every stage's method list is derived from it."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench import experiment as bench_experiment
-from bench import methods as registry
 from bench import scaling as bench_scaling
 from bench.audit import soundness
 from bench.certify import runs
+from bench.common import experiment as bench_experiment
+from bench.common import methods as registry
 from bench.models import zoo
-from bench.report import metrics, paper_tables, plots, results
+from bench.report import metrics, paper_tables, plots
+from bench.report import read as results
 
 
 def test_the_registry_lists_each_method_once_with_its_kind() -> None:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet50
 
-from bench.files import sha256_file
+from bench.common.files import sha256_file
 from bench.models import LoadedModel, ModelSpecError, load_model, load_zoo
 from bench.models.cifar_resnet import CifarResNet
 from bench.models.cohen_format import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench import attack as bench_attack
-from bench.certify.results import COLUMNS
+from bench.certify.results_file import COLUMNS
 from bench.models import __main__ as models_cli
 from bench.models import load_model
 

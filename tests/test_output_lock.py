@@ -17,11 +17,11 @@ import pytest
 
 from bench import attack as bench_attack
 from bench import run as bench_run
-from bench.cli import run_cli
-from bench.files import LOCK_NAME, FolderInUseError, FolderLock
+from bench.common.cli import run_cli
+from bench.common.files import LOCK_NAME, FolderInUseError, FolderLock
 
 REPO = Path(__file__).resolve().parents[1]
-HOLDER = ("import sys; from bench.files import FolderLock, FolderInUseError\n"
+HOLDER = ("import sys; from bench.common.files import FolderLock, FolderInUseError\n"
           "lock = FolderLock(sys.argv[1], 'holder')\n"
           "try:\n    lock.acquire()\nexcept FolderInUseError:\n    print('refused', flush=True); sys.exit(0)\n"
           "print('held', flush=True); sys.stdin.read(); lock.release()\n")

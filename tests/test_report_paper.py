@@ -17,11 +17,11 @@ import pytest
 from statsmodels.stats.proportion import proportion_confint
 
 from bench import report
-from bench.certify import results as certify_results
+from bench.certify import results_file as certify_results
 from bench.certify.runs import Run
 from bench.report import __main__ as report_cli
 from bench.report import figures, paper_metrics
-from bench.report.results import parse_run_name
+from bench.report.read import parse_run_name
 from smoothing.statistics import max_certifiable_radius
 
 SIGMAS = (0.12, 0.25, 0.5)
@@ -494,9 +494,9 @@ def test_importing_a_run_twice_is_refused_and_cohen_files_alone_make_a_report(tm
 
 
 def test_report_stage_knows_the_harness_methods() -> None:
-    # bench.report.results keeps its own copy of the method names (it must not import torch): keep them equal
+    # bench.report.read keeps its own copy of the method names (it must not import torch): keep them equal
     from bench.certify.runs import METHODS
-    from bench.report.results import KNOWN_METHODS, MONTE_CARLO
+    from bench.report.read import KNOWN_METHODS, MONTE_CARLO
 
     assert tuple(KNOWN_METHODS) == tuple(METHODS)
     assert set(MONTE_CARLO) == {"cohen", "fars-mc"}
@@ -584,7 +584,7 @@ def test_cohen_only_run_writes_no_fars_table_and_no_speedup(run_dir: Path, tmp_p
 
 
 def test_radii_printed_as_given(run_dir: Path, tmp_path: Path) -> None:
-    from bench.units import fmt_radius, parse_radius
+    from bench.common.units import fmt_radius, parse_radius
 
     assert [fmt_radius(r) for r in (0, 0.05, 36 / 255, 72 / 255, 1.0, 0.2, 0.141176)] == \
         ["0", "0.05", "36/255", "72/255", "1", "0.2", "0.141"]

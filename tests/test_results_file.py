@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bench import run as bench_run
-from bench.certify import results as bench_results
-from bench.cli import run_cli
+from bench.certify import results_file as bench_results
+from bench.common.cli import run_cli
 
 HEADER = "\t".join(bench_results.COLUMNS) + "\n"
 ROWS = ["0\t9\t9\t0.5\t1\t0:00:00.1\tcohen\tsll+ce\t0.25\t25\t0.1\t0.09\t3\n",

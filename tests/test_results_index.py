@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bench import results_index
-from bench.cli import run_cli
+from bench.common.cli import run_cli
 
 
 def make_result(folder, manifest, reports):

@@ -10,7 +10,7 @@ import torch
 from conftest import TINY
 
 from bench import run as bench_run
-from bench.certify import results as bench_results
+from bench.certify import results_file as bench_results
 from bench.certify import runner as bench_runner
 from bench.models import checkpoints as ckpt
 from fars import SLLBackbone
@@ -250,7 +250,7 @@ def test_mismatched_checkpoint_folder_is_a_clear_error(tmp_path):
 def test_scaling_table_times_each_method_and_n(tiny_zoo):
     from bench.data import load_embedded
     from bench.models import load_zoo
-    from bench.perf.scaling import scaling_table
+    from bench.perf.n_sweep import scaling_table
 
     model = load_zoo(tiny_zoo).split_model("ce")
     images, _, indices = load_embedded(limit=2)
@@ -268,7 +268,7 @@ def test_scaling_table_times_each_method_and_n(tiny_zoo):
 def test_scaling_table_times_cohen_fast_modes_as_rows_of_their_own(tiny_zoo):
     from bench.data import load_embedded
     from bench.models import load_zoo
-    from bench.perf.scaling import scaling_table
+    from bench.perf.n_sweep import scaling_table
 
     model = load_zoo(tiny_zoo).split_model("ce")
     images, labels, indices = load_embedded(limit=2)

@@ -1,6 +1,6 @@
 """Sequential CERTIFY and the anytime-valid confidence sequence behind it, tried hard.
 
-* The beta-binomial mixture confidence sequence (smoothing.sequential) must cover the true p at *every*
+* The beta-binomial mixture confidence sequence (smoothing.confidence_sequence) must cover the true p at *every*
   time with probability >= 1 - alpha: checked on simulated Bernoulli streams (numpy), at every integer time
   on short horizons and at the round boundaries of long ones, at p near 1/2, near 1 and between; and its
   bounds are checked against 50-digit arithmetic (mpmath), on the safe side.
@@ -26,9 +26,7 @@ from torch import nn
 from baselines import CohenRS
 from fars import ABSTAIN, FaRSMonteCarlo
 from smoothing import Certificate
-from smoothing.monte_carlo import NOISE_BOUND
-from smoothing.noise import MAX_BLOCK_SAMPLES, NoiseSource, Stage, plan_batches
-from smoothing.sequential import (
+from smoothing.confidence_sequence import (
     SCALAR_MAX,
     _log_beta_error,
     check_radii,
@@ -37,6 +35,8 @@ from smoothing.sequential import (
     round_ends,
     should_stop,
 )
+from smoothing.monte_carlo import NOISE_BOUND
+from smoothing.noise import MAX_BLOCK_SAMPLES, NoiseSource, Stage, plan_batches
 from smoothing.statistics import (
     lower_confidence_bound,
     radius_from_counts,

@@ -1,4 +1,4 @@
-"""Sequential versus fixed-n CERTIFY on the same images: ``bench.perf.sequential`` and its command.
+"""Sequential versus fixed-n CERTIFY on the same images: ``bench.perf.sequential_compare`` and its command.
 
 Runs on the tiny random models of ``tiny_zoo`` with a cap of 500 samples on 3 embedded images, so it checks
 the bookkeeping (rows, samples, the summary's accuracies and intervals, the paired differences, the files)
@@ -15,9 +15,9 @@ import pytest
 from statsmodels.stats.proportion import proportion_confint
 
 from bench import sequential as command
-from bench.cli import run_cli
+from bench.common.cli import run_cli
 from bench.models import load_zoo
-from bench.perf.sequential import (
+from bench.perf.sequential_compare import (
     EXAMPLE_COLUMNS,
     FIXED,
     SEQUENTIAL,

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from test_datasets import make_mnist_like
 
+from bench.common.env import EMBEDDED_MODELS
+from bench.common.files import is_within
 from bench.data import __main__ as data_cli
-from bench.env import EMBEDDED_MODELS
-from bench.files import is_within
 from bench.train import parse_args
 
 

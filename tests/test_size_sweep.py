@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from bench import scaling
-from bench.env import REPO_ROOT
+from bench.common.env import REPO_ROOT
+from bench.common.provenance import command_line
 from bench.models.sll_format import SLLLayout
 from bench.perf import cost_model as cm
 from bench.perf import size_sweep as ss
 from bench.perf.size_sweep import sweep
-from bench.provenance import command_line
 
 TINY = ss.SizeSpec("tiny", SLLLayout(n_conv=2, n_dense=1, width=4, conv_inner=2, dense_inner=16))
 MACHINE = cm.Machine("cpu", "test machine", 1, matmul_flops=1e10, bandwidth=1e10, normal_rate=1e8)

@@ -12,8 +12,8 @@ import pytest
 import tomllib
 import torch
 
-from bench.cli import run_cli
-from bench.experiment import DEFAULT_CONFIG
+from bench.common.cli import run_cli
+from bench.common.experiment import DEFAULT_CONFIG
 from bench.models import ModelSpecError, cohen_format, load_model, sll_format, templates
 from bench.models import __main__ as models_cli
 from bench.models.keys import INLINE_LINES
@@ -101,7 +101,7 @@ def test_torch_template_is_written_and_loaded(tmp_path: Path, monkeypatch: pytes
 
 
 def test_fars_bench_layout_is_that_of_the_shipped_checkpoints() -> None:
-    from bench.env import EMBEDDED_MODELS
+    from bench.common.env import EMBEDDED_MODELS
 
     listed = templates.layout("fars-bench")
     for weights in sorted(EMBEDDED_MODELS.glob("*.pt")):

@@ -178,7 +178,7 @@ def test_training_settings_follow_the_data_set():
 def test_train_flags_are_checked_before_any_work(tmp_path, capsys):
     import pytest
 
-    from bench.env import EMBEDDED_MODELS
+    from bench.common.env import EMBEDDED_MODELS
     from bench.train import build_parser, parse_args
 
     args = parse_args(["--dataset", "CIFAR10", "--out", str(tmp_path / "m"), "--data-root", str(tmp_path)])

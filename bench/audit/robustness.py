@@ -40,9 +40,9 @@ from tqdm.auto import tqdm
 from smoothing import MonteCarloCertifier
 
 from ..certify.runs import MonteCarloSettings, build_runs
-from ..env import portable_path
-from ..experiment import AttackSettings
-from ..models.experiment import ExperimentModels
+from ..common.env import portable_path
+from ..common.experiment import AttackSettings
+from ..models.experiment_models import ExperimentModels
 from ..models.loaded import LoadedModel
 from ..report import PAPER_RADII, read_results
 from .pgd import PGDConfig, min_norm_attack, pgd_attack, rank_targets

@@ -51,7 +51,7 @@ from smoothing.certificate import ABSTAIN
 from smoothing.monte_carlo import MonteCarloCertifier
 from smoothing.noise import check_seed
 
-from ..methods import DETERMINISTIC_METHODS, MONTE_CARLO_METHODS
+from ..common.methods import DETERMINISTIC_METHODS, MONTE_CARLO_METHODS
 from ..report import markdown_table
 from .pgd import PGDConfig, flat_norm, min_norm_attack, pgd_attack, rank_targets, smoothed_pgd
 

@@ -42,7 +42,7 @@ def plain_batch(input_shape: Sequence[int], batch_size: int, device: torch.devic
 
 
 #: batch sizes tried by :func:`best_batch_size` (noisy samples per forward pass)
-#: (with the tuned allocator, bench.env.tune_cpu_allocator, a 2-core CPU spends the same CPU time per sample of
+#: (with the tuned allocator, bench.common.env.tune_cpu_allocator, a 2-core CPU spends the same CPU time per sample of
 #: the default network at 256 and 1024; without it the larger batches' activations are mapped and zeroed afresh
 #: on every forward: 196 page faults per sample at 1024, 1.7x the CPU time of 256)
 BATCH_CANDIDATES = {"cpu": (64, 128, 256, 512, 1024, 2048, 4096), "cuda": (1024, 4096, 16384, 32768, 65536)}

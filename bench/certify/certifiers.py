@@ -1,9 +1,10 @@
-"""The one certifier factory: a method of :mod:`bench.methods`, a model and settings -> a :class:`~fars.Certifier`.
+"""The one certifier factory: a method of :mod:`bench.common.methods`, a model and settings -> a
+:class:`~fars.Certifier`.
 
 Every stage builds its certifiers here: the certification runs (:func:`bench.certify.runs.build_runs`), the
-attack stage (through them), the scaling sweep (:mod:`bench.perf.scaling`) and the sequential comparison
-(:mod:`bench.perf.sequential`). What each method needs of a model (its whole network, a Lipschitz split, a
-linear or a ReLU head) is the registry's :attr:`~bench.methods.Method.needs`; :func:`supported_methods` reads
+attack stage (through them), the scaling sweep (:mod:`bench.perf.n_sweep`) and the sequential comparison
+(:mod:`bench.perf.sequential_compare`). What each method needs of a model (its whole network, a Lipschitz split, a
+linear or a ReLU head) is the registry's :attr:`~bench.common.methods.Method.needs`; :func:`supported_methods` reads
 it off a :class:`~bench.models.loaded.LoadedModel`.
 
 * ``cohen``: :class:`~baselines.CohenRS` on the whole network, noise on the input; :class:`CohenOptions` holds
@@ -28,14 +29,14 @@ from baselines import CohenRS, LipschitzMargin
 from fars import Certifier, FaRSClosedForm, FaRSCrown, FaRSMonteCarlo
 from fars.crown import is_relu_head
 
-from ..methods import METHODS, MONTE_CARLO_METHODS, SPLIT_METHODS, methods_needing
+from ..common.methods import METHODS, MONTE_CARLO_METHODS, SPLIT_METHODS, methods_needing
 from ..models.loaded import LoadedModel
 
 
 @dataclass(frozen=True)
 class MonteCarloSettings:
     """CERTIFY's settings of every Monte Carlo run; with ``sequential``, ``n`` is the cap and sampling
-    stops once ``radii`` are decided (see :mod:`smoothing.sequential`)."""
+    stops once ``radii`` are decided (see :mod:`smoothing.confidence_sequence`)."""
 
     n0: int
     n: int
@@ -71,7 +72,7 @@ class RunError(ValueError):
 
 
 def supported_methods(model: LoadedModel) -> tuple[str, ...]:
-    """The methods that can certify ``model`` (in run order; what each needs is in :mod:`bench.methods`)."""
+    """The methods that can certify ``model`` (in run order; what each needs is in :mod:`bench.common.methods`)."""
     split = model.backbone is not None and model.head is not None and model.lipschitz is not None
     needs = ["network"]
     if split:
@@ -93,7 +94,7 @@ def why_unsupported(model: LoadedModel, methods: tuple[str, ...]) -> str:
 
 def build_certifier(method: str, model: LoadedModel, sigma: float | None = None,
                     mc: MonteCarloSettings | None = None, *, cohen: CohenOptions | None = None) -> Certifier:
-    """The certifier of ``method`` (a name of :data:`bench.methods.METHODS`) on ``model``.
+    """The certifier of ``method`` (a name of :data:`bench.common.methods.METHODS`) on ``model``.
 
     Monte Carlo methods (``cohen``, ``fars-mc``) take the noise level ``sigma`` and the sampling settings
     ``mc`` (n0, n, alpha, batch size, seed, sequential mode); ``cohen`` also ``cohen`` (default

@@ -42,8 +42,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..cli import UsageError
-from ..files import FolderInUseError, FolderLock
+from ..common.cli import UsageError
+from ..common.files import FolderInUseError, FolderLock
 
 SHARD_DIR = "shards"
 
@@ -138,7 +138,7 @@ def check_shared_folder(out: Path, context: Context) -> None:
 
 @contextlib.contextmanager
 def output_lock(out: Path, context: Context, command: str = "bench.run") -> Iterator[None]:
-    """Own ``out`` for the duration of the block (:class:`bench.files.FolderLock`): one run at a time.
+    """Own ``out`` for the duration of the block (:class:`bench.common.files.FolderLock`): one run at a time.
 
     Under torchrun the ranks share one lock: rank 0 takes it for the whole group (the record names the
     launcher's pid and the number of processes) and every rank learns whether it got it.

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..cli import UsageError
-from ..env import THREADS_PER_CPU, max_threads
-from .results import COLUMNS, read_lines
+from ..common.cli import UsageError
+from ..common.env import THREADS_PER_CPU, max_threads
+from .results_file import COLUMNS, read_lines
 
 #: a load average above this fraction of a CPU per CPU this process does not use means another process
 #: competes for the CPUs
@@ -137,12 +137,13 @@ def usage_warnings(usage_by_run: Iterable[tuple[str, np.ndarray, np.ndarray, np.
         if fault_cpu > 0 and fault_total / fault_cpu > PAGE_FAULT_RATE_LIMIT:
             warnings.append(f"{key}: {fault_total / max(1, int(counted.sum())):,.0f} minor page faults per image "
                             f"({fault_total / fault_cpu:,.0f} per CPU second): its time includes the kernel "
-                            "zeroing freshly mapped memory (is the allocator tuned? bench.env.tune_cpu_allocator)")
+                            "zeroing freshly mapped memory (is the allocator tuned? "
+                            "bench.common.env.tune_cpu_allocator)")
     return warnings
 
 
 def usage_by_run(tsv: Path, device: str) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
-    """Per run of the results file ``tsv`` (:mod:`bench.certify.results`): (key, wall seconds, CPU seconds, page
+    """Per run of the results file ``tsv`` (:mod:`bench.certify.results_file`): (key, wall seconds, CPU seconds, page
     faults) of its rows, for :func:`usage_warnings`; none when the run's ``device`` is not the CPU (a process
     waiting for a GPU is not starved)."""
     if not str(device).startswith("cpu"):

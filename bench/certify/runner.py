@@ -23,11 +23,11 @@ from tqdm.auto import tqdm
 from baselines import CohenRS
 from baselines.cohen import MEMORY_FORMATS
 
-from ..env import process_usage
-from ..units import fmt_seconds
+from ..common.env import process_usage
+from ..common.units import fmt_seconds
 from . import distributed as dist_
 from .batch_size import best_batch_size, best_memory_format, fars_batch_size
-from .results import COLUMNS, format_row, read_done
+from .results_file import COLUMNS, format_row, read_done
 from .runs import Run
 
 
@@ -94,7 +94,7 @@ class _RowWriter:
 
     def certify(self, run: Run, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, i: int) -> float:
         """Certify image ``i`` with ``run``, write its row (with the call's process CPU time and minor page faults,
-        :func:`bench.env.process_usage`); returns the call's seconds."""
+        :func:`bench.common.env.process_usage`); returns the call's seconds."""
         cpu, faults = process_usage()
         cert = run.certifier.certify(images[i:i + 1], indices=indices[i:i + 1])
         cpu_after, faults_after = process_usage()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from fars import Certifier
 
-from ..methods import METHODS, MONTE_CARLO_METHODS
+from ..common.methods import METHODS, MONTE_CARLO_METHODS
 from ..models.zoo import ExperimentModel
 from .certifiers import MonteCarloSettings, RunError, build_certifier, supported_methods, why_unsupported
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from ..cli import cli_exit
-from ..files import is_within
+from ..common.cli import cli_exit
+from ..common.files import is_within
 from .base import DatasetUnavailableError, EmbeddedDataError, IdxFormatError
 from .cifar import CIFAR_LAYOUTS, official_md5_matches
 from .embedded import EMBEDDED_DIR, EMBEDDED_PATH, EMBEDDED_PER_CLASS, build_embedded_subset, sidecar_path

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..files import sha256_file
+from ..common.files import sha256_file
 from .base import DatasetUnavailableError, EmbeddedDataError, IdxFormatError
 from .idx import (
     FASHION_MNIST_CLASSES,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ..names import HEAD_KINDS
+from ..common.names import HEAD_KINDS
 
 if TYPE_CHECKING:
     from .checkpoints import CheckpointError

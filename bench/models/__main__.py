@@ -22,14 +22,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..cli import UsageError, cli_exit
-from ..cli_help import DefaultsHelpFormatter
-from ..config import ConfigError, load_experiment
+from ..common.cli import UsageError, cli_exit
+from ..common.cli_help import DefaultsHelpFormatter
+from ..common.config import ConfigError, load_experiment
 
 if TYPE_CHECKING:
     import torch
 
-    from .experiment import ExperimentModels
+    from .experiment_models import ExperimentModels
 
 #: the choices of the layout and template flags (checked against the loaders' tables by the tests)
 FORMATS = ("cohen", "sll", "fars-bench", "torch")
@@ -125,9 +125,9 @@ def _info(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         experiment = load_experiment(args.config)
     except ConfigError as err:
         parser.error(str(err))
+    from ..common.env import resolve_device
     from ..data import canonical_name
-    from ..env import resolve_device
-    from .experiment import load_experiment_models
+    from .experiment_models import load_experiment_models
 
     dataset = canonical_name(experiment.settings.get("dataset", "fashion-mnist"))
     data_root = args.data_root or experiment.settings.get("data_root")

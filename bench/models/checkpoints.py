@@ -25,9 +25,9 @@ from torch import nn
 from fars import BackboneConfig, SLLBackbone
 from fars.audit import LipschitzAudit
 
+from ..common.files import sha256_file
+from ..common.provenance import git_commit, package_versions
 from ..data import dataset_spec
-from ..files import sha256_file
-from ..provenance import git_commit, package_versions
 from .keys import mismatch_message
 from .loaded import check_dense, check_weight_dtypes
 from .networks import CNNConfig, HeadConfig, SmallCNN, build_head

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..files import sha256_file
+from ..common.files import sha256_file
 from .keys import mismatch_message
 
 #: format name -> module (in this package) whose ``load(reader)`` builds the model

@@ -8,7 +8,7 @@ from torch import nn
 
 from fars import NormalizedLinear
 
-from ..names import HEAD_KINDS
+from ..common.names import HEAD_KINDS
 
 
 @dataclass(frozen=True)

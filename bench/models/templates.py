@@ -24,7 +24,7 @@ from torch import nn
 
 from fars import BackboneConfig, SLLBackbone
 
-from ..env import EMBEDDED_MODELS
+from ..common.env import EMBEDDED_MODELS
 from . import cohen_format, sll_format
 from .networks import HEAD_KINDS, CNNConfig, HeadConfig, SmallCNN, build_head
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from fars.crown import is_relu_head
 
-from ..methods import methods_needing
+from ..common.methods import methods_needing
 from . import checkpoints as ckpt
 from .loaded import LoadedModel
 from .networks import HEAD_KINDS

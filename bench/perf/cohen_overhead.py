@@ -39,10 +39,10 @@ from torch import nn
 
 from smoothing.checks import fixed_weights
 
-from ..cli import UsageError, checked, cli_exit
-from ..cli_help import DefaultsHelpFormatter
+from ..common.cli import UsageError, checked, cli_exit
+from ..common.cli_help import DefaultsHelpFormatter
+from ..common.env import tune_cpu_allocator
 from ..data import CIFAR10_CLASSES
-from ..env import tune_cpu_allocator
 from .size_sweep import build_network, named_spec
 
 #: the sizes of the size sweep this command builds at CIFAR-10's 3 x 32 x 32 (``default`` is a Fashion-MNIST net)

@@ -52,11 +52,11 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
 from fars.closed_form import head_geometry, linear_head_radius
-from fars.monte_carlo import FaRSMonteCarlo, _Layers, split_first_linear
+from fars.head_smoothing import FaRSMonteCarlo, _Layers, split_first_linear
 from smoothing.checks import fixed_weights, module_device, timed
 
 from ..certify.batch_size import best_seconds, plain_batch
-from ..env import cpu_allocator_tuned, device_name
+from ..common.env import cpu_allocator_tuned, device_name
 from ..report import fmt_seconds, markdown_table
 
 FP32_BYTES = 4

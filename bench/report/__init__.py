@@ -38,7 +38,7 @@ Command line (``bench/report/__main__.py``)::
 
 from __future__ import annotations
 
-from .cohen import export_cohen
+from .cohen_export import export_cohen
 from .figures import certified_panels, plot_certified_accuracy, plot_certified_panels, plot_time_budget
 from .metrics import PAPER_RADII, RUN_KEYS, backbone_family, certified_accuracy, default_grid, summarize
 from .paper_metrics import (
@@ -53,7 +53,7 @@ from .paper_metrics import (
 )
 from .paper_tables import write_table1, write_table2, write_table_certified
 from .plots import plot_scaling, plot_speedup
-from .results import COHEN_COLUMNS, REQUIRED_COLUMNS, import_cohen, read_results
+from .read import COHEN_COLUMNS, REQUIRED_COLUMNS, import_cohen, read_results
 from .tables import fmt_seconds, markdown_table, write_summary
 from .write import select_runs, write_reports
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..cli import cli_exit
-from ..units import parse_radius
+from ..common.cli import cli_exit
+from ..common.units import parse_radius
 from .metrics import PAPER_RADII
 from .paper_metrics import check_monte_carlo_radii, rows_of_run
-from .results import REQUIRED_COLUMNS, check_unique_rows, import_cohen, read_results
+from .read import REQUIRED_COLUMNS, check_unique_rows, import_cohen, read_results
 from .write import DEFAULT_FORMATS, FORMATS, monte_carlo_settings, write_reports
 
 #: columns of an attack-results table (``--empirical``, ``robustness.csv``)

@@ -38,7 +38,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from ..units import fmt_radius, fmt_seconds  # noqa: E402
+from ..common.units import fmt_radius, fmt_seconds  # noqa: E402
 from .metrics import (  # noqa: E402
     PAPER_RADII,
     RUN_KEYS,
@@ -50,7 +50,7 @@ from .metrics import (  # noqa: E402
 )
 from .paper_metrics import envelope, envelope_model, mc_cutoff, time_budget  # noqa: E402
 from .plots import _MARKERS, FIG_WIDTH, _style_axes, method_colors, paper_rc, save_figure  # noqa: E402
-from .results import as_results  # noqa: E402
+from .read import as_results  # noqa: E402
 
 if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType

@@ -1,7 +1,7 @@
 """The numbers of a certification run: certified accuracy, ACR, abstention, timing and speed-ups.
 
 Everything here takes a per-example results frame (see
-:func:`bench.report.results.read_results`) and returns numbers or frames; it
+:func:`bench.report.read.read_results`) and returns numbers or frames; it
 reads no file and draws nothing (the split Cohen et al.'s ``analyze.py`` makes
 between ``ApproximateAccuracy`` and its plots).
 
@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import bootstrap
 
-from ..methods import DETERMINISTIC_METHODS as _DETERMINISTIC
-from .results import as_results
+from ..common.methods import DETERMINISTIC_METHODS as _DETERMINISTIC
+from .read import as_results
 
 if TYPE_CHECKING:
     from pandas.api.typing import DataFrameGroupBy
@@ -87,7 +87,7 @@ def same_sigma(a: float, b: float) -> bool:
 
 def _radius_label(r: float) -> str:
     """Column-name form of a radius: 0 -> '0', 0.05 -> '0.05', 36/255 -> '0.141176470588' (12 significant
-    digits, so that :func:`bench.units.fmt_radius` still recognises the fraction)."""
+    digits, so that :func:`bench.common.units.fmt_radius` still recognises the fraction)."""
     return f"{float(r):.12g}"
 
 
@@ -297,7 +297,7 @@ def summarize(
     Parameters
     ----------
     df:
-        Per-example results (see :func:`~bench.report.results.read_results`).
+        Per-example results (see :func:`~bench.report.read.read_results`).
     radii:
         Radii reported as ``cert_acc@R`` columns (default: the paper radii
         0, 0.05, 0.1, 0.2, 0.3).  Column names use ``format(r, 'g')``:

@@ -35,9 +35,9 @@ import pandas as pd
 from scipy.stats import norm
 from statsmodels.stats.proportion import proportion_confint
 
-from ..units import CUTOFF_SLACK
+from ..common.units import CUTOFF_SLACK
 from .metrics import DETERMINISTIC_METHODS, RUN_KEYS, _cert_acc_values, run_groups, sort_runs
-from .results import MONTE_CARLO, as_results
+from .read import MONTE_CARLO, as_results
 
 #: Coverage of the reported intervals.
 CONFIDENCE = 0.95
@@ -158,7 +158,7 @@ def check_monte_carlo_radii(df: pd.DataFrame, source: str, n: int | None = None,
     ``alpha`` (Cohen et al. 2019, Theorem 1 with all n samples agreeing; the cap of sequential CERTIFY), or
     ``sigma * FLOAT_QUANTILE_CAP`` when they are unknown, divided by the backbone's constant for ``fars-mc``
     (``lipschitz`` by model; a ``fars-mc`` row of a model without one is only checked for finiteness), with
-    the relative slack :data:`bench.units.CUTOFF_SLACK` of the results file's rounding.
+    the relative slack :data:`bench.common.units.CUTOFF_SLACK` of the results file's rounding.
 
     Raises:
         ValueError: naming ``source``, the line (``first_line``: the file line of the first row) or row,

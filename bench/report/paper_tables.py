@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..methods import FARS_METHODS
-from ..units import fmt_radius
+from ..common.methods import FARS_METHODS
+from ..common.units import fmt_radius
 from .paper_metrics import CONFIDENCE, TABLE_EPS, mc_cutoff, pgd_accuracy, run_table
 from .tables import fmt_sigma, markdown_table
 

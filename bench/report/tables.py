@@ -2,7 +2,7 @@
 
 :func:`markdown_table` is the one markdown-table writer of the benchmark
 reports (plain GitHub-flavoured markdown, no extra dependency);
-:func:`fmt_seconds` (re-exported from :mod:`bench.units`) the one human-readable duration format.  The ``fmt_*``
+:func:`fmt_seconds` (re-exported from :mod:`bench.common.units`) the one human-readable duration format.  The ``fmt_*``
 helpers return ``'—'`` for a missing value (None / NaN).
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..units import fmt_radius, fmt_seconds
+from ..common.units import fmt_radius, fmt_seconds
 from .metrics import RUN_KEYS, reference_label
 
 # ---------------------------------------------------------------------------

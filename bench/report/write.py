@@ -19,13 +19,13 @@ import pandas as pd
 
 from ..certify.machine import noisy_timing_markdown
 from ..certify.runner import timing_markdown
-from .cohen import COHEN_DIR, export_cohen
+from .cohen_export import COHEN_DIR, export_cohen
 from .figures import plot_certified_accuracy, plot_time_budget
 from .metrics import PAPER_RADII, certified_accuracy, default_grid, summarize
 from .paper_metrics import clopper_pearson
 from .paper_tables import write_table1, write_table2, write_table_certified
 from .plots import FORMAT_SUFFIXES, figure_width, plot_scaling, plot_speedup, sibling_paths, width_name
-from .results import as_results, read_results
+from .read import as_results, read_results
 from .tables import speedup_markdown, summary_markdown, write_summary
 
 #: The markers around the attack stage's section of ``summary.md`` (the text of ``soundness.md``).

@@ -42,7 +42,7 @@ the cost model), :mod:`.memory` (peak-memory probes), :mod:`.outputs` (the files
 
 from __future__ import annotations
 
-from .certifiers import FP32, applicable_modes, make_certifier
+from .builders import FP32, applicable_modes, make_certifier
 from .extrapolation import LINEAR_TOLERANCE, Extrapolation, cohen_at_target, linear_in_n
 from .layouts import (
     DEFAULT_NETWORK,

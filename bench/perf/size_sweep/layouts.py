@@ -142,8 +142,8 @@ def build_network(spec: SizeSpec, device: torch.device, images: int) -> Network:
     """Build ``spec`` (random weights from ``spec.seed``; uniform random pixels) or load the shipped network
     (with the first ``images`` embedded images and their labels)."""
     if spec.layout is None:
+        from ...common.env import EMBEDDED_MODELS
         from ...data import load_embedded
-        from ...env import EMBEDDED_MODELS
         from ...models import load_zoo
         zoo = load_zoo(EMBEDDED_MODELS).to(device)
         x, y, idx = load_embedded(limit=images)

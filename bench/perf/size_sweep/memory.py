@@ -20,7 +20,7 @@ from typing import Any, cast
 import pandas as pd
 import torch
 
-from .certifiers import make_certifier
+from .builders import make_certifier
 from .layouts import SizeSpec, build_network
 from .settings import SweepConfig, log
 

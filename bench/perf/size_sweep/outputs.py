@@ -21,7 +21,7 @@ from ...certify.machine import busy_warning  # noqa: E402
 from ...report import markdown_table  # noqa: E402
 from ...report.plots import save_figure  # noqa: E402
 from .. import cost_model as cm  # noqa: E402
-from .certifiers import FP32  # noqa: E402
+from .builders import FP32  # noqa: E402
 from .extrapolation import LINEAR_TOLERANCE  # noqa: E402
 from .layouts import DEFAULT_NETWORK  # noqa: E402
 from .settings import TARGET_N  # noqa: E402

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from .. import cost_model as cm
-from .certifiers import FP32
+from .builders import FP32
 from .extrapolation import Extrapolation, cohen_at_target
 from .layouts import Network
 from .settings import SweepConfig

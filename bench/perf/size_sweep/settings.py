@@ -33,7 +33,7 @@ class SweepConfig:
     ``cohen_batch_size`` 0 means: searched per size (:func:`bench.perf.size_sweep.timing.resolve_batch`),
     among ``cohen_batch_candidates`` (empty: :data:`CPU_BATCH_CANDIDATES` on the CPU, the CUDA list of
     :data:`bench.certify.batch_size.BATCH_CANDIDATES` on a GPU). ``cohen_modes`` (names of
-    :data:`bench.perf.scaling.COHEN_MODES`) adds cohen rows in those opt-in fast modes beside the fp32 ones.
+    :data:`bench.perf.n_sweep.COHEN_MODES`) adds cohen rows in those opt-in fast modes beside the fp32 ones.
     """
 
     specs: list[SizeSpec]

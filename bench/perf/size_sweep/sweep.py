@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from .. import cost_model as cm
-from .certifiers import applicable_modes
+from .builders import applicable_modes
 from .layouts import SizeSpec, available_bytes, build_network, estimated_bytes
 from .memory import memory_rows
 from .outputs import write_outputs

@@ -3,7 +3,7 @@ references and the throughput of a many-image call.
 
 Each certify call is timed through the certificate's own ``seconds`` (device synchronised), warm-up
 excluded, with the process CPU time (user + system) and minor page faults of the call beside it
-(:func:`bench.perf.scaling.certify_with_usage`); the jobs of one size run in a fixed order that is reversed
+(:func:`bench.perf.n_sweep.certify_with_usage`); the jobs of one size run in a fixed order that is reversed
 on every other round, and the median over rounds and images is kept.
 """
 
@@ -23,13 +23,13 @@ from fars import Certifier
 
 from ...certify.batch_size import BATCH_CANDIDATES, best_batch_size, plain_batch
 from .. import cost_model as cm
-from ..scaling import certify_with_usage, time_certifier
-from .certifiers import FP32, make_certifier
+from ..n_sweep import certify_with_usage, time_certifier
+from .builders import FP32, make_certifier
 from .layouts import Network
 from .settings import CPU_BATCH_CANDIDATES, SweepConfig, log
 
 #: (certifier, images, indices, usage=list or None) -> seconds per image; ``usage`` receives per image the
-#: process CPU seconds, page faults, prediction and radius of a call (:func:`bench.perf.scaling.time_certifier`)
+#: process CPU seconds, page faults, prediction and radius of a call (:func:`bench.perf.n_sweep.time_certifier`)
 Timer = Callable[..., list[float]]
 #: one timed job: (method, n, cohen mode; ``-`` for the FaRS methods)
 Job = tuple[str, int, str]

@@ -9,7 +9,7 @@ it with ``pd.read_csv(path, delimiter="\\t")`` and computes ``(df["correct"] & (
 ``S`` = ``-`` for a deterministic run).  Radii are written with full precision (``repr`` of the float
 read from ``certify.tsv``, ``inf`` for an infinite radius) rather than Cohen's ``{:.3}``, so the file
 gives exactly the certified accuracies of ``summary.csv``.  Reading such a file back (or one of Cohen's
-own) is :func:`bench.report.results.import_cohen`.
+own) is :func:`bench.report.read.import_cohen`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from .metrics import run_groups
-from .results import COHEN_COLUMNS, _timedelta_seconds, as_results
+from .read import COHEN_COLUMNS, _timedelta_seconds, as_results
 
 #: Folder (under the report folder) of the exported files.
 COHEN_DIR = "cohen"

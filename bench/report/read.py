@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..methods import METHODS, MONTE_CARLO_METHODS
+from ..common.methods import METHODS, MONTE_CARLO_METHODS
 
 #: Columns the harness writes, in order.
 REQUIRED_COLUMNS: tuple[str, ...] = (
@@ -49,7 +49,7 @@ def _timedelta_seconds(text: object) -> float:
     return days * 86400.0 + int(m.group("h")) * 3600.0 + int(m.group("m")) * 60.0 + float(m.group("s"))
 
 
-#: The harness's methods and those that sample (a run of theirs has a noise level), from :mod:`bench.methods`.
+#: The harness's methods and those that sample (a run of theirs has a noise level), from :mod:`bench.common.methods`.
 KNOWN_METHODS: tuple[str, ...] = METHODS
 MONTE_CARLO: tuple[str, ...] = MONTE_CARLO_METHODS
 
@@ -60,7 +60,7 @@ COHEN_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS[:6]
 #: harness writes (``-``), the blank of older files and ``nan``.
 NO_SIGMA_MARKERS: tuple[str, ...] = ("-", "", "nan", "NaN", "none", "None")
 
-#: File names of :func:`bench.report.cohen.export_cohen`: ``<method>_<model>_sigma<S>[.tsv]``
+#: File names of :func:`bench.report.cohen_export.export_cohen`: ``<method>_<model>_sigma<S>[.tsv]``
 #: (``S`` is ``-`` for a deterministic run); also matches Cohen's own ``sigma_0.25``-style names.
 _RUN_NAME_RE = re.compile(r"^(?:(?P<method>[^_]+)_(?P<model>.+)_)?sigma_?(?P<sigma>-|nan|[0-9]*\.?[0-9]+)$")
 

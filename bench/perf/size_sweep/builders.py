@@ -2,7 +2,7 @@
 
 The one place where the sweep builds certifiers: each method's settings come from :class:`SweepConfig`
 (batch sizes, sigma, n0, alpha, seed) and cohen's opt-in fast modes from
-:data:`bench.perf.scaling.COHEN_MODES`.
+:data:`bench.perf.n_sweep.COHEN_MODES`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from baselines import CohenRS
 from fars import Certifier, FaRSClosedForm, FaRSMonteCarlo
 
-from ..scaling import COHEN_MODES
+from ..n_sweep import COHEN_MODES
 from .layouts import Network
 from .settings import SweepConfig
 

@@ -19,7 +19,7 @@ import torch
 
 from smoothing import MonteCarloCertifier, max_certifiable_radius
 
-from ..units import CUTOFF_SLACK, RADIUS_DIGITS
+from ..common.units import CUTOFF_SLACK, RADIUS_DIGITS
 from . import distributed as dist_
 from .manifest import ResumeError
 from .runs import Run

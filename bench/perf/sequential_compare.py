@@ -3,7 +3,7 @@
 The command is ``python -m bench.sequential``. For ``cohen`` (Cohen et al. 2019, noise on the pixels of the
 ``sll+ce`` network: backbone + linear head) and ``fars-mc`` (noise on the embedding, the same head), every
 image is certified once per configuration: fixed-n CERTIFY at each n of a grid (which always holds the cap),
-and sequential CERTIFY (:mod:`smoothing.sequential`: the Robbins beta-binomial mixture confidence sequence,
+and sequential CERTIFY (:mod:`smoothing.confidence_sequence`: the Robbins beta-binomial mixture confidence sequence,
 rounds of 100, 200, 400, ... estimation samples up to the cap) with the reported radii as targets. Each
 ``certify`` call is timed on its own (``Certificate.seconds``: the call's wall time, device synchronised),
 after one untimed warm-up call per method.
@@ -49,9 +49,9 @@ from smoothing.certificate import Certifier
 from ..certify.batch_size import fars_batch_size
 from ..certify.certifiers import MonteCarloSettings, build_certifier
 from ..certify.machine import noisy_timing_markdown, noisy_timing_warnings
+from ..common.env import EMBEDDED_MODELS, process_usage
 from ..data import reported_radii
 from ..data.selection import select_images
-from ..env import EMBEDDED_MODELS, process_usage
 from ..models import LoadedModel, load_zoo
 from ..report import clopper_pearson, fmt_seconds, markdown_table
 from ..report.figures import _PAPER_RC as PAPER_RC
@@ -174,7 +174,8 @@ def certify_examples(settings: CompareSettings | None = None, model: LoadedModel
 
     Args:
         settings: what to run (default :class:`CompareSettings`: cap 1e5, grid 1e3/1e4/1e5, 100 images).
-        model: the model certified (default: ``sll+ce`` of the shipped models, :data:`bench.env.EMBEDDED_MODELS`);
+        model: the model certified (default: ``sll+ce`` of the shipped models,
+            :data:`bench.common.env.EMBEDDED_MODELS`);
             ``fars-mc`` needs a Lipschitz backbone/head split.
         device: where the models run.
         progress: a tqdm bar (stderr) over the (method, mode, image) calls.
@@ -184,7 +185,7 @@ def certify_examples(settings: CompareSettings | None = None, model: LoadedModel
         ``idx`` the image's index in the Fashion-MNIST test set, ``predict`` -1 when abstaining, ``radius``
         (l2, pixels), ``correct`` (1 when ``predict == label``), ``samples`` (n0 + estimation samples used),
         ``seconds`` (the call's wall time), ``cpu_seconds`` and ``page_faults`` (the process CPU time, user +
-        system, and the minor page faults over the call: :func:`bench.env.process_usage`).
+        system, and the minor page faults over the call: :func:`bench.common.env.process_usage`).
 
     Raises:
         ValueError: settings out of range, more images than the embedded set holds at that skip.

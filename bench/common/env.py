@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-EMBEDDED_MODELS = Path(__file__).resolve().parent / "embedded" / "models"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EMBEDDED_MODELS = Path(__file__).resolve().parents[1] / "embedded" / "models"
 REFERENCE_RESULTS = REPO_ROOT / "results"
 
 

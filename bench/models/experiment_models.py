@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import ModelTable
+from ..common.config import ModelTable
 from ..data import canonical_name
 from . import fars_format
 from .checkpoints import CheckpointError

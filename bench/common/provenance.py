@@ -1,6 +1,6 @@
 """Provenance of a result or a checkpoint: the code's git commit and the package versions.
 
-Imports nothing from ``bench`` but :mod:`bench.env`.
+Imports nothing from ``bench`` but :mod:`bench.common.env`.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def package_versions() -> dict[str, str]:
 
 def command_line(module: str, argv: list[str]) -> str:
     """The command that ran, for a manifest: ``python -m MODULE ARGS`` with every absolute path among
-    ``argv`` written as :func:`bench.env.portable_path` writes it (relative to the checkout when inside
+    ``argv`` written as :func:`bench.common.env.portable_path` writes it (relative to the checkout when inside
     it), so that committed outputs never carry the paths of the machine that made them."""
     return " ".join(["python", "-m", module, *(_portable_word(a) for a in argv)])
 

@@ -1,4 +1,4 @@
-"""The names the commands offer on their command lines besides the methods (:mod:`bench.methods`): head kinds,
+"""The names the commands offer on their command lines besides the methods (:mod:`bench.common.methods`): head kinds,
 datasets.
 
 Imports nothing, so that a command's ``--help`` and its argument checks answer without loading PyTorch.

@@ -1,6 +1,6 @@
 """The experiment of ``python -m bench.run``: one frozen, typed :class:`Experiment`, built once.
 
-Each setting comes from the command line, else the experiment file (:mod:`bench.config`), else the
+Each setting comes from the command line, else the experiment file (:mod:`bench.common.config`), else the
 preset (:data:`PRESETS`), else :data:`DEFAULTS`; :func:`parse_args` resolves them in that order and
 builds the :class:`Experiment`, whose parts check their values in their constructors (a bad value is
 an :class:`ExperimentError` with one line naming the flag). ``argparse`` stays in this module: every
@@ -112,7 +112,7 @@ class Selection:
     resize: int | None = None       # None: the dataset's own; 0: no resize
 
     def __post_init__(self) -> None:
-        from .data import IMAGE_FILE_DATASETS
+        from ..data import IMAGE_FILE_DATASETS
 
         _require(self.num_images >= 1, "--num-images must be >= 1")
         _require(self.skip >= 1, "--skip must be >= 1")
@@ -212,7 +212,7 @@ class Output:
 
 def _is_width(value: str) -> bool:
     """Whether ``value`` is a figure width :func:`~bench.report.plots.figure_width` accepts."""
-    from .report.plots import figure_width  # matplotlib: imported when the settings are checked, not for --help
+    from ..report.plots import figure_width  # matplotlib: imported when the settings are checked, not for --help
 
     try:
         figure_width(value)
@@ -457,7 +457,7 @@ def from_settings(args: argparse.Namespace, config_path: Path) -> Experiment:
     Raises:
         ConfigError: the experiment file cannot be used. ExperimentError: a setting out of range.
     """
-    from .data import canonical_name, reported_radii
+    from ..data import canonical_name, reported_radii
 
     file = load_experiment(config_path)
     given = file.settings

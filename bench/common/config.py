@@ -27,7 +27,7 @@ experiment's unless the table names one) and the paths resolved. A ``fars-bench`
 ``cnn-noiseS``, as ``python -m bench.train`` writes them).
 
 The ``[attack]`` table's keys are :data:`ATTACK_SETTINGS` (the fields of
-:class:`bench.experiment.AttackSettings`). Unknown keys and wrong types raise :class:`ConfigError` naming
+:class:`bench.common.experiment.AttackSettings`). Unknown keys and wrong types raise :class:`ConfigError` naming
 the key and the file. Nothing here loads a model or a dataset: this module only reads and checks the file
 (the stage before data).
 """
@@ -49,7 +49,7 @@ SETTINGS: dict[str, str] = {
     "scaling_images": "int", "attack": "bool|table", "out": "path", "threads": "int", "sequential": "bool",
     "image_size": "int|none", "resize": "int|none",
 }
-#: the keys of the ``[attack]`` table (the attack stage's settings, :class:`bench.experiment.AttackSettings`)
+#: the keys of the ``[attack]`` table (the attack stage's settings, :class:`bench.common.experiment.AttackSettings`)
 #: and the type each must have
 ATTACK_SETTINGS: dict[str, str] = {
     "enabled": "bool", "radii": "list[float]", "steps": "int", "restarts": "int", "targets": "int|all",

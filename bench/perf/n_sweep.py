@@ -33,8 +33,8 @@ from fars import Certificate, Certifier
 
 from ..certify.batch_size import FARS_BATCH_SIZE, best_batch_size
 from ..certify.certifiers import CohenOptions, MonteCarloSettings, build_certifier, supported_methods
-from ..env import process_usage
-from ..methods import SCALING_METHODS
+from ..common.env import process_usage
+from ..common.methods import SCALING_METHODS
 from ..models.loaded import LoadedModel
 from . import cost_model as cm
 
@@ -55,7 +55,7 @@ COHEN_MODES: dict[str, dict[str, Any]] = {
 def certify_with_usage(certifier, image: torch.Tensor, index: torch.Tensor) -> tuple[float, float, int, Certificate]:
     """One ``certify`` call on one image: (wall seconds, as the certificate records them; process CPU seconds,
     user + system; minor page faults; the certificate), the CPU time and faults from
-    :func:`bench.env.process_usage` around the call."""
+    :func:`bench.common.env.process_usage` around the call."""
     cpu, faults = process_usage()
     cert = certifier.certify(image, indices=index)
     cpu_after, faults_after = process_usage()
