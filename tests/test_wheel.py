@@ -44,7 +44,7 @@ def installed(tmp_path_factory) -> Path:
 
 
 def test_wheel_ships_the_default_experiment_and_its_data(installed: Path) -> None:
-    for name in ("fashion-mnist-quick.toml", "fashion_mnist_eval.npz", "fashion_mnist_eval.json",
+    for name in ("fashion-mnist.toml", "fashion_mnist_eval.npz", "fashion_mnist_eval.json",
                  "models/sll-backbone.pt", "models/head-ce.json"):
         assert (installed / "bench" / "embedded" / name).is_file(), name
 

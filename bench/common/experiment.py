@@ -36,7 +36,7 @@ MAX_SAMPLES = 2 ** 63 - 1
 MAX_DIST_TIMEOUT_HOURS = 24 * 365
 
 #: the experiment ``python -m bench.run`` runs without ``--config`` (``make run``)
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "embedded" / "fashion-mnist-quick.toml"
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "embedded" / "fashion-mnist.toml"
 
 
 class ExperimentError(ValueError):
@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "TSV, summary tables and plots. Stages: certify, scaling, attack, report; each stage whose "
                     "inputs and settings are unchanged is skipped, so re-running the same command resumes an "
                     "interrupted run. The experiment (dataset, models, methods, sigmas, n0, n, alpha, images, "
-                    "[attack]) is a TOML file (--config; default bench/embedded/fashion-mnist-quick.toml, the "
+                    "[attack]) is a TOML file (--config; default bench/embedded/fashion-mnist.toml, the "
                     "offline default); every flag below overrides the file, and keys neither sets come from "
                     "--preset. Launch with "
                     "`torchrun --nproc-per-node N -m bench.run ...` to shard the images over N processes (one GPU "
