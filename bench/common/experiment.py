@@ -36,7 +36,7 @@ MAX_SAMPLES = 2 ** 63 - 1
 MAX_DIST_TIMEOUT_HOURS = 24 * 365
 
 #: the experiment ``python -m bench.run`` runs without ``--config`` (``make run``)
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "embedded" / "fashion-mnist.toml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "embedded" / "fashion-mnist.toml"
 
 
 class ExperimentError(ValueError):
