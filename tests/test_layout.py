@@ -6,7 +6,7 @@ Walks the source with ``ast`` (nothing is imported), resolves relative imports, 
 * the commands (``bench/run.py``, ``attack.py``, ``scaling.py``, ``art_compare.py``, ``train.py`` and
   every ``__main__.py``) are leaves: no module imports them;
 * the top of ``bench`` holds the commands alone; the code they share lives in ``bench.common``, which imports
-  nothing from the pipeline; ``bench.common.env``, ``cli``, ``cli_help``, ``files`` and ``names`` import
+  nothing from the pipeline but the dataset registry (read by the typed experiment); ``bench.common.env``, ``cli``, ``cli_help``, ``files`` and ``names`` import
   nothing from ``bench`` at all;
 * ``bench.common.methods`` (the one list of methods, read by every stage) imports only the standard library;
 * no two modules of ``bench``, ``fars``, ``baselines`` and ``smoothing`` share a name (``__init__`` and
@@ -126,9 +126,16 @@ def test_the_top_of_bench_holds_the_commands_alone(graph: dict[str, set[str]]) -
     assert top == COMMANDS, f"modules at the top of bench that are not commands: {sorted(top - COMMANDS)}"
 
 
+#: the one import of the pipeline by shared code: the typed experiment reads the dataset registry (names,
+#: the radii each dataset reports) when it is built; bench.data imports nothing else from bench
+SHARED_READS = {"bench.common.experiment": {"bench.data"}}
+
+
 def test_the_shared_code_imports_nothing_from_the_pipeline(graph: dict[str, set[str]]) -> None:
-    offenders = {m: sorted(d for d in deps if part(d) != SHARED) for m, deps in graph.items()
-                 if part(m) == SHARED and any(part(d) != SHARED for d in deps)}
+    def foreign(module: str, deps: set[str]) -> list[str]:
+        return sorted(d for d in deps if part(d) != SHARED and part(d) not in SHARED_READS.get(module, set()))
+
+    offenders = {m: foreign(m, deps) for m, deps in graph.items() if part(m) == SHARED and foreign(m, deps)}
     assert not offenders, offenders
     for leaf in ("env", "cli", "cli_help", "files", "names"):
         assert graph[f"{SHARED}.{leaf}"] == set(), leaf

@@ -68,4 +68,4 @@ def test_import_walk_resolves_relative_imports():
     assert "smoothing.certificate" in imported_modules(REPO / "smoothing" / "statistics.py", "smoothing")
     assert "smoothing.noise" in imported_modules(REPO / "smoothing" / "__init__.py", "smoothing")
     assert "smoothing" in imported_modules(REPO / "fars" / "__init__.py", "fars")
-    assert "fars.memo" in imported_modules(REPO / "fars" / "monte_carlo.py", "fars")
+    assert "fars.memo" in imported_modules(REPO / "fars" / "head_smoothing.py", "fars")

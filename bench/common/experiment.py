@@ -24,7 +24,7 @@ from .config import ConfigError, ModelTable, load_experiment
 from .env import THREADS_PER_CPU, max_threads, portable_path, runs_dir
 from .methods import METHODS
 from .names import DATASET_NAMES, HEAD_KINDS
-from .units import parse_radius
+from .units import figure_width, parse_radius
 
 #: noisy samples per image (``n``, ``n0``, each ``--scaling-ns`` value) above which a run needs
 #: ``--allow-long-run``: 100 times Cohen et al.'s n = 100,000 (their ResNet-110 took about 17 s per CIFAR-10
@@ -211,9 +211,7 @@ class Output:
 
 
 def _is_width(value: str) -> bool:
-    """Whether ``value`` is a figure width :func:`~bench.report.plots.figure_width` accepts."""
-    from ..report.plots import figure_width  # matplotlib: imported when the settings are checked, not for --help
-
+    """Whether ``value`` is a figure width :func:`~bench.common.units.figure_width` accepts."""
     try:
         figure_width(value)
     except ValueError:

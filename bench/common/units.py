@@ -1,5 +1,6 @@
 """Units as people read them: the one duration format and the one radius format of every table, plan and
-figure of the harness, the radius a person types, and the precision radii are written with in the results file.
+figure of the harness, the radius a person types, the precision radii are written with in the results file,
+and figure widths.
 
 Imports nothing from ``bench``; every part of it may use this module.
 """
@@ -69,3 +70,31 @@ def parse_radius(text: str) -> float:
 
 
 __all__ = ["CUTOFF_SLACK", "PIXEL_LEVELS", "RADIUS_DIGITS", "fmt_radius", "fmt_seconds", "parse_radius"]
+
+
+#: Figure widths (inches) by name: one column of a two-column paper, and the full text width.
+WIDTHS: dict[str, float] = {"column": 3.3, "full": 7.0}
+
+
+def figure_width(value: str | float) -> float:
+    """Width in inches of ``value``: a name of :data:`WIDTHS` (``'column'``, ``'full'``) or inches (2 to 20).
+
+    Raises ``ValueError`` for anything else.
+    """
+    if isinstance(value, str) and value.strip().lower() in WIDTHS:
+        return WIDTHS[value.strip().lower()]
+    try:
+        inches = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"figure width {value!r}: use {' or '.join(WIDTHS)} or inches (2 to 20)") from None
+    if not 2.0 <= inches <= 20.0:
+        raise ValueError(f"figure width {value!r}: inches must be between 2 and 20")
+    return inches
+
+
+def width_name(inches: float) -> str:
+    """``'column'`` / ``'full'`` for a width of :data:`WIDTHS`, else ``'<inches>in'`` (file-name suffixes)."""
+    for name, w in WIDTHS.items():
+        if math.isclose(inches, w):
+            return name
+    return f"{inches:g}in"

@@ -12,7 +12,7 @@
 Encodings, the same in every figure: colour = method (:func:`~bench.report.plots.method_colors`), one
 legend; models are told apart by panel (certified accuracy) or by a marker named in the legend (time
 budget).  No figure has a title: captions belong to the text that shows it (``summary.md``, README).
-Widths: :data:`~bench.report.plots.WIDTHS` (3.3 in for one column, 7 in for the full text width);
+Widths: :data:`~bench.common.units.WIDTHS` (3.3 in for one column, 7 in for the full text width);
 fonts are sized for the printed figure at that width (:func:`~bench.report.plots.paper_rc`).
 
 The panel layout (:func:`certified_panels`) is computed apart from the drawing so tests can inspect
@@ -388,7 +388,7 @@ def plot_certified_panels(
     """Certified accuracy (%) vs l2 radius (see :func:`certified_panels`, :func:`certified_figure`).
 
     The x axis is the l2 radius in pixel space (pixels in [0, 1]).  ``width`` in inches
-    (:data:`~bench.report.plots.WIDTHS`: 3.3 for one column, 7 for the full width); ``formats`` adds
+    (:data:`~bench.common.units.WIDTHS`: 3.3 for one column, 7 for the full width); ``formats`` adds
     sibling files (``'pdf'``, ``'svg'``, ...) next to ``out_path``.  Returns ``out_path``.
     """
     with plt.rc_context(paper_rc(width)):  # the PDF font type applies when saving

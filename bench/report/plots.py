@@ -6,12 +6,11 @@ style every figure shares (method colours, widths, fonts).
 * :func:`plot_speedup` -- speed-up of every run over its Cohen et al. reference, with its interval;
 * :func:`plot_scaling` -- seconds per image against the number of samples;
 * :data:`METHOD_COLORS` / :func:`method_colors` -- the one colour table (a method's colour is the same
-  in every figure); :data:`WIDTHS` / :func:`figure_width` -- one column or the full text width;
-  :func:`paper_rc` -- fonts for the printed size.
+  in every figure); :func:`paper_rc` -- fonts for the printed size.
 
 The figures draw numbers computed in :mod:`bench.report.metrics` (and
 formatted with :mod:`bench.report.tables`); they compute no metric themselves.
-Widths are fixed (:data:`WIDTHS`, inches at :data:`DPI`) so figures line up
+Widths are fixed (:data:`bench.common.units.WIDTHS`, inches at :data:`DPI`) so figures line up
 in a paper; heights grow with the number of panels / bars.  No figure has a title.
 """
 
@@ -32,6 +31,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..common.units import WIDTHS  # noqa: E402
 from .metrics import DETERMINISTIC_METHODS  # noqa: E402
 from .tables import fmt_log_tick, fmt_speedup_short  # noqa: E402
 
@@ -42,8 +42,6 @@ if TYPE_CHECKING:
 # up in a paper; heights grow with the number of panels / bars.
 DPI = 200
 
-#: Figure widths (inches) by name: one column of a two-column paper, and the full text width.
-WIDTHS: dict[str, float] = {"column": 3.3, "full": 7.0}
 FIG_WIDTH = WIDTHS["full"]
 
 #: Colour of each known method (Okabe-Ito, colour-blind friendly), the same in every figure.  A new
@@ -56,30 +54,6 @@ METHOD_COLORS: dict[str, str] = {
     "fars-crown": "#E69F00",  # orange
 }
 _EXTRA_COLORS = ["#56B4E9", "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF"]
-
-
-def figure_width(value: str | float) -> float:
-    """Width in inches of ``value``: a name of :data:`WIDTHS` (``'column'``, ``'full'``) or inches (2 to 20).
-
-    Raises ``ValueError`` for anything else.
-    """
-    if isinstance(value, str) and value.strip().lower() in WIDTHS:
-        return WIDTHS[value.strip().lower()]
-    try:
-        inches = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"figure width {value!r}: use {' or '.join(WIDTHS)} or inches (2 to 20)") from None
-    if not 2.0 <= inches <= 20.0:
-        raise ValueError(f"figure width {value!r}: inches must be between 2 and 20")
-    return inches
-
-
-def width_name(inches: float) -> str:
-    """``'column'`` / ``'full'`` for a width of :data:`WIDTHS`, else ``'<inches>in'`` (file-name suffixes)."""
-    for name, w in WIDTHS.items():
-        if math.isclose(inches, w):
-            return name
-    return f"{inches:g}in"
 
 
 def paper_rc(width: float) -> dict[RcKeyType, Any]:

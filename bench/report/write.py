@@ -19,12 +19,13 @@ import pandas as pd
 
 from ..certify.machine import noisy_timing_markdown
 from ..certify.runner import timing_markdown
+from ..common.units import figure_width, width_name
 from .cohen_export import COHEN_DIR, export_cohen
 from .figures import plot_certified_accuracy, plot_time_budget
 from .metrics import PAPER_RADII, certified_accuracy, default_grid, summarize
 from .paper_metrics import clopper_pearson
 from .paper_tables import write_table1, write_table2, write_table_certified
-from .plots import FORMAT_SUFFIXES, figure_width, plot_scaling, plot_speedup, sibling_paths, width_name
+from .plots import FORMAT_SUFFIXES, plot_scaling, plot_speedup, sibling_paths
 from .read import as_results, read_results
 from .tables import speedup_markdown, summary_markdown, write_summary
 
@@ -130,7 +131,7 @@ def write_reports(
         The radii of Table 1 and Table 2 (default: the positive ``radii``); ``radii`` are those of
         ``summary.*``, ``table_certified.*`` and the time-budget panels.
     widths:
-        Figure widths (:func:`~bench.report.plots.figure_width`: ``'column'`` = 3.3 in, ``'full'`` = 7 in,
+        Figure widths (:func:`~bench.common.units.figure_width`: ``'column'`` = 3.3 in, ``'full'`` = 7 in,
         or inches); the first gets the plain file names, each other one the suffix ``_<name>``
         (``certified_accuracy_column.png``).
     per_sigma:
