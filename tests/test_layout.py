@@ -6,8 +6,8 @@ Walks the source with ``ast`` (nothing is imported), resolves relative imports, 
 * the commands (``bench/run.py``, ``attack.py``, ``scaling.py``, ``art_compare.py``, ``train.py`` and
   every ``__main__.py``) are leaves: no module imports them;
 * the top of ``bench`` holds the commands alone; the code they share lives in ``bench.common``, which imports
-  nothing from the pipeline but the dataset registry (read by the typed experiment); ``bench.common.env``, ``cli``, ``cli_help``, ``files`` and ``names`` import
-  nothing from ``bench`` at all;
+  nothing from the pipeline but the dataset registry (read by the typed experiment); ``bench.common.env``,
+  ``cli``, ``cli_help``, ``files`` and ``names`` import nothing from ``bench`` at all;
 * ``bench.common.methods`` (the one list of methods, read by every stage) imports only the standard library;
 * no two modules of ``bench``, ``fars``, ``baselines`` and ``smoothing`` share a name (``__init__`` and
   ``__main__`` aside), so a module's name says which one it is;
