@@ -36,8 +36,10 @@ $(BIN)/.installed-lint: $(BIN)/.installed-run
 run: $(BIN)/.installed-run
 	$(BIN)/python -m bench.run $(ARGS)
 
+# the suite in one process per core (at most 4: each holds its own PyTorch); `pytest --benchmark-only`
+# times the benchmarks in one process
 test: $(BIN)/.installed-test
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist worksteal $(ARGS)
 
 lint: $(BIN)/.installed-lint
 	$(BIN)/ruff check .
