@@ -20,7 +20,9 @@ from typing import Any
 
 import torch
 
-from .certify.batch_size import FARS_BATCH_SIZE, best_batch_size
+from baselines.cohen import MEMORY_FORMATS
+
+from .certify.batch_size import FARS_BATCH_SIZE, best_batch_size, best_memory_format
 from .certify.machine import default_threads, machine_state, set_threads
 from .common.cli import checked, cli_exit, writable_dir
 from .common.cli_help import DefaultsHelpFormatter
@@ -76,6 +78,9 @@ def main(argv: list[str] | None = None) -> Path:
                         help="cohen's batch size: an integer, or 'auto' to search the throughput-best batch of a plain "
                              "forward of the network on this device (with --sizes: per size)")
     parser.add_argument("--fars-batch-size", type=int, default=FARS_BATCH_SIZE, help="fars-mc's batch size")
+    parser.add_argument("--cohen-memory-format", default="auto", choices=["auto", *MEMORY_FORMATS],
+                        help="memory format of cohen's noisy batches: 'auto' takes the faster for a plain forward of "
+                             "cohen's batch on this device (with --sizes: per size), as bench.run does")
     parser.add_argument("--cohen-compile", action="store_true",
                         help="opt-in: run cohen's network through torch.compile (logits differ at round-off level)")
     parser.add_argument("--cohen-precision", default="fp32", choices=["fp32", "tf32", "bf16", "fp16"],
@@ -140,11 +145,15 @@ def main(argv: list[str] | None = None) -> Path:
               file=sys.stderr)
     elif args.cohen_batch_size is not None:
         cohen_bs = int(args.cohen_batch_size)
+    memory_format = args.cohen_memory_format
+    if memory_format == "auto":
+        memory_format, _ = best_memory_format(model.network, tuple(images.shape[1:]), cohen_bs, device)
+        print(f"cohen memory format: {memory_format} (the faster plain forward)", file=sys.stderr)
     table = scaling_table(model, images, indices, tuple(sorted(args.ns)), args.sigma, args.n0, args.alpha,
                           args.batch_size, args.seed, tuple(args.methods), progress=not args.no_progress,
                           cohen_batch_size=cohen_bs, fars_batch_size=args.fars_batch_size,
                           cohen_compile=args.cohen_compile, cohen_precision=args.cohen_precision,
-                          cohen_modes=modes, labels=labels)
+                          cohen_modes=modes, cohen_memory_format=memory_format, labels=labels)
     table.to_csv(args.out / "scaling.csv", index=False)
     mode_rows = table[~table["mode"].isin(["fp32", "-"])]
     if not mode_rows.empty:
@@ -162,7 +171,8 @@ def main(argv: list[str] | None = None) -> Path:
         "git_commit": git_commit(), "started": started,
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     manifest.update(allocator_tuned=allocator_tuned, cpu_allocator=cpu_allocator(),
-                    torch_threads=torch.get_num_threads(), precision=precision, cohen_modes=list(modes),
+                    torch_threads=torch.get_num_threads(), precision=precision, cohen_memory_format=memory_format,
+                    cohen_modes=list(modes),
                     cohen_mode_notes=mode_notes)
     print(table.to_string(index=False))
     if not args.no_cost_model:
@@ -238,6 +248,7 @@ def size_main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
         device=device, images=images, rounds=args.rounds, sigma=args.sigma, n0=args.n0, alpha=args.alpha,
         target_n=args.target_n, fars_ns=tuple(args.fars_ns), cohen_ns=(args.cohen_ns[0], args.cohen_ns[1]),
         cohen_direct=tuple(args.cohen_direct), cohen_batch_size=cohen_bs, cohen_modes=tuple(args.cohen_modes),
+        cohen_memory_format=args.cohen_memory_format,
         fars_batch_size=args.fars_batch_size,
         throughput_sizes=tuple(args.throughput_sizes), throughput_images=args.throughput_images,
         memory=not args.no_memory, memory_ns=(args.memory_ns[0], args.memory_ns[1]),

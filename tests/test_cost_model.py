@@ -377,7 +377,7 @@ def test_allocator_tuning_is_reported_on_the_machine():
 
 ALLOCATION_FAULTS = """
 import resource, sys, torch
-from bench import env
+from bench.common import env
 applied = env.tune_cpu_allocator()
 elements = (64 << 20) // 4                      # 64 MiB: above glibc's 32 MiB cap on the mmap threshold
 for _ in range(10):                             # first uses: the heap grows (faults are expected here)

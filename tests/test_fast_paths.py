@@ -244,7 +244,7 @@ def test_choose_batch_sizes_sets_and_records_the_memory_format(monkeypatch):
 CERTIFY_IN_A_PROCESS = """
 import json, sys, torch
 sys.path.insert(0, {tests!r})
-from bench import env
+from bench.common import env
 if sys.argv[1] == "tuned":
     assert env.tune_cpu_allocator()
 from test_fast_paths import certificates, network

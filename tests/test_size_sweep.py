@@ -182,7 +182,9 @@ def test_cohen_ns_are_whole_batches_of_one_size(linear_run) -> None:
     measured = table[(table["method"] == "cohen") & (table["source"] == "measured")]
     assert sorted(measured["n"]) == [64, 128]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["cohen_per_size"]["tiny"] == {"batch_size": 32, "ns": [64, 128], "batch_search": []}
+    chosen = manifest["cohen_per_size"]["tiny"]
+    assert chosen.pop("memory_format") in ("contiguous", "channels_last")
+    assert chosen == {"batch_size": 32, "ns": [64, 128], "batch_search": []}
 
 
 def test_two_n_on_different_batch_sizes_are_not_compared() -> None:
@@ -199,8 +201,30 @@ def test_batch_size_is_searched_per_size(tmp_path) -> None:
     chosen = json.loads((tmp_path / "manifest.json").read_text())["cohen_per_size"]["tiny"]
     assert chosen["batch_size"] in (8, 16) and [r["batch_size"] for r in chosen["batch_search"]] == [8, 16]
     assert all(n % chosen["batch_size"] == 0 for n in chosen["ns"])
+    assert chosen["memory_format"] in ("contiguous", "channels_last")   # measured per size ('auto')
     table = pd.read_csv(tmp_path / "speedup_vs_size.csv")
     assert set(table.loc[table["method"] == "cohen", "batch_size"]) == {chosen["batch_size"]}
+
+
+def test_cohen_runs_in_the_memory_format_the_size_resolved(monkeypatch) -> None:
+    """'auto' takes the faster plain forward's memory format (here stubbed to channels_last) and cohen's
+    certifier uses it; a given format is kept without a measurement; a mode row keeps its own format."""
+    from bench.perf.size_sweep import builders, timing
+
+    net = ss.build_network(TINY, torch.device("cpu"), 1)
+    calls = []
+
+    def faster(model, shape, batch, device, **kwargs):
+        calls.append(batch)
+        return "channels_last", {"contiguous": 2.0, "channels_last": 1.0}
+
+    monkeypatch.setattr(timing, "best_memory_format", faster)
+    resolved, _ = timing.resolve_batch(net, tiny_config(cohen_memory_format="auto"))
+    assert resolved.cohen_memory_format == "channels_last" and calls == [resolved.cohen_batch_size]
+    assert builders.make_certifier("cohen", net, 64, resolved).memory_format == "channels_last"
+    kept, _ = timing.resolve_batch(net, tiny_config(cohen_memory_format="contiguous"))
+    assert kept.cohen_memory_format == "contiguous" and len(calls) == 1
+    assert builders.make_certifier("cohen", net, 64, kept, mode="channels_last").memory_format == "channels_last"
 
 
 def test_fast_modes_are_rows_of_their_own(tmp_path) -> None:
@@ -312,5 +336,8 @@ def test_n_sweep_manifest_names_the_modes_it_timed(tmp_path) -> None:
                   "--no-cost-model"])
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["cohen_modes"] == ["bf16"]
+    table = pd.read_csv(tmp_path / "scaling.csv")
+    assert manifest["cohen_memory_format"] in ("contiguous", "channels_last")   # measured: --cohen-memory-format auto
+    assert set(table.loc[table["method"] == "cohen", "memory_format"]) == {manifest["cohen_memory_format"]}
     assert manifest["cohen_mode_notes"] and "tf32" in manifest["cohen_mode_notes"][0]
     assert set(pd.read_csv(tmp_path / "scaling.csv")["mode"]) >= {"fp32", "bf16"}

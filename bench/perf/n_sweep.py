@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from fars import Certificate, Certifier
 
-from ..certify.batch_size import FARS_BATCH_SIZE, best_batch_size
+from ..certify.batch_size import FARS_BATCH_SIZE, best_batch_size, best_memory_format
 from ..certify.certifiers import CohenOptions, MonteCarloSettings, build_certifier, supported_methods
 from ..common.env import process_usage
 from ..common.methods import SCALING_METHODS
@@ -92,18 +92,19 @@ def scaling_table(model: LoadedModel, images: torch.Tensor, indices: torch.Tenso
                   n0: int, alpha: float, batch_size: int, seed: int, methods: tuple[str, ...], progress: bool = True, *,
                   cohen_batch_size: int | None = None, fars_batch_size: int | None = None, cohen_compile: bool = False,
                   cohen_precision: str = "fp32", cohen_modes: Sequence[str] = (),
-                  labels: torch.Tensor | None = None) -> pd.DataFrame:
+                  cohen_memory_format: str = "contiguous", labels: torch.Tensor | None = None) -> pd.DataFrame:
     """Rows (method, model, n, samples, seconds, seconds_p25, seconds_p75, images, cpu_seconds, page_faults,
     batch_size, precision, compiled) of median seconds per image (wall), with the median process CPU seconds
     (user + system) and minor page faults of one call per image beside them.
 
-    ``batch_size`` is the default of both sampled methods; ``cohen_batch_size`` / ``fars_batch_size``
-    override it per method. ``cohen_compile`` and ``cohen_precision`` are CohenRS's opt-in speed options
-    (off / fp32 by default), recorded in the ``compiled`` and ``precision`` columns. ``cohen_modes`` (names
-    of :data:`COHEN_MODES`) adds a cohen row per mode and n, its name in the ``mode`` column (``fp32`` for the
-    plain rows, ``-`` for the FaRS methods). With ``labels`` every row has its ``certified_accuracy`` at radius 0
-    on the images, and each mode row the fraction of images whose certificate (class and radius) equals the
-    plain cohen row's at that n (``same_as_fp32``). ``model`` must support every method of ``methods``
+    ``batch_size`` is the default of both sampled methods; ``cohen_batch_size`` / ``fars_batch_size`` override it
+    per method. ``cohen_compile`` and ``cohen_precision`` are CohenRS's opt-in speed options (off / fp32 by
+    default), recorded in the ``compiled`` and ``precision`` columns; ``cohen_memory_format`` the memory format of
+    its noisy batches (the ``memory_format`` column; ``-`` for the FaRS methods). ``cohen_modes`` (names of
+    :data:`COHEN_MODES`) adds a cohen row per mode and n, its name in the ``mode`` column (``fp32`` for the plain
+    rows, ``-`` for the FaRS methods). With ``labels`` every row has its ``certified_accuracy`` at radius 0 on the
+    images, and each mode row the fraction of images whose certificate (class and radius) equals the plain cohen
+    row's at that n (``same_as_fp32``). ``model`` must support every method of ``methods``
     (:func:`~bench.certify.certifiers.supported_methods`; ``fars-mc`` needs a Lipschitz split, ``fars-closed`` a
     linear head), else :class:`~bench.certify.certifiers.RunError`.
     """
@@ -119,14 +120,15 @@ def scaling_table(model: LoadedModel, images: torch.Tensor, indices: torch.Tenso
     sizes = {"cohen": cohen_batch_size or batch_size, "fars-mc": fars_batch_size or batch_size, "fars-closed": 1}
     plain_certificates: dict[int, list[tuple[float, float]]] = {}
     for method, n, mode in tqdm(jobs, desc="scaling", disable=not progress, file=sys.stderr):
-        precision, compiled = "fp32", False
+        precision, compiled, memory_format = "fp32", False, "-"
         certifier: Certifier
         mc = MonteCarloSettings(n0=min(n0, n), n=n, alpha=alpha, batch_size=sizes[method], seed=seed)
         if method == "cohen":
-            options = dataclasses.replace(CohenOptions(compile=cohen_compile, precision=cohen_precision),
+            options = dataclasses.replace(CohenOptions(compile=cohen_compile, precision=cohen_precision,
+                                                       memory_format=cohen_memory_format),
                                           **(COHEN_MODES[mode] if mode is not None else {}))
             certifier = build_certifier("cohen", model, sigma, mc, cohen=options)
-            precision, compiled = options.precision, options.compile
+            precision, compiled, memory_format = options.precision, options.compile, options.memory_format
         else:
             certifier = build_certifier(method, model, sigma, mc)
         usage: list[dict[str, float]] = []
@@ -145,6 +147,7 @@ def scaling_table(model: LoadedModel, images: torch.Tensor, indices: torch.Tenso
                      "cpu_seconds": float(np.median([u["cpu_seconds"] for u in usage])),
                      "page_faults": float(np.median([u["page_faults"] for u in usage])),
                      "batch_size": sizes[method], "precision": precision, "compiled": compiled,
+                     "memory_format": memory_format,
                      "certified_accuracy": accuracy, "same_as_fp32": same})
     return pd.DataFrame(rows)
 
@@ -267,13 +270,15 @@ def scaling_stage(models: Sequence[LoadedModel], images: torch.Tensor, indices: 
         cohen_bs, _ = best_batch_size(chosen.network, tuple(images.shape[1:]), images.device,
                                       max_samples=max(ns) + n0)
         fars_bs = FARS_BATCH_SIZE
+    memory_format, _ = best_memory_format(chosen.network, tuple(images.shape[1:]), cohen_bs, images.device)
     methods = _stage_methods(chosen)
     table = scaling_table(chosen, images, indices, tuple(sorted(ns)), sigma=STAGE_SIGMA, n0=n0, alpha=alpha,
                           batch_size=default_batch, seed=seed, methods=methods,
-                          progress=progress, cohen_batch_size=cohen_bs, fars_batch_size=fars_bs)
+                          progress=progress, cohen_batch_size=cohen_bs, fars_batch_size=fars_bs,
+                          cohen_memory_format=memory_format)
     table.to_csv(out / "scaling.csv", index=False)
     _, targets = write_cost_model(chosen, images, table, out, batch_size=cohen_bs, indices=indices, echo=False)
     record = {"ns": sorted(ns), "images": len(images), "sigma": STAGE_SIGMA, "model": chosen.name,
-              "cohen_batch_size": cohen_bs, "fars_batch_size": fars_bs,
+              "cohen_batch_size": cohen_bs, "cohen_memory_format": memory_format, "fars_batch_size": fars_bs,
               "targets": {row["target"]: row["met"] for row in targets.to_dict("records")}}
     return table, record

@@ -53,7 +53,9 @@ def make_certifier(method: str, net: Network, n: int, config: SweepConfig, mode:
     if method == "cohen":
         if config.cohen_batch_size < 1:
             raise ValueError("cohen's batch size is not resolved (0 means: searched per size first)")
-        options = dict(COHEN_MODES[mode]) if mode != FP32 else {}
+        # the size's memory format (resolved per size), unless the mode is a memory format of its own
+        options = {"memory_format": config.cohen_memory_format if config.cohen_memory_format != "auto"
+                   else "contiguous", **(COHEN_MODES[mode] if mode != FP32 else {})}
         # one compiled graph per network, shared by the certifiers of every n (the row's mode says compiled)
         model = net.compiled() if options.pop("compile", False) else net.plain
         return CohenRS(model, config.sigma, n0=n0, n=n, alpha=config.alpha, batch_size=config.cohen_batch_size,

@@ -55,7 +55,8 @@ def memory_probe(spec: dict[str, Any], method: str, n: int, config: dict[str, An
     device = torch.device(config["device"])
     torch.set_num_threads(int(config.get("threads", 1)))
     cfg = SweepConfig([], device=device, sigma=config["sigma"], n0=config["n0"], alpha=config["alpha"],
-                      cohen_batch_size=config["cohen_batch_size"], fars_batch_size=config["fars_batch_size"])
+                      cohen_batch_size=config["cohen_batch_size"], fars_batch_size=config["fars_batch_size"],
+                      cohen_memory_format=config.get("cohen_memory_format", "contiguous"))
     net = build_network(SizeSpec.from_dict(spec), device, 1)
     certifier = make_certifier(method, net, n, cfg)
     if device.type == "cuda":
@@ -88,7 +89,7 @@ def measure_memory(spec: SizeSpec, method: str, n: int, config: SweepConfig) -> 
     process would pay CUDA's start-up for every probe)."""
     settings = {"device": str(config.device), "threads": torch.get_num_threads(), "sigma": config.sigma,
                 "n0": config.n0, "alpha": config.alpha, "cohen_batch_size": config.cohen_batch_size,
-                "fars_batch_size": config.fars_batch_size}
+                "fars_batch_size": config.fars_batch_size, "cohen_memory_format": config.cohen_memory_format}
     if config.device.type == "cuda":
         return memory_probe(spec.as_dict(), method, n, settings)
     code = ("import json, sys; from bench.perf.size_sweep.memory import memory_probe; "

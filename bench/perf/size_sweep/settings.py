@@ -34,6 +34,8 @@ class SweepConfig:
     among ``cohen_batch_candidates`` (empty: :data:`CPU_BATCH_CANDIDATES` on the CPU, the CUDA list of
     :data:`bench.certify.batch_size.BATCH_CANDIDATES` on a GPU). ``cohen_modes`` (names of
     :data:`bench.perf.n_sweep.COHEN_MODES`) adds cohen rows in those opt-in fast modes beside the fp32 ones.
+    ``cohen_memory_format`` ``auto`` means: the faster of contiguous and channels_last for a plain forward of
+    cohen's batch, measured per size (:func:`bench.certify.batch_size.best_memory_format`).
     """
 
     specs: list[SizeSpec]
@@ -50,6 +52,7 @@ class SweepConfig:
     cohen_batch_size: int = 0
     cohen_batch_candidates: tuple[int, ...] = ()
     cohen_modes: tuple[str, ...] = ()
+    cohen_memory_format: str = "auto"
     fars_batch_size: int = FARS_BATCH_SIZE
     throughput_sizes: tuple[str, ...] = (DEFAULT_NETWORK, "small")
     throughput_images: int = 32

@@ -40,7 +40,8 @@ def sweep_size(spec: SizeSpec, config: SweepConfig, machine: cm.Machine, timer: 
     """One network: fix cohen's batch size and two n (:func:`resolve_batch`), count, predict, time, compare."""
     net = build_network(spec, config.device, config.images)
     config, search = resolve_batch(net, config)
-    log(config, f"{spec.name}: cohen batch size {config.cohen_batch_size}, cohen n {config.cohen_ns}")
+    log(config, f"{spec.name}: cohen batch size {config.cohen_batch_size}, memory format {config.cohen_memory_format}, "
+                f"cohen n {config.cohen_ns}")
     costs = cm.network_costs(net.backbone, net.head, spec.input_shape)
     prediction = predicted(costs, machine, config)
     log(config, f"{spec.name}: {net.parameters:,} parameters, {cm.fmt_count(flops_per_image(costs))} flops per "
@@ -92,6 +93,7 @@ def run_size_sweep(config: SweepConfig, out: Path, *, machine: cm.Machine | None
             throughput += result.throughput
             predictions[spec.name] = result.prediction
             cohen[spec.name] = {"batch_size": result.config.cohen_batch_size, "ns": list(result.config.cohen_ns),
+                                "memory_format": result.config.cohen_memory_format,
                                 "batch_search": result.batch_search}
             if config.memory:
                 memory += memory_rows(spec, result.config)

@@ -19,9 +19,10 @@ import pandas as pd
 import torch
 
 from baselines import CohenRS
+from baselines.cohen import MEMORY_FORMATS
 from fars import Certifier
 
-from ...certify.batch_size import BATCH_CANDIDATES, best_batch_size, plain_batch
+from ...certify.batch_size import BATCH_CANDIDATES, best_batch_size, best_memory_format, plain_batch
 from .. import cost_model as cm
 from ..n_sweep import certify_with_usage, time_certifier
 from .builders import FP32, make_certifier
@@ -56,15 +57,19 @@ def resolve_batch(net: Network, config: SweepConfig) -> tuple[SweepConfig, pd.Da
     """The size's settings with cohen's batch size fixed and its two n on that batch size
     (:func:`same_batch_ns`): ``config.cohen_batch_size`` when given, else the throughput-best batch of a
     plain forward of ``net`` (:func:`best_batch_size`, one timed call per candidate after a warm-up, candidates
-    at most cohen's higher n). Returns the
-    settings and the search's table (None when the batch size was given)."""
+    at most cohen's higher n), and cohen's memory format the given one, else (``auto``) the faster for a plain
+    forward of that batch (:func:`best_memory_format`). Returns the settings and the search's table (None
+    when the batch size was given)."""
     search = None
     size = config.cohen_batch_size
     if size < 1:
         candidates = batch_candidates(config, net.images.device)
         size, search = best_batch_size(net.plain, net.spec.input_shape, net.images.device, candidates=candidates,
                                        repeats=1, max_samples=max(config.cohen_ns[1], min(candidates)))
-    return dataclasses.replace(config, cohen_batch_size=size,
+    memory_format = config.cohen_memory_format
+    if memory_format == "auto":
+        memory_format, _ = best_memory_format(net.plain, net.spec.input_shape, size, net.images.device)
+    return dataclasses.replace(config, cohen_batch_size=size, cohen_memory_format=memory_format,
                                cohen_ns=same_batch_ns(config.cohen_ns, size)), search
 
 
@@ -164,6 +169,8 @@ def reference_forwards(net: Network, config: SweepConfig) -> tuple[cm.PlainForwa
     fars-closed in alternating blocks (:func:`cost_model.paired_single_image`). Returns the reference
     and fars-closed's paired median seconds."""
     batch = plain_batch(net.spec.input_shape, config.cohen_batch_size, net.images.device)
+    if config.cohen_memory_format in MEMORY_FORMATS and batch.dim() == 4:   # as cohen's noisy batches are
+        batch = batch.contiguous(memory_format=MEMORY_FORMATS[config.cohen_memory_format])
     batched = cm.plain_forward_seconds(net.plain, batch, repeats=3)
     closed = make_certifier("fars-closed", net, 0, config)
     single, closed_seconds = cm.paired_single_image(net.plain, closed, net.images, net.indices, rounds=3, calls=11)
