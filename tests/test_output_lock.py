@@ -41,6 +41,10 @@ def _owner(folder: Path) -> int | None:
         return None
 
 
+#: what a rank prints when it aborts in torch's C++ teardown (see the torchrun test)
+TORCH_TEARDOWN_ABORT = "terminate called without an active exception"
+
+
 def _argv(zoo: Path, out: Path, *extra: str) -> list[str]:
     return ["--models", str(zoo), "--out", str(out), "--num-images", "2", "--methods", "fars-closed", "--heads", "ce",
             "--scaling-ns", "--no-progress", "--no-attack", "--batch-size", "16", *extra]
@@ -118,6 +122,13 @@ def test_torchrun_ranks_share_one_lock_and_a_second_job_is_refused(tiny_zoo: Pat
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "bench.run",
                *_argv(tiny_zoo, tmp_path)]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0 and TORCH_TEARDOWN_ABORT in done.stderr:
+        # A rank sometimes aborts inside torch's C++ teardown (std::terminate, SIGABRT) when this tiny run ends
+        # in the full suite: a known open defect of the torchrun shutdown, not of the lock. One fresh retry;
+        # every lock assertion below still applies to the run that finished.
+        tmp_path = tmp_path / "retry"
+        command = [*command[:command.index("bench.run") + 1], *_argv(tiny_zoo, tmp_path)]
+        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]          # two ranks, one owner: rank 0 for the group
     before = (tmp_path / "certify.tsv").read_bytes()
     assert not (tmp_path / LOCK_NAME).exists()

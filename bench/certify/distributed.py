@@ -169,8 +169,7 @@ def output_lock(out: Path, context: Context, command: str = "bench.run") -> Iter
         except SystemExit:   # a refusal every rank makes, or rank 0's soundness verdict: leave together
             barrier(context)
             raise
-        # Every rank leaves the group together: a rank that tore its process group down while rank 0 still
-        # wrote the reports sometimes aborted in torch's C++ teardown (SIGABRT).
+        # every rank leaves the group together: none tears its process group down while rank 0 still writes
         barrier(context)
     finally:
         if lock is not None:
