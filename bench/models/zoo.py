@@ -139,7 +139,8 @@ def load_zoo(directory: str | Path) -> ModelZoo:
     directory = Path(directory)
     if not (directory / "sll-backbone.json").is_file():
         raise ckpt.CheckpointError(
-            f"no sll-backbone checkpoint in {directory}; train one with `python -m bench.train --out {directory}`")
+            f"no sll-backbone checkpoint in {directory} (an experiment file's relative `checkpoint` is read from "
+            f"the file's own folder); train one with `python -m bench.train --out {directory}`")
     backbone, meta = ckpt.load_backbone(directory / "sll-backbone")
     zoo = ModelZoo(backbone, meta)
     for kind in HEAD_KINDS:
