@@ -233,6 +233,17 @@ def test_starved_cpu_runs_and_page_fault_bound_runs_are_flagged() -> None:
     assert machine.usage_warnings([("old rows", wall, np.full(20, np.nan), np.full(20, np.nan))]) == []
 
 
+def test_many_starved_runs_make_one_line() -> None:
+    """A loaded machine starves every run: one line says how many and the range, naming the worst."""
+    wall = np.full(20, 0.010)
+    runs = [(f"cohen m σ={s}", wall, wall * share, np.zeros(20)) for s, share in ((0.12, 0.6), (0.25, 0.3), (0.5, 0.7))]
+    (line,) = machine.usage_warnings(runs)
+    assert line.startswith("3 runs ran 30% to 70% of their wall time") and "lowest: cohen m σ=0.25" in line
+    faulting = [(f"cohen {k}", wall, wall, np.full(20, f)) for k, f in (("a", 5_000.0), ("b", 9_000.0))]
+    (line,) = machine.usage_warnings(faulting)
+    assert line.startswith("2 runs (most: cohen b): 9,000 minor page faults per image")
+
+
 def test_usage_is_read_from_the_results_file_of_a_cpu_run(tmp_path: Path) -> None:
     from bench.certify import results_file as results
 

@@ -123,23 +123,44 @@ def usage_warnings(usage_by_run: Iterable[tuple[str, np.ndarray, np.ndarray, np.
     allocator that returns large blocks to the system), a cost of the process, not of the method. Rows
     without usage (NaN) are left out.
     """
-    warnings = []
+    starved: list[tuple[str, float, float, float]] = []   # key, CPU share, CPU seconds, wall seconds
+    faulting: list[tuple[str, float, float]] = []          # key, faults per image, faults per CPU second
     for key, wall, cpu, faults in usage_by_run:
         wall, cpu, faults = (np.asarray(a, dtype=float) for a in (wall, cpu, faults))
         known = np.isfinite(wall) & np.isfinite(cpu)
         total_wall, total_cpu = float(wall[known].sum()), float(cpu[known].sum())
         if total_wall > 0 and total_cpu < STARVED_CPU_FRACTION * total_wall:
-            warnings.append(f"{key}: the process ran {total_cpu / total_wall:.0%} of its wall time (CPU "
-                            f"{total_cpu:.3g} s of {total_wall:.3g} s): it waited for the CPUs, so its times are "
-                            "inflated by other processes")
+            starved.append((key, total_cpu / total_wall, total_cpu, total_wall))
         counted = known & np.isfinite(faults)
         fault_total, fault_cpu = float(faults[counted].sum()), float(cpu[counted].sum())
         if fault_cpu > 0 and fault_total / fault_cpu > PAGE_FAULT_RATE_LIMIT:
-            warnings.append(f"{key}: {fault_total / max(1, int(counted.sum())):,.0f} minor page faults per image "
-                            f"({fault_total / fault_cpu:,.0f} per CPU second): its time includes the kernel "
-                            "zeroing freshly mapped memory (is the allocator tuned? "
-                            "bench.common.env.tune_cpu_allocator)")
-    return warnings
+            faulting.append((key, fault_total / max(1, int(counted.sum())), fault_total / fault_cpu))
+    return _starved_warnings(starved) + _fault_warnings(faulting)
+
+
+def _starved_warnings(starved: list[tuple[str, float, float, float]]) -> list[str]:
+    """One line for the starved runs (the run's own figures when there is one)."""
+    if len(starved) == 1:
+        key, share, cpu, wall = starved[0]
+        return [f"{key}: the process ran {share:.0%} of its wall time (CPU {cpu:.3g} s of {wall:.3g} s): it waited "
+                "for the CPUs, so its times are inflated by other processes"]
+    if not starved:
+        return []
+    lowest = min(starved, key=lambda s: s[1])
+    highest = max(s[1] for s in starved)
+    return [f"{len(starved)} runs ran {lowest[1]:.0%} to {highest:.0%} of their wall time on the CPU (lowest: "
+            f"{lowest[0]}): they waited for the CPUs, so their times are inflated by other processes"]
+
+
+def _fault_warnings(faulting: list[tuple[str, float, float]]) -> list[str]:
+    """One line for the runs bound by page faults (the run's own figures when there is one)."""
+    if not faulting:
+        return []
+    key, per_image, per_second = max(faulting, key=lambda f: f[2])
+    which = f"{key}:" if len(faulting) == 1 else f"{len(faulting)} runs (most: {key}):"
+    return [f"{which} {per_image:,.0f} minor page faults per image ({per_second:,.0f} per CPU second): its time "
+            "includes the kernel zeroing freshly mapped memory (is the allocator tuned? "
+            "bench.common.env.tune_cpu_allocator)"]
 
 
 def usage_by_run(tsv: Path, device: str) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
