@@ -5,38 +5,22 @@ in torchvision's on-disk format (the path a user's real files take)."""
 from __future__ import annotations
 
 import json
-import pickle
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 from conftest import SMALL_ATTACK
 
 from bench import attack
-from bench.data import CIFAR10_CLASSES
+from bench.data.cifar import write_random_cifar10
 from bench.models import load_model
 from bench.models.cifar_resnet import CifarResNet
 from bench.run import main
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SLL_LAYOUT = 'layout = {n_conv = 2, n_dense = 2, width = 4, conv_inner = 3, dense_inner = 16}'
-
-
-def write_cifar10(root: Path, test_images: int = 6, seed: int = 0) -> None:
-    """cifar-10-batches-py with a small test batch (and tiny train batches, as a real folder has)."""
-    rng = np.random.default_rng(seed)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    for name, count in [(f"data_batch_{i}", 2) for i in range(1, 6)] + [("test_batch", test_images)]:
-        entry = {"batch_label": name, "labels": [int(v) for v in rng.integers(0, 10, count)],
-                 "data": rng.integers(0, 256, size=(count, 3072), dtype=np.uint8),
-                 "filenames": [f"{name}_{i}.png" for i in range(count)]}
-        (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
-    meta = {"num_cases_per_batch": 2, "label_names": list(CIFAR10_CLASSES), "num_vis": 3072}
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
 
 
 def write_cohen_resnet20(path: Path, seed: int = 1) -> None:
@@ -52,7 +36,7 @@ def write_cohen_resnet20(path: Path, seed: int = 1) -> None:
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("field")
-    write_cifar10(root / "data")
+    write_random_cifar10(root / "data", test_images=6)
     write_cohen_resnet20(root / "models" / "resnet20" / "checkpoint.pth.tar")
     shutil.copy(FIXTURES / "sll_authors" / "model.ckpt-0.pth", root / "models" / "sll.ckpt")
     config = root / "experiment.toml"

@@ -39,6 +39,7 @@ from .base import DatasetFormatError, DatasetUnavailableError, resolve_root, sho
 from .idx import UInt8ImageDataset
 
 __all__ = ["CIFAR100_CLASSES", "CIFAR10_CLASSES", "CIFAR_LAYOUTS", "CifarLayout", "cifar_files", "load_cifar",
+           "write_random_cifar10",
            "official_md5_matches", "read_cifar_batch", "read_cifar_meta"]
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -271,3 +272,19 @@ def official_md5_matches(name: str, data_root: str | Path | None) -> dict[str, b
         path = folder / file_name
         result[file_name] = hashlib.md5(path.read_bytes()).hexdigest() == md5 if path.is_file() else None
     return result
+
+
+def write_random_cifar10(root: Path, test_images: int, seed: int = 0) -> None:
+    """A complete ``root/cifar-10-batches-py`` folder in the official pickle layout, its test batch holding
+    ``test_images`` uniform random uint8 images with random labels and each train batch two (the loader
+    checks that the folder is complete): a stand-in for CIFAR-10 on a machine without it (timings, tests)."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, count in [(f"data_batch_{i}", 2) for i in range(1, 6)] + [("test_batch", test_images)]:
+        entry = {"batch_label": name, "labels": [int(v) for v in rng.integers(0, 10, count)],
+                 "data": rng.integers(0, 256, size=(count, 3072), dtype=np.uint8),
+                 "filenames": [f"{name}_{i}.png" for i in range(count)]}
+        (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
+    meta = {"num_cases_per_batch": 2, "label_names": list(CIFAR10_CLASSES), "num_vis": 3072}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import pickle
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -42,7 +40,7 @@ from smoothing.checks import fixed_weights
 from ..common.cli import UsageError, checked, cli_exit
 from ..common.cli_help import DefaultsHelpFormatter
 from ..common.env import tune_cpu_allocator
-from ..data import CIFAR10_CLASSES
+from ..data.cifar import write_random_cifar10
 from .size_sweep import build_network, named_spec
 
 #: the sizes of the size sweep this command builds at CIFAR-10's 3 x 32 x 32 (``default`` is a Fashion-MNIST net)
@@ -56,24 +54,9 @@ def sll_network(size: str = "small", seed: int = 0) -> nn.Module:
     return nn.Sequential(net.backbone, net.head)
 
 
-def write_cifar10(root: Path, images: int, seed: int) -> None:
-    """A ``cifar-10-batches-py`` folder whose test batch holds ``images`` uniform random images (random labels),
-    and train batches of two images (the loader checks that the folder is complete)."""
-    rng = np.random.default_rng(seed)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, count in [(f"data_batch_{i}", 2) for i in range(1, 6)] + [("test_batch", images)]:
-        entry = {"batch_label": name, "labels": [int(v) for v in rng.integers(0, 10, count)],
-                 "data": rng.integers(0, 256, size=(count, 3072), dtype=np.uint8),
-                 "filenames": [f"{name}_{i}.png" for i in range(count)]}
-        (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
-    meta = {"num_cases_per_batch": 2, "label_names": list(CIFAR10_CLASSES), "num_vis": 3072}
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
-
-
 def experiment_file(folder: Path, size: str, seed: int, images: int, n0: int, n: int, sigma: float) -> Path:
     """An experiment file certifying the first ``images`` images with Cohen RS on :func:`sll_network`."""
-    write_cifar10(folder / "data", images, seed)
+    write_random_cifar10(folder / "data", images, seed)
     path = folder / "experiment.toml"
     path.write_text(f"""dataset = "cifar10"
 data_root = "data"
