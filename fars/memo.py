@@ -84,7 +84,8 @@ class WeightDerived:
     module can never see a stale value. Inside such a block (a certify call, whose weights are fixed) that
     comparison is made once per block; the later calls of the block check only that each parameter is the same
     tensor with the same storage, layout and version counter (no read of the weights, no host synchronisation on
-    CUDA), which still sees every in-place update but one through ``.data``. With autograd on it is bypassed.
+    CUDA), which still sees every in-place update but one through ``.data``. With autograd on, and inside a
+    ``torch.compile`` trace, it is bypassed.
     ``compute`` returns a tensor or a tuple of tensors.
     """
 
@@ -108,6 +109,10 @@ class WeightDerived:
 
     def get(self, params: tuple[torch.Tensor, ...], compute: Callable[[], T]) -> T:
         if torch.is_grad_enabled():
+            return compute()
+        if torch.compiler.is_compiling():
+            # traced by torch.compile: the value is computed in the graph; reading the memo's state here would
+            # make it a guard that changes with every certify call (a recompilation per call)
             return compute()
         epoch = fixed_weights_epoch()
         if epoch is None or epoch != self._epoch or not self._same_tensors(params):

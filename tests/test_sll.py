@@ -589,6 +589,24 @@ def test_memo_is_bypassed_when_autograd_records():
     assert layer.log_q.grad is not None and layer.log_q.grad.abs().sum() > 0
 
 
+def test_a_compiled_network_is_traced_once_for_many_certify_calls():
+    """Under torch.compile the memo is bypassed (its rescaling computed in the graph): a memo read inside the
+    trace would become a guard on the certify call's fixed-weights block, which changes every call."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    network = nn.Sequential(SLLConv2d(3, 4), nn.Flatten(), SLLDense(3 * 5 * 5, 8)).eval()
+    compiled = torch.compile(network, backend="eager", fullgraph=True)
+    x = torch.rand(2, 3, 5, 5)
+    with torch.inference_mode():
+        expected = network(x)
+    with torch._dynamo.config.patch(error_on_recompile=True), torch.inference_mode():
+        for _ in range(3):
+            with fixed_weights():
+                assert torch.allclose(compiled(x), expected, atol=1e-6)
+    torch._dynamo.reset()
+
+
 def test_audit_prints_no_torch_jit_script_deprecation():
     """The audit's forward-mode product (torch.func.jvp) makes torch register its jvp decompositions
     with ``torch.jit.script`` on first use, which warns that ``torch.jit.script`` is deprecated: that
