@@ -107,7 +107,7 @@ def _run(experiment: Experiment, context: dist_.Context) -> Path:
     models, images, labels, indices = _load_inputs(experiment, device)
     config = run_config(experiment, models, images, labels, indices)
     previous = _prepare_output(out, config, experiment.output.overwrite, context)
-    runs, mc, batch_sizes = _build_runs(experiment, models, tuple(images.shape[1:]), device, context)
+    runs, mc, batch_sizes = _build_runs(experiment, models, tuple(images.shape[1:]), device, context, previous)
     manifest = _start_manifest(experiment, config, models, runs, mc, batch_sizes, device, context, process,
                                len(images), [int(i) for i in indices], previous)
     timings = _certify_stage(experiment, runs, images, labels, indices, context)
@@ -218,9 +218,13 @@ def _prepare_output(out: Path, config: dict[str, Any], overwrite: bool, context:
 
 
 def _build_runs(experiment: Experiment, models: ExperimentModels, image_shape: tuple[int, ...],
-                device: torch.device, context: dist_.Context) -> tuple[list[Run], MonteCarloSettings, dict[str, int]]:
-    """Every run of the chosen methods, heads and sigmas, with its batch size set (returned by run key)."""
-    from .certify.runner import choose_batch_sizes
+                device: torch.device, context: dist_.Context, previous: dict[str, Any] | None,
+                ) -> tuple[list[Run], MonteCarloSettings, dict[str, int]]:
+    """Every run of the chosen methods, heads and sigmas, with its batch size and memory format set (batch sizes
+    returned by run key). Rank 0 chooses them, or keeps those of the run being resumed (``previous``, its
+    manifest), and every other rank takes rank 0's, so all rows of a run come from one evaluation of its network."""
+    from .certify import distributed as dist_
+    from .certify.runner import Tuning, choose_batch_sizes, kept_tuning
     from .certify.runs import MonteCarloSettings, RunError, build_runs
 
     given, runtime = experiment.monte_carlo, experiment.runtime
@@ -233,8 +237,14 @@ def _build_runs(experiment: Experiment, models: ExperimentModels, image_shape: t
         raise SystemExit(f"error: {err}") from None
     if not runs:
         raise SystemExit(f"error: no run matches: {_why_no_run(experiment, models)}")
-    batch_sizes = choose_batch_sizes(runs, runtime.batch_name, image_shape, device, given.n0 + given.n,
-                                     progress=runtime.progress and context.is_main)
+    batch_sizes: dict[str, int] = {}
+    if context.is_main:
+        batch_sizes = choose_batch_sizes(runs, runtime.batch_name, image_shape, device, given.n0 + given.n,
+                                         progress=runtime.progress, kept=kept_tuning(previous, device))
+    main_choice = dist_.all_gather(context, Tuning.of(runs, batch_sizes) if context.is_main else None)[0]
+    if not context.is_main:
+        batch_sizes = choose_batch_sizes(runs, runtime.batch_name, image_shape, device, given.n0 + given.n,
+                                         progress=False, kept=main_choice)
     return runs, mc, batch_sizes
 
 

@@ -241,6 +241,32 @@ def test_choose_batch_sizes_sets_and_records_the_memory_format(monkeypatch):
         runner.choose_batch_sizes(runs, "32", (1, 8, 8), torch.device("cpu"), 25, memory_format="nhwc")
 
 
+def test_kept_choices_replace_the_measurements_and_only_on_the_same_device(monkeypatch):
+    from bench.certify import runner
+    from bench.certify.runs import Run
+
+    model = nn.Sequential(*network())
+    runs = [Run("cohen", "sll", s, CohenRS(model, s, batch_size=10)) for s in (0.25, 0.5)]
+
+    def no_measurement(*a, **k):
+        raise AssertionError("kept choices are not measured again")
+
+    monkeypatch.setattr(runner, "best_memory_format", no_measurement)
+    monkeypatch.setattr(runner, "best_batch_size", no_measurement)
+    kept = runner.Tuning({"cohen|sll|0.25": 48, "cohen|sll|0.5": 64},
+                         {"cohen|sll|0.25": "channels_last", "cohen|sll|0.5": "contiguous"})
+    sizes = runner.choose_batch_sizes(runs, "auto", (1, 8, 8), torch.device("cpu"), 25, progress=False, kept=kept)
+    assert sizes == kept.batch_sizes and runner.memory_formats(runs) == kept.memory_formats
+    assert runner.Tuning.of(runs, sizes) == kept
+    manifest = {"device": "cpu", "batch_sizes": {"cohen|sll|0.25": 48, "bad": "x"},
+                "memory_formats": {"cohen|sll|0.25": "channels_last", "odd": "nhwc"}}
+    assert runner.kept_tuning(manifest, torch.device("cpu")) == runner.Tuning({"cohen|sll|0.25": 48},
+                                                                              {"cohen|sll|0.25": "channels_last"})
+    assert runner.kept_tuning(manifest, torch.device("meta")) is None   # measured on another device
+    assert runner.kept_tuning(None, torch.device("cpu")) is None
+    assert runner.kept_tuning({"device": "cpu"}, torch.device("cpu")) is None
+
+
 CERTIFY_IN_A_PROCESS = """
 import json, sys, torch
 sys.path.insert(0, {tests!r})

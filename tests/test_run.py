@@ -135,6 +135,29 @@ def test_interrupted_run_resumes_without_redoing_rows(tiny_zoo, tmp_path, monkey
     assert (merged.predict == again.predict).all() and (merged.radius == again.radius).all()
 
 
+def test_a_resumed_run_keeps_the_memory_formats_it_started_with(tiny_zoo, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    flags = args(tiny_zoo, out, "--methods", "cohen")
+    bench_run.main(flags)
+    manifest = json.loads((out / "manifest.json").read_text())
+    # the other format than the one measured: a resume must use what the manifest says, not measure again
+    kept = {k: "channels_last" if v == "contiguous" else "contiguous" for k, v in manifest["memory_formats"].items()}
+    manifest["memory_formats"] = kept
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    tsv = out / "certify.tsv"
+    lines = tsv.read_text().splitlines(keepends=True)
+    tsv.write_text("".join(lines[:3]))   # the header and two rows: the resume certifies the rest
+
+    def no_measurement(*a, **k):
+        raise AssertionError("a resumed run keeps its choices instead of measuring them again")
+
+    monkeypatch.setattr(bench_runner, "best_memory_format", no_measurement)
+    monkeypatch.setattr(bench_runner, "best_batch_size", no_measurement)
+    bench_run.main(flags)
+    assert json.loads((out / "manifest.json").read_text())["memory_formats"] == kept
+    assert len(pd.read_csv(tsv, sep="\t")) == len(lines) - 1
+
+
 def test_changed_configuration_is_not_mixed_into_old_results(tiny_zoo, tmp_path):
     out = tmp_path / "run"
     bench_run.main(args(tiny_zoo, out, "--methods", "fars-closed"))

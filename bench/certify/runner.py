@@ -202,11 +202,41 @@ def timing_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class Tuning:
+    """What :func:`choose_batch_sizes` chose, by run key: every Monte Carlo run's batch size and every cohen
+    run's memory format (a manifest's ``batch_sizes`` and ``memory_formats``)."""
+
+    batch_sizes: dict[str, int]
+    memory_formats: dict[str, str]
+
+    @classmethod
+    def of(cls, runs: list[Run], batch_sizes: dict[str, int]) -> Tuning:
+        return cls(dict(batch_sizes), memory_formats(runs))
+
+
+def kept_tuning(manifest: dict[str, Any] | None, device: torch.device) -> Tuning | None:
+    """The choices recorded by the manifest of the run being resumed, when it ran on ``device``; else None.
+
+    A resumed run keeps them: the memory format changes a convolution's round-off, so every row of a run must
+    come from the network evaluated in one format (and nothing is measured twice)."""
+    if manifest is None or manifest.get("device") != str(device):
+        return None
+    sizes, formats = manifest.get("batch_sizes"), manifest.get("memory_formats")
+    if not isinstance(sizes, dict) or not isinstance(formats, dict):
+        return None
+    return Tuning({str(k): int(v) for k, v in sizes.items() if isinstance(v, int) and v >= 1},
+                  {str(k): str(v) for k, v in formats.items() if v in MEMORY_FORMATS})
+
+
 def choose_batch_sizes(runs: list[Run], setting: str, image_shape: tuple[int, ...], device: torch.device,
-                       max_samples: int, progress: bool = True, memory_format: str = "auto") -> dict[str, int]:
+                       max_samples: int, progress: bool = True, memory_format: str = "auto",
+                       kept: Tuning | None = None) -> dict[str, int]:
     """Batch size of every Monte Carlo run (``setting``: an integer, or 'auto') and memory format of every cohen
     run (``memory_format``: 'auto' or a name of :data:`baselines.cohen.MEMORY_FORMATS`); sets them on the
     certifiers and returns the batch sizes by run key (:func:`memory_formats` reads the formats back).
+    ``kept`` (:func:`kept_tuning`, or rank 0's choice under torchrun) replaces each 'auto' choice it holds
+    for a run, without a measurement.
 
     Batch size 'auto': cohen at the throughput-best batch of a plain forward of its network (searched once per
     network on this device), fars-mc by its sampler (:func:`~bench.certify.batch_size.fars_batch_size`).
@@ -226,6 +256,8 @@ def choose_batch_sizes(runs: list[Run], setting: str, image_shape: tuple[int, ..
             continue
         if setting != "auto":
             size = int(setting)
+        elif kept is not None and run.key in kept.batch_sizes:
+            size = kept.batch_sizes[run.key]
         elif run.method == "cohen":
             assert isinstance(certifier, CohenRS)  # build_runs makes every cohen run a CohenRS
             model = certifier.model
@@ -240,11 +272,17 @@ def choose_batch_sizes(runs: list[Run], setting: str, image_shape: tuple[int, ..
         certifier.batch_size = size
         chosen[run.key] = size
         if isinstance(certifier, CohenRS):
+            if memory_format == "auto" and kept is not None and run.key in kept.memory_formats:
+                certifier.memory_format = kept.memory_formats[run.key]
+                continue
             key = (id(certifier.model), size)
             if key not in formats:
                 formats[key] = memory_format if memory_format != "auto" else _measured_format(
                     certifier.model, image_shape, min(size, max_samples), device, run.model, progress)
             certifier.memory_format = formats[key]
+    if progress and kept is not None and any(key in kept.batch_sizes or key in kept.memory_formats
+                                             for key in chosen):
+        print("batch sizes and memory formats: kept from the run being resumed (its manifest)", file=sys.stderr)
     return chosen
 
 
