@@ -12,7 +12,9 @@ from pathlib import Path
 
 import torch
 
-from .certify.batch_size import best_batch_size
+from baselines.cohen import MEMORY_FORMATS
+
+from .certify.batch_size import best_batch_size, best_memory_format
 from .certify.machine import set_threads
 from .common.cli import checked, cli_exit, writable_dir
 from .common.cli_help import DefaultsHelpFormatter
@@ -46,6 +48,9 @@ def main(argv: list[str] | None = None) -> Path:
                         help="noisy samples per forward pass, the same for both: an integer, or 'auto' for the "
                              "throughput-best batch of a plain forward on this device "
                              "(bench.certify.batch_size.best_batch_size)")
+    parser.add_argument("--cohen-memory-format", default="auto", choices=["auto", *MEMORY_FORMATS],
+                        help="memory format of our noisy batches: 'auto' takes the faster for a plain forward of the "
+                             "batch on this device, as bench.run does (ART's batches stay contiguous)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     parser.add_argument("--seed", type=int, default=0, help="our noise seed, and NumPy's global seed for ART")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -80,8 +85,13 @@ def main(argv: list[str] | None = None) -> Path:
         batch_size, _ = best_batch_size(network, tuple(images.shape[1:]), device, max_samples=args.n + args.n0)
     else:
         batch_size = int(args.batch_size)
+    memory_format = args.cohen_memory_format
+    if memory_format == "auto":
+        memory_format, _ = best_memory_format(network, tuple(images.shape[1:]), min(batch_size, args.n + args.n0),
+                                              device)
     frame, summary = compare(network, images[pick].to(device), labels[pick], indices[pick], args.sigma, args.n0,
-                             args.n, args.alpha, batch_size, args.seed, progress=not args.no_progress)
+                             args.n, args.alpha, batch_size, args.seed, progress=not args.no_progress,
+                             memory_format=memory_format)
     name = device_name(device)
     summary.update(device=str(device), device_name=name, art_version=art_version(),
                    torch_threads=torch.get_num_threads(),

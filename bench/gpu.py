@@ -95,7 +95,7 @@ def plan(out: Path, device: str, quick: bool = False, paper_images: int = PAPER_
         paper = ["-m", "bench.run", "--preset", "paper", "--num-images", str(paper_images), "--scaling-ns",
                  "--out", str(out / "paper"), "--no-attack", "--overwrite", *common]
         scaling = ["-m", "bench.scaling", "--out", str(out / "scaling"), "--ns", "100", "1000", "10000", "100000",
-                   "--cohen-modes", *FAST_MODES, "channels_last", *common]
+                   "--cohen-modes", *FAST_MODES, *common]
         # cohen's batch size searched per size (at most its lower n) and its two n rounded to whole batches of
         # it, so that both run full batches and the linearity check compares like with like; the fast modes as
         # rows of their own (TF32 on in the tf32 rows, off in every other)

@@ -20,7 +20,9 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .certify.batch_size import best_batch_size
+from baselines.cohen import MEMORY_FORMATS
+
+from .certify.batch_size import best_batch_size, best_memory_format
 from .certify.machine import default_threads, machine_state, set_threads
 from .common.cli import UsageError, checked, cli_exit, writable_dir
 from .common.cli_help import DefaultsHelpFormatter
@@ -81,6 +83,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--batch-size", type=int, default=None,
                         help="cohen's noisy samples per forward pass (default: the throughput-best batch of a "
                              "plain forward on this device)")
+    parser.add_argument("--cohen-memory-format", default="auto", choices=["auto", *MEMORY_FORMATS],
+                        help="memory format of cohen's noisy batches: 'auto' takes the faster for a plain forward of "
+                             "cohen's batch on this device, as bench.run does")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser, parser.parse_args(argv)
 
@@ -126,6 +131,7 @@ def main(argv: list[str] | None = None) -> Path:
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     model, fingerprint = load_models(args.models, device)
     settings, search = choose_batch_size(settings, model, device, args.batch_size)
+    settings = choose_memory_format(settings, model, device, args.cohen_memory_format)
     examples = certify_examples(settings, model, device, progress=not args.no_progress)
     name = device_name(device)
     paths = write_outputs(examples, settings, out, machine=state, device=name, on_cpu=device.type == "cpu")
@@ -158,6 +164,20 @@ def choose_batch_size(settings: CompareSettings, model: LoadedModel, device: tor
                                    max_samples=max(settings.grid) + settings.n0)
     print(f"cohen batch size: {size} (throughput of a plain forward)", file=sys.stderr)
     return dataclasses.replace(settings, batch_size=size), search
+
+
+def choose_memory_format(settings: CompareSettings, model: LoadedModel, device: torch.device,
+                         memory_format: str) -> CompareSettings:
+    """``settings`` with cohen's memory format: ``memory_format`` when not 'auto', else the faster one for a plain
+    forward of cohen's batch of ``model``'s network on ``device`` (as ``python -m bench.run``)."""
+    if memory_format != "auto" or "cohen" not in settings.methods:
+        chosen = "contiguous" if memory_format == "auto" else memory_format
+        return dataclasses.replace(settings, cohen_memory_format=chosen)
+    best, seconds = best_memory_format(model.network, DATASETS["fashion-mnist"].input_shape,
+                                       min(settings.batch_size, max(settings.grid) + settings.n0), device)
+    timings = ", ".join(f"{name} {value * 1e3:.1f} ms" for name, value in seconds.items())
+    print(f"cohen memory format: {best} (faster plain forward{': ' + timings if timings else ''})", file=sys.stderr)
+    return dataclasses.replace(settings, cohen_memory_format=best)
 
 
 def manifest_record(args: argparse.Namespace, settings: CompareSettings, out: Path, state: dict[str, Any], name: str,

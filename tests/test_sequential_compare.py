@@ -7,11 +7,13 @@ and not the measurement itself (``python -m bench.sequential`` at the cap 1e5).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from statsmodels.stats.proportion import proportion_confint
 
 from bench import sequential as command
@@ -126,6 +128,8 @@ def test_the_command_writes_every_output(tiny_zoo, tmp_path):
     assert manifest["settings"]["cap"] == 300 and manifest["settings"]["grid"] == [200, 300]
     assert {"machine", "versions", "git_commit", "device_name"} <= set(manifest)
     assert manifest["machine"]["torch_threads"] == 1
+    # cohen's memory format measured on this device, recorded with the settings it ran
+    assert manifest["settings"]["cohen_memory_format"] in {"contiguous", "channels_last"}
     summary = pd.read_csv(out / "sequential.csv")
     assert len(summary) == 2 * 3 and np.isfinite(summary["sample_ratio"].dropna()).all()
     text = (out / "sequential.md").read_text()
@@ -144,3 +148,17 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, capsys, flag, value, fragment)
     err = capsys.readouterr().err
     assert len([line for line in err.splitlines() if "error:" in line]) == 1
     assert fragment in err and "Traceback" not in err
+
+
+def test_cohen_runs_in_the_memory_format_of_the_settings(tiny_zoo):
+    from bench.perf.sequential_compare import make_certifier
+
+    model = load_zoo(tiny_zoo).split_model("ce")
+    settings = command.choose_memory_format(SETTINGS, model, torch.device("cpu"), "channels_last")
+    assert settings.cohen_memory_format == "channels_last"   # given: not measured
+    assert make_certifier(model, "cohen", FIXED, 200, settings).memory_format == "channels_last"
+    fars_only = dataclasses.replace(SETTINGS, methods=("fars-mc",))
+    assert command.choose_memory_format(fars_only, model, torch.device("cpu"), "auto").cohen_memory_format == \
+        "contiguous"   # no cohen: nothing to measure
+    with pytest.raises(ValueError, match="cohen_memory_format"):
+        dataclasses.replace(SETTINGS, cohen_memory_format="nhwc").check()

@@ -66,17 +66,20 @@ def art_certifier(model: torch.nn.Module, input_shape: tuple[int, ...], classes:
 
 def compare(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, sigma: float,
             n0: int, n: int, alpha: float, batch_size: int, seed: int = 0,
-            progress: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
+            progress: bool = False, memory_format: str = "contiguous") -> tuple[pd.DataFrame, dict[str, Any]]:
     """Certify each image with CohenRS and with ART; per-image rows and the summary statistics.
 
     Both run one image per call, after one untimed warm-up call each, with ``batch_size`` samples per
     forward pass; ``model`` must be on ``images``' device. ART's NumPy generator is seeded with ``seed``.
+    ``memory_format`` is the layout of our noisy batches (:class:`~baselines.CohenRS`; the harness times
+    Cohen in the faster one); ART gives the network its batches as they come (contiguous).
     """
     device = images.device
     model.eval()
     with torch.inference_mode():
         classes = int(model(images[:1]).shape[1])
-    ours = CohenRS(model, sigma, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed)
+    ours = CohenRS(model, sigma, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed,
+                   memory_format=memory_format)
     art = art_certifier(model, tuple(images.shape[1:]), classes, sigma, n0, alpha, device)
     host = images.detach().cpu().numpy().astype(np.float32)
     np.random.seed(seed)
@@ -92,7 +95,8 @@ def compare(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, 
                      "ours_seconds": cert.seconds,
                      "art_prediction": int(prediction[0]), "art_radius": float(radius[0]), "art_seconds": elapsed[0]})
     frame = pd.DataFrame(rows)
-    return frame, summarize(frame, dict(sigma=sigma, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed))
+    return frame, summarize(frame, dict(sigma=sigma, n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed,
+                                       memory_format=memory_format))
 
 
 def summarize(frame: pd.DataFrame, settings: dict[str, Any]) -> dict[str, Any]:
@@ -129,7 +133,8 @@ def markdown(frame: pd.DataFrame, summary: dict[str, Any], device_name: str) -> 
         "# Cohen RS: ours (baselines.CohenRS) vs IBM ART (PyTorchRandomizedSmoothing.certify)",
         "",
         f"Network sll+ce, {s['images']} images, sigma {s['sigma']:g}, n0 {s['n0']:,}, n {s['n']:,}, alpha "
-        f"{s['alpha']:g}, batch {s['batch_size']:,}, seed {s['seed']}; {device_name}; "
+        f"{s['alpha']:g}, batch {s['batch_size']:,}, seed {s['seed']}, our noisy batches "
+        f"{s.get('memory_format', 'contiguous')} (ART's contiguous); {device_name}; "
         f"{_dt.date.today().isoformat()}.",
         "",
         "| statistic | ours | ART |",

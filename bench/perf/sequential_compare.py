@@ -44,10 +44,11 @@ import torch
 from matplotlib.lines import Line2D
 from tqdm.auto import tqdm
 
+from baselines.cohen import MEMORY_FORMATS
 from smoothing.certificate import Certifier
 
 from ..certify.batch_size import fars_batch_size
-from ..certify.certifiers import MonteCarloSettings, build_certifier
+from ..certify.certifiers import CohenOptions, MonteCarloSettings, build_certifier
 from ..certify.machine import noisy_timing_markdown, noisy_timing_warnings
 from ..common.env import EMBEDDED_MODELS, process_usage
 from ..data import reported_radii
@@ -86,6 +87,9 @@ class CompareSettings:
         seed: global seed (with an image's index it fixes all of its noise).
         batch_size: cohen's noisy samples per forward pass (results do not depend on it).
         fars_batch_size: fars-mc's; None: by its sampler (:func:`bench.certify.batch_size.fars_batch_size`).
+        cohen_memory_format: the layout of cohen's noisy batches (a name of
+            :data:`baselines.cohen.MEMORY_FORMATS`; ``python -m bench.sequential`` measures the faster one,
+            :func:`~bench.certify.batch_size.best_memory_format`).
     """
 
     methods: tuple[str, ...] = METHODS
@@ -100,6 +104,7 @@ class CompareSettings:
     seed: int = 0
     batch_size: int = 1000
     fars_batch_size: int | None = None
+    cohen_memory_format: str = "contiguous"
 
     @property
     def grid(self) -> tuple[int, ...]:
@@ -119,6 +124,8 @@ class CompareSettings:
             (self.images >= 1 and self.skip >= 1, f"images and skip must be >= 1, got {self.images}, {self.skip}"),
             (self.batch_size >= 1 and (self.fars_batch_size is None or self.fars_batch_size >= 1),
              "batch sizes must be >= 1"),
+            (self.cohen_memory_format in MEMORY_FORMATS,
+             f"cohen_memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {self.cohen_memory_format!r}"),
         ]
         for ok, message in problems:
             if not ok:
@@ -152,7 +159,8 @@ def make_certifier(model: LoadedModel, method: str, mode: str, n: int, settings:
     if method == "fars-mc":   # its own batch size; by default by the sampler the head allows (projected: linear)
         size = settings.fars_batch_size or fars_batch_size(build_certifier(method, model, settings.sigma, mc))
         mc = replace(mc, batch_size=size)
-    return build_certifier(method, model, settings.sigma, mc)
+    return build_certifier(method, model, settings.sigma, mc,
+                           cohen=CohenOptions(memory_format=settings.cohen_memory_format))
 
 
 def select(settings: CompareSettings, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
