@@ -60,7 +60,7 @@ results-sequential: $(BIN)/.installed-run
 # modes as rows; TF32 is CUDA-only, so the CPU run notes it as not applicable)
 results-sizes: $(BIN)/.installed-run
 	$(BIN)/python -m bench.scaling --sizes default small medium large xlarge --rounds 1 --threads 1 \
-	    --cohen-ns 256 512 --cohen-direct --cohen-memory-ns 256 512 --cohen-modes tf32 bf16 compiled \
+	    --cohen-ns 256 512 --cohen-direct small --cohen-memory-ns 256 512 --cohen-modes tf32 bf16 compiled \
 	    --out results/sizes --no-progress
 	$(BIN)/python -m bench.results_index results
 
