@@ -56,7 +56,7 @@ results-sequential: $(BIN)/.installed-run
 	$(BIN)/python -m bench.results_index results
 
 # speedup versus model size, SLL layouts small..xlarge at CIFAR size; its manifest records how long it took
-# one thread, about 50 min of wall time on a busy 2-core machine (cohen at two whole batches per size, its fast
+# one thread, about 45 min of wall time on a quiet 2-core machine (cohen at two whole batches per size, its fast
 # modes as rows; TF32 is CUDA-only, so the CPU run notes it as not applicable)
 results-sizes: $(BIN)/.installed-run
 	$(BIN)/python -m bench.scaling --sizes default small medium large xlarge --rounds 1 --threads 1 \
