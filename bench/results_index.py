@@ -84,9 +84,29 @@ def provenance_lines(manifest: dict) -> list[str]:
         settings = ", ".join(f"{k} = {config[k]}" for k in SETTING_KEYS if k in config)
         experiment = manifest.get("experiment_file")
         lines.append(f"* settings: {settings}" + (f" (experiment file `{experiment}`)" if experiment else ""))
+    lines += cohen_tuning_lines(manifest)
     for warning in manifest.get("timing_warnings") or []:
         lines.append(f"* timing warning: {warning}")
     return lines
+
+
+def cohen_tuning_lines(manifest: dict) -> list[str]:
+    """A bullet with the batch size and memory format Cohen ran at, as the manifest records them: per size (size
+    sweep), per model (``bench.run``: run keys ``cohen|MODEL|SIGMA``) or one for the run (n sweep, sequential)."""
+    per_size = manifest.get("cohen_per_size")
+    if isinstance(per_size, dict) and per_size:
+        parts = [f"{size} {choice.get('batch_size', '?')} {choice.get('memory_format', '?')}"
+                 for size, choice in per_size.items() if isinstance(choice, dict)]
+        return ["* cohen per size (batch size, memory format; measured on the device): " + "; ".join(parts)]
+    formats = manifest.get("memory_formats")
+    if isinstance(formats, dict) and formats:
+        by_model = {str(key).split("|")[1] if str(key).count("|") == 2 else str(key): value
+                    for key, value in formats.items()}
+        parts = [f"{model} {value}" for model, value in by_model.items()]
+        return ["* cohen memory format per model (measured on the device): " + "; ".join(parts)]
+    settings = manifest.get("settings")
+    single = manifest.get("cohen_memory_format") or (isinstance(settings, dict) and settings.get("cohen_memory_format"))
+    return [f"* cohen memory format (measured on the device): {single}"] if single else []
 
 
 def demote_headings(markdown: str, levels: int) -> str:

@@ -105,6 +105,10 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     if args.sizes is not None:
         return size_main(parser, args, sys.argv[1:] if argv is None else list(argv))
+    stray = sorted("--" + dest.replace("_", "-") for dest in SIZE_DESTS - {"sizes"}
+                   if getattr(args, dest) != parser.get_default(dest))
+    if stray:
+        parser.error(f"{' '.join(stray)} belong to the size sweep: add --sizes, or leave them out of the n sweep")
     args.images = 3 if args.images is None else args.images
     args.threads = 0 if args.threads is None else args.threads
     if not math.isfinite(args.sigma) or args.sigma <= 0:
@@ -198,8 +202,9 @@ def add_size_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--fars-ns", type=int, nargs="+", default=list(size_sweep.FARS_MC_NS),
                        help="n of fars-mc (the target n is always added)")
     group.add_argument("--cohen-ns", type=int, nargs=2, default=list(size_sweep.COHEN_NS), metavar=("LOW", "HIGH"),
-                       help="the two n cohen is measured at, each rounded up to a whole multiple of its batch size (so "
-                            "both run the same batch size); its time at the target n is extrapolated when linear")
+                       help="the two n cohen is measured at, each rounded up to a whole multiple of its batch size, "
+                            "the higher at least one batch above the lower (so both run the same batch size); its time "
+                            "at the target n is extrapolated when linear")
     group.add_argument("--cohen-direct", nargs="*", default=["small"], metavar="SIZE",
                        help="sizes where cohen is also measured at the target n directly (one image)")
     group.add_argument("--rounds", type=int, default=2,
@@ -209,9 +214,11 @@ def add_size_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--throughput-images", type=int, default=32, help="images per certify call for the throughput")
     group.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes (fresh subprocesses)")
     group.add_argument("--memory-ns", type=int, nargs=2, default=[10_000, size_sweep.TARGET_N], metavar=("LOW", "HIGH"),
-                       help="the two n of the peak-memory probes of fars-mc (and of cohen on --cohen-direct sizes)")
+                       help="the two n of fars-mc's peak-memory probes")
     group.add_argument("--cohen-memory-ns", type=int, nargs=2, default=list(size_sweep.COHEN_MEMORY_NS),
-                       metavar=("LOW", "HIGH"), help="the two n of cohen's memory probes on the other sizes")
+                       metavar=("LOW", "HIGH"),
+                       help="the two n of cohen's peak-memory probes on every size (its peak is one forward batch "
+                            "whatever n is)")
 
 
 def size_main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> Path:

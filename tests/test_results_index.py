@@ -24,11 +24,14 @@ def results(tmp_path):
                 {"git_commit": "abc123", "started": "2026-01-01T00:00:00", "finished": "2026-01-01T00:10:00",
                  "device_name": "CPU (x86_64, 2 cores)", "torch_threads": 2,
                  "config": {"dataset": "fashion-mnist", "n": 1000, "sigma": [0.25]},
-                 "timing_warnings": ["cohen sll+ce: times vary 3.1x"]},
+                 "timing_warnings": ["cohen sll+ce: times vary 3.1x"],
+                 "memory_formats": {"cohen|sll+ce|0.25": "contiguous", "cohen|cnn-noise0.25|0.25": "channels_last"}},
                 {"table1.md": "# Table 1\n\n| a | b |\n| --- | --- |\n| 1.5% | 0.25 |\n",
                  "table_certified.md": "# Certified\n\n```\n# not a heading\n```\n",
                  "summary.md": "# Summary\n", "figure.png": "png"})
-    make_result(root / "sizes", {"command": "python -m bench.scaling --sizes small", "git_commit": "def456"},
+    make_result(root / "sizes", {"command": "python -m bench.scaling --sizes small", "git_commit": "def456",
+                                 "cohen_per_size": {"default": {"batch_size": 128, "memory_format": "contiguous"},
+                                                    "small": {"batch_size": 256, "memory_format": "channels_last"}}},
                 {"size_sweep.md": "# Sweep\n\n## Notes\n\n7.5x\n"})
     make_result(root / "torchrun" / "one", {"git_commit": "0f0f"}, {"summary.md": "# Certification summary\n\n42%\n"})
     (root / "art").mkdir()
@@ -50,6 +53,11 @@ def test_index_holds_each_folder_with_its_reports_unchanged(results):
     assert "device: CPU (x86_64, 2 cores); torch threads: 2" in section
     assert "settings: dataset = fashion-mnist, sigma = [0.25], n = 1000" in section
     assert "timing warning: cohen sll+ce: times vary 3.1x" in section
+    # the batch size and memory format cohen ran at, as each kind of manifest records them
+    assert "cohen memory format per model (measured on the device): sll+ce contiguous; cnn-noise0.25 channels_last" \
+        in section
+    assert ("cohen per size (batch size, memory format; measured on the device): default 128 contiguous; small 256 "
+            "channels_last") in text[sizes:torchrun]
     # reports in the fixed order, headings two levels deeper, tables and code blocks unchanged
     assert section.index("### Certified") < section.index("### Table 1")
     assert "| 1.5% | 0.25 |" in section and "```\n# not a heading\n```" in section

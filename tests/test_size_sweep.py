@@ -172,6 +172,17 @@ def test_cli_rejects_unknown_size(capsys) -> None:
     assert len(lines) == 1 and "huge" in lines[0]
 
 
+@pytest.mark.parametrize("flags", [["--rounds", "0"], ["--cohen-ns", "10", "20", "--no-memory"]])
+def test_size_sweep_flags_without_sizes_are_refused(capsys, tmp_path, flags) -> None:
+    """Flags of the size sweep given to the n sweep would be ignored (an n sweep would start regardless)."""
+    with pytest.raises(SystemExit) as err:
+        scaling.main(["--out", str(tmp_path / "x"), *flags])
+    assert err.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("python -m bench.scaling: error")]
+    assert len(lines) == 1 and "add --sizes" in lines[0] and flags[0] in lines[0]
+    assert not (tmp_path / "x").exists()
+
+
 def test_cohen_ns_are_whole_batches_of_one_size(linear_run) -> None:
     """Both n of cohen are rounded up to whole multiples of its batch size, so both run only full batches
     of that size and the ratio of their times tests linearity in n, not a change of batch size."""
