@@ -24,7 +24,7 @@ from baselines.cohen import MEMORY_FORMATS
 
 from .certify.batch_size import best_batch_size, best_memory_format
 from .certify.machine import default_threads, machine_state, set_threads
-from .common.cli import UsageError, checked, cli_exit, writable_dir
+from .common.cli import UsageError, batch_size_or_auto, checked, cli_exit, writable_dir
 from .common.cli_help import DefaultsHelpFormatter
 from .common.env import (
     EMBEDDED_MODELS,
@@ -80,9 +80,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
                         help="torch intra-op CPU threads (default: the CPUs this process may use)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     parser.add_argument("--seed", type=int, default=0, help="global seed; with an image's index it fixes its noise")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="cohen's noisy samples per forward pass (default: the throughput-best batch of a "
-                             "plain forward on this device)")
+    parser.add_argument("--batch-size", type=batch_size_or_auto, default=None,
+                        help="cohen's noisy samples per forward pass: an integer, or 'auto' for the throughput-best "
+                             "batch of a plain forward on this device (default: auto)")
     parser.add_argument("--cohen-memory-format", default="auto", choices=["auto", *MEMORY_FORMATS],
                         help="memory format of cohen's noisy batches: 'auto' takes the faster for a plain forward of "
                              "cohen's batch on this device, as bench.run does")
@@ -100,8 +100,6 @@ def check_args(args: argparse.Namespace) -> CompareSettings:
                          ("--skip", [args.skip]), ("--n0", [args.n0]), ("--threads", [args.threads])):
         if any(v < 1 for v in values):
             raise UsageError(f"{flag} must be >= 1, got {' '.join(map(str, values))}")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if any(not math.isfinite(r) or r < 0 for r in args.radii):
         raise UsageError(f"--radii must be finite and >= 0, got {' '.join(map(str, args.radii))}")
     return CompareSettings(methods=tuple(dict.fromkeys(args.methods)), sigma=args.sigma, alpha=args.alpha,
@@ -123,13 +121,13 @@ def main(argv: list[str] | None = None) -> Path:
     settings = checked(parser, lambda: check_args(args))
     # more images than the embedded set holds at that skip: a usage error, before the long work
     checked(parser, lambda: select_images("fashion-mnist", None, settings.images, settings.skip))
-    out = checked(parser, lambda: writable_dir(args.out or runs_dir("fashion-mnist", "sequential")))
     device = checked(parser, lambda: resolve_device(args.device))
+    model, fingerprint = load_models(args.models, device)   # before --out is created: a bad folder leaves nothing
+    out = checked(parser, lambda: writable_dir(args.out or runs_dir("fashion-mnist", "sequential")))
     set_threads(args.threads)
     tune_cpu_allocator()   # no effect on results; no page-fault churn in the timings (bench.common.env)
     state = machine_state(args.threads)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    model, fingerprint = load_models(args.models, device)
     settings, search = choose_batch_size(settings, model, device, args.batch_size)
     settings = choose_memory_format(settings, model, device, args.cohen_memory_format)
     examples = certify_examples(settings, model, device, progress=not args.no_progress)

@@ -140,6 +140,7 @@ def test_the_command_writes_every_output(tiny_zoo, tmp_path):
     ("--n", "0", "--n must be >= 1"),
     ("--sigma", "nan", "--sigma must be a finite number > 0"),
     ("--images", "1000", "lower the number of images or the skip"),
+    ("--batch-size", "0", "--batch-size: must be 'auto' or an integer >= 1, got '0'"),
 ])
 def test_bad_flags_exit_2_with_one_line(tmp_path, capsys, flag, value, fragment):
     with pytest.raises(SystemExit) as exit_info:
@@ -162,3 +163,13 @@ def test_cohen_runs_in_the_memory_format_of_the_settings(tiny_zoo):
         "contiguous"   # no cohen: nothing to measure
     with pytest.raises(ValueError, match="cohen_memory_format"):
         dataclasses.replace(SETTINGS, cohen_memory_format="nhwc").check()
+
+
+def test_batch_size_auto_is_the_default_and_a_missing_model_folder_leaves_no_output(tmp_path, capsys):
+    assert command.parse_args(["--batch-size", "auto"])[1].batch_size is None
+    assert command.parse_args(["--batch-size", "512"])[1].batch_size == 512
+    out = tmp_path / "seq"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(command.main, ["--out", str(out), "--models", str(tmp_path / "missing"), "--images", "2"])
+    assert exit_info.value.code == 1
+    assert "no sll-backbone checkpoint" in capsys.readouterr().err and not out.exists()

@@ -113,6 +113,16 @@ def writable_dir(path: Path, flag: str = "--out") -> Path:
     return path
 
 
+def batch_size_or_auto(text: str) -> int | None:
+    """An argparse ``type`` for ``--batch-size``: None for ``auto`` (the command searches the batch size), else
+    the integer. Raises ``argparse.ArgumentTypeError`` (argparse's one-line usage error) for anything else."""
+    if text == "auto":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or an integer >= 1, got {text!r}")
+    return int(text)
+
+
 def checked(parser: argparse.ArgumentParser, check: Callable[[], T]) -> T:
     """``check()``, with a refusal turned into ``parser.error`` (``PROG: error: MESSAGE``, exit 2).
 
