@@ -158,6 +158,15 @@ def test_a_resumed_run_keeps_the_memory_formats_it_started_with(tiny_zoo, tmp_pa
     assert len(pd.read_csv(tsv, sep="\t")) == len(lines) - 1
 
 
+def test_a_resume_with_nothing_left_shows_no_progress_bars(tiny_zoo, tmp_path, capsys):
+    flags = [f for f in args(tiny_zoo, tmp_path / "run", "--methods", "fars-closed") if f != "--no-progress"]
+    bench_run.main(flags)
+    assert "pilot (one image per run)" in capsys.readouterr().err
+    bench_run.main(flags)
+    err = capsys.readouterr().err
+    assert "pilot" not in err and "estimated time left" not in err and "wrote 0 new rows" in err
+
+
 def test_changed_configuration_is_not_mixed_into_old_results(tiny_zoo, tmp_path):
     out = tmp_path / "run"
     bench_run.main(args(tiny_zoo, out, "--methods", "fars-closed"))

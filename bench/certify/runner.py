@@ -64,11 +64,11 @@ def certify_all(runs: list[Run], images: torch.Tensor, labels: torch.Tensor, ind
     by_run = {r: [i for _, i in group] for r, group in itertools.groupby(mine, key=lambda item: item[0])}
     timing = ShardTiming(context.rank, str(images.device))
     start = time.perf_counter()
-    show = progress and context.is_main
+    show = progress and context.is_main and bool(by_run)   # nothing pending: no empty bars
     tsv.parent.mkdir(parents=True, exist_ok=True)
     with _RowWriter(tsv, timing, _test_abort_after(context)) as writer:
         pilot = _pilot_stage(runs, by_run, images, labels, indices, writer, show)
-        if show and by_run:
+        if show:
             print(plan_text(runs, by_run, pilot, context), file=sys.stderr)
         _certify_stage(runs, by_run, pilot, images, labels, indices, writer, show, context)
     timing.wall = time.perf_counter() - start
