@@ -302,7 +302,7 @@ class FaRSClosedForm:
         if not isinstance(head, torch.nn.Linear):
             raise TypeError(
                 f"the closed form needs a one-layer nn.Linear head, got {type(head).__name__}; "
-                "use FaRSMonteCarlo for other heads"
+                "use FaRSCrown for an nn.Sequential of nn.Linear and nn.ReLU layers, or FaRSMonteCarlo for any head"
             )
         self.head = head
         self.lipschitz = check_lipschitz(lipschitz)
