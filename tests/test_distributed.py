@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import TORCH_TEARDOWN_ABORT
 
 from bench import run as bench_run
 from bench.certify import distributed as dist_
@@ -51,6 +52,11 @@ def reference(tiny_zoo, tmp_path_factory):
 @pytest.mark.slow
 def test_two_gloo_ranks_equal_one_process_row_for_row(tiny_zoo, reference, tmp_path):
     done = torchrun(2, run_args(tiny_zoo, tmp_path))
+    if done.returncode != 0 and TORCH_TEARDOWN_ABORT in done.stderr:
+        # the known teardown abort (conftest): one retry in a fresh folder; every check below applies to it
+        shutil.rmtree(tmp_path)
+        tmp_path.mkdir()
+        done = torchrun(2, run_args(tiny_zoo, tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
     pd.testing.assert_frame_equal(rows(tmp_path), reference)
     assert not (tmp_path / dist_.SHARD_DIR).exists()  # shards merged and removed

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import TORCH_TEARDOWN_ABORT
 
 from bench import attack as bench_attack
 from bench import run as bench_run
@@ -39,10 +40,6 @@ def _owner(folder: Path) -> int | None:
         return int(json.loads((folder / LOCK_NAME).read_text())["pid"])
     except (OSError, ValueError, KeyError):
         return None
-
-
-#: what a rank prints when it aborts in torch's C++ teardown (see the torchrun test)
-TORCH_TEARDOWN_ABORT = "terminate called without an active exception"
 
 
 def _argv(zoo: Path, out: Path, *extra: str) -> list[str]:
